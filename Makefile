@@ -1,0 +1,41 @@
+# duplex: `make run` talks, `make test` proves it. Both set everything up first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages the runtime and its tests need (installed with apt-get if missing).
+SYSTEM_PACKAGES :=
+TORCH := torch==2.13.0
+
+.PHONY: setup run test bench lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
+	fi
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "duplex needs Python 3.11, found " + sys.version.split()[0]'
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+run: setup
+	$(BIN)/duplex run
+
+test: setup
+	$(BIN)/pytest
+
+bench: setup
+	$(BIN)/duplex bench
+
+lint: setup
+	$(BIN)/ruff check duplex tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

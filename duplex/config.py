@@ -1,0 +1,197 @@
+"""One settings object, from defaults < TOML file < environment < CLI flags.
+
+Every key has one name everywhere: `policy.tick_ms` in the TOML table
+`[policy]`, `DUPLEX_POLICY__TICK_MS` in the environment, `--set
+policy.tick_ms=120` on the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "DUPLEX_"
+DEFAULT_CONFIG = Path("duplex.toml")
+
+
+@dataclass(frozen=True)
+class VadSettings:
+    """Voice activity detection and its hysteresis."""
+
+    backend: str = "silero"  # silero | webrtc
+    threshold: float = 0.5  # speech probability that counts as voiced
+    start_ms: int = 60  # voiced this long before speech starts
+    end_ms: int = 200  # unvoiced this long before speech ends
+    pre_roll_ms: int = 200  # audio kept before the onset for the recognizer
+    webrtc_mode: int = 2  # WebRTC aggressiveness, 0..3
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """The TDM loop's cadence and its turn-taking thresholds."""
+
+    tick_ms: int = 160  # one listen/decide/speak slice
+    # while listening: silence needed to take the turn shrinks as P(speak) grows
+    min_silence_ms: int = 100  # needed when P(speak) = 1
+    max_silence_ms: int = 2000  # the cap, needed when P(speak) = 0
+    # while speaking: what to do when the user talks over the answer
+    yield_threshold: float = 0.5  # P(speak) over the overlap that makes the assistant yield
+    max_backchannel_ms: int = 1200  # overlap speech longer than this always yields
+    # speak slice
+    audio_lead_ms: int = 480  # keep this much synthesized audio ahead of playout
+    max_tokens_per_tick: int = 48  # bound on decoding work in one tick
+    tokens_per_call: int = 4  # tokens decoded between cancellation checks
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: str = "auto"  # auto | cpu | cuda
+    vad: VadSettings = field(default_factory=VadSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+
+    def validate(self) -> Settings:
+        """Reject combinations the loop cannot run with, in one line each."""
+        p, v = self.policy, self.vad
+        checks = [
+            (
+                self.device in ("auto", "cpu", "cuda"),
+                f"device must be auto, cpu or cuda, got {self.device!r}",
+            ),
+            (
+                v.backend in ("silero", "webrtc"),
+                f"vad.backend must be silero or webrtc, got {v.backend!r}",
+            ),
+            (0.0 < v.threshold < 1.0, f"vad.threshold must be in (0, 1), got {v.threshold}"),
+            (v.webrtc_mode in (0, 1, 2, 3), f"vad.webrtc_mode must be 0..3, got {v.webrtc_mode}"),
+            (
+                p.tick_ms > 0 and p.tick_ms % 20 == 0,
+                f"policy.tick_ms must be a positive multiple of 20, got {p.tick_ms}",
+            ),
+            (
+                0 <= p.min_silence_ms <= p.max_silence_ms,
+                "policy.min_silence_ms must be between 0 and policy.max_silence_ms, "
+                f"got {p.min_silence_ms} and {p.max_silence_ms}",
+            ),
+            (
+                0.0 < p.yield_threshold <= 1.0,
+                f"policy.yield_threshold must be in (0, 1], got {p.yield_threshold}",
+            ),
+            (
+                p.tokens_per_call > 0 and p.max_tokens_per_tick >= p.tokens_per_call,
+                "policy.max_tokens_per_tick must be >= policy.tokens_per_call > 0",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        return self
+
+
+def _coerce(value: Any, default: Any, key: str) -> Any:
+    """Turn a TOML or string value into the type of the setting's default."""
+    kind = type(default)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            if kind is bool:
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return kind(value)
+        except ValueError:
+            pass
+    raise ValueError(f"setting {key} must be {kind.__name__}, got {value!r}")
+
+
+def _apply(settings: Settings, updates: Mapping[str, Any]) -> Settings:
+    """Apply dotted keys (`policy.tick_ms`) to a settings object."""
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    names = {f.name for f in fields(Settings)}
+    for key, value in updates.items():
+        section, _, name = key.partition(".")
+        if section not in names:
+            raise ValueError(f"unknown setting {key!r}; sections are {', '.join(sorted(names))}")
+        current = getattr(settings, section)
+        is_section = is_dataclass(current)
+        if not name:
+            if is_section:
+                raise ValueError(f"setting {key!r} is a section; set {key}.<name>")
+            top[section] = _coerce(value, current, key)
+            continue
+        if not is_section:
+            raise ValueError(f"unknown setting {key!r}; {section} is not a section")
+        known = {f.name for f in fields(current)}
+        if name not in known:
+            raise ValueError(f"unknown setting {key!r}; {section} has {', '.join(sorted(known))}")
+        sections.setdefault(section, {})[name] = _coerce(value, getattr(current, name), key)
+    for section, values in sections.items():
+        top[section] = replace(getattr(settings, section), **values)
+    return replace(settings, **top)
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, str]:
+    return {
+        key[len(ENV_PREFIX) :].lower().replace("__", "."): value
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX) and key != "DUPLEX_CONFIG"
+    }
+
+
+def parse_assignments(pairs: Iterable[str]) -> dict[str, str]:
+    """`KEY=VALUE` strings from `--set` flags."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set takes KEY=VALUE (e.g. policy.tick_ms=120), got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def load_settings(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Defaults, then the TOML file, then `DUPLEX_*` variables, then `overrides`.
+
+    Without `path`, `$DUPLEX_CONFIG` is read (it must exist), else `./duplex.toml`
+    if it exists. Every error is a ValueError with a one-line message.
+    """
+    environ = os.environ if environ is None else environ
+    settings = Settings()
+    explicit = path or environ.get("DUPLEX_CONFIG") or None
+    file = Path(explicit) if explicit else DEFAULT_CONFIG
+    if explicit and not file.exists():
+        raise ValueError(f"config file {file} does not exist")
+    if explicit or file.is_file():
+        try:
+            table = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"config file {file} cannot be read: {error}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"config file {file} is not valid TOML: {error}") from None
+        settings = _apply(settings, _flatten(table))
+    settings = _apply(settings, _from_env(environ))
+    settings = _apply(settings, overrides or {})
+    return settings.validate()

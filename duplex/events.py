@@ -1,0 +1,146 @@
+"""The one vocabulary a session reports in.
+
+Every event carries `audio_ms`, its position on the input timeline (ms since
+the session's first frame), and `clock_ms`, the clock time at which it was
+produced. The server maps these onto wire protocols, the local client onto
+the terminal and the speaker, the benchmark onto latency numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from duplex.audio import Int16Array
+from duplex.metrics import TurnRecord
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    type: ClassVar[str] = "event"
+    audio_ms: int
+    clock_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with a `type` field; audio is left out."""
+        data = {k: v for k, v in asdict(self).items() if not isinstance(v, np.ndarray)}
+        return {"type": self.type, **data}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeechStarted(Event):
+    """The user started speaking; `audio_ms` is the onset (first voiced frame)."""
+
+    type: ClassVar[str] = "speech_started"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeechStopped(Event):
+    """The user stopped; `audio_ms` is the end of the last voiced frame."""
+
+    type: ClassVar[str] = "speech_stopped"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TranscriptDelta(Event):
+    """New stable words of the user's current utterance (append-only)."""
+
+    type: ClassVar[str] = "transcript_delta"
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TranscriptFinal(Event):
+    """The whole user turn as the LM heard it, once the turn is taken or yielded to."""
+
+    type: ClassVar[str] = "transcript_final"
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TurnTaken(Event):
+    """The assistant decided to answer: the decision the policy made, and why."""
+
+    type: ClassVar[str] = "turn_taken"
+    response_id: int
+    p_speak: float
+    silence_ms: int
+    required_silence_ms: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResponseText(Event):
+    """Words of the assistant's answer as the LM writes them (ahead of the audio)."""
+
+    type: ClassVar[str] = "response_text"
+    response_id: int
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResponseAudio(Event):
+    """One 20 ms output frame to play now; `text` is the clause it belongs to."""
+
+    type: ClassVar[str] = "response_audio"
+    response_id: int
+    pcm: Int16Array = field(repr=False)
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interrupted(Event):
+    """The user barged in and the assistant yielded; output stopped at `audio_ms`."""
+
+    type: ClassVar[str] = "interrupted"
+    response_id: int
+    played_ms: int
+    played_text: str
+    onset_ms: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackchannelIgnored(Event):
+    """The user talked over the assistant ("uh-huh") and the assistant kept talking."""
+
+    type: ClassVar[str] = "backchannel_ignored"
+    response_id: int
+    text: str
+    onset_ms: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResponseDone(Event):
+    """The answer ended: `completed`, `interrupted` (barge-in) or `cancelled`."""
+
+    type: ClassVar[str] = "response_done"
+    response_id: int
+    status: str
+    played_ms: int
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TurnMetrics(Event):
+    """Latency marks of one exchange, emitted once per turn."""
+
+    type: ClassVar[str] = "turn_metrics"
+    record: TurnRecord
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "audio_ms": self.audio_ms,
+            "clock_ms": self.clock_ms,
+            **self.record.to_dict(),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Error(Event):
+    """Something went wrong; the session keeps running."""
+
+    type: ClassVar[str] = "error"
+    code: str
+    message: str

@@ -1,0 +1,88 @@
+"""The ports the core drives; `models/` implements them, tests use small fakes.
+
+They are synchronous on purpose: the session calls them inside one tick and
+a driver decides which thread that tick runs on.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+from duplex.audio import Frame, Int16Array
+
+
+class VoiceActivity(Protocol):
+    """Per-frame speech probability (WebRTC VAD, Silero)."""
+
+    def probability(self, frame: Frame) -> float:
+        """Speech probability of this 20 ms frame, in [0, 1]."""
+        ...
+
+    def reset(self) -> None:
+        """Forget internal state (a new session)."""
+        ...
+
+
+class Recognizer(Protocol):
+    """Streaming speech recognition of the user's current utterance."""
+
+    def accept(self, frame: Frame) -> None:
+        """Audio of the current utterance, pre-roll included, in timeline order."""
+        ...
+
+    def stable(self) -> str:
+        """New words since the last call that will not change (append-only)."""
+        ...
+
+    def finish(self) -> str:
+        """The utterance ended: its remaining words; the next `accept` starts a new one."""
+        ...
+
+    def reset(self) -> None:
+        """Drop the current utterance without decoding it."""
+        ...
+
+
+class StateProbs(NamedTuple):
+    """The duplex state head's reading of the conversation at the last position."""
+
+    listen: float
+    speak: float
+    dismiss: float
+
+
+class DuplexLM(Protocol):
+    """The frozen LM with one KV cache per session, read by a state head.
+
+    The conversation grows in place: user words are appended to the open user
+    turn, the assistant's words are decoded after it; a barge-in truncates the
+    assistant's message to what was actually played.
+    """
+
+    def listen(self, text: str) -> StateProbs:
+        """Append user words (may be empty) to the open user turn; read the state."""
+        ...
+
+    def overlap(self, text: str) -> StateProbs:
+        """Read the state for words the user says over the assistant, without keeping them."""
+        ...
+
+    def begin_response(self) -> None:
+        """Close the user turn and open the assistant's."""
+        ...
+
+    def speak(self, max_tokens: int) -> tuple[str, bool]:
+        """Decode up to `max_tokens` tokens of the answer: (text, finished)."""
+        ...
+
+    def truncate(self, played_text: str) -> None:
+        """End the assistant's turn at the words the user actually heard."""
+        ...
+
+
+class Synthesizer(Protocol):
+    """Text to speech, one clause at a time."""
+
+    def synthesize(self, text: str) -> Int16Array:
+        """16 kHz mono PCM16 for one clause of the answer."""
+        ...

@@ -1,0 +1,385 @@
+"""One conversation: the TDM loop over 20 ms frames, sans I/O.
+
+`Session.step(frame)` takes the next microphone frame and returns the events
+it caused, at most one of them a `ResponseAudio` frame to play now. Every
+`tick_ms` the session runs one TDM tick: a listen slice (new stable words to
+the LM, state probabilities back), a decision (take the turn, yield, dismiss)
+and a speak slice (decode just enough to keep synthesized audio ahead of
+playout). The session never touches a socket, a device, a thread or the wall
+clock; drivers do, which is what makes every decision reproducible in tests.
+
+Positions: the input frame with index i covers [20 i, 20 i + 20) ms, and the
+output frame returned by `step` for it is played from 20 i + 20 ms. When the
+clock runs ahead of the audio (compute took longer than real time), marks use
+the clock's position instead, so slow models show up as latency.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from duplex.audio import FRAME_MS, FRAME_SAMPLES, Frame, Int16Array
+from duplex.clock import Clock
+from duplex.config import PolicySettings
+from duplex.events import (
+    BackchannelIgnored,
+    Event,
+    Interrupted,
+    ResponseAudio,
+    ResponseDone,
+    ResponseText,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptDelta,
+    TranscriptFinal,
+    TurnMetrics,
+    TurnTaken,
+)
+from duplex.metrics import TurnRecord
+from duplex.ports import DuplexLM, Recognizer, StateProbs, Synthesizer
+from duplex.tdm import OverlapDecision, State, TurnPolicy
+from duplex.text import ClauseSplitter, played_words
+from duplex.vad import VadStep, VadTracker
+
+
+@dataclass
+class _Clause:
+    text: str
+    frames: int
+    played: int = 0
+
+
+@dataclass
+class _Response:
+    """An answer being written, synthesized and played."""
+
+    id: int
+    splitter: ClauseSplitter = field(default_factory=ClauseSplitter)
+    clauses: list[_Clause] = field(default_factory=list)
+    queue: deque[tuple[Int16Array, int]] = field(default_factory=deque)
+    generating: bool = True
+    tokens_seen: bool = False
+
+    @property
+    def queued_ms(self) -> int:
+        return len(self.queue) * FRAME_MS
+
+    @property
+    def played_ms(self) -> int:
+        return sum(c.played for c in self.clauses) * FRAME_MS
+
+    @property
+    def finished(self) -> bool:
+        return not self.generating and not self.queue
+
+    def enqueue(self, text: str, pcm: Int16Array) -> None:
+        frames = max(1, -(-pcm.size // FRAME_SAMPLES))
+        padded = np.zeros(frames * FRAME_SAMPLES, dtype=np.int16)
+        padded[: pcm.size] = pcm
+        index = len(self.clauses)
+        self.clauses.append(_Clause(text, frames))
+        for i in range(frames):
+            self.queue.append((padded[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES], index))
+
+    def played_text(self) -> str:
+        """The words the user actually heard, up to the current playout position."""
+        heard = [
+            c.text if c.played == c.frames else played_words(c.text, c.played / c.frames)
+            for c in self.clauses
+            if c.played
+        ]
+        return " ".join(h for h in heard if h)
+
+
+class Session:
+    """The TDM loop for one conversation."""
+
+    def __init__(
+        self,
+        *,
+        vad: VadTracker,
+        recognizer: Recognizer,
+        lm: DuplexLM,
+        synthesizer: Synthesizer,
+        clock: Clock,
+        settings: PolicySettings | None = None,
+        policy: TurnPolicy | None = None,
+    ) -> None:
+        self.settings = settings or PolicySettings()
+        self.policy = policy or TurnPolicy(self.settings)
+        self._vad = vad
+        self._recognizer = recognizer
+        self._lm = lm
+        self._tts = synthesizer
+        self._clock = clock
+        self._tick_frames = self.settings.tick_ms // FRAME_MS
+        self.state = State.LISTENING
+        self._next_index = 0
+        self._clock_origin: float | None = None
+        self._utterance_ended = False
+        # the open user turn
+        self._user_text = ""
+        self._record: TurnRecord | None = None
+        # the assistant's answer and the user's words over it
+        self._response: _Response | None = None
+        self._responses = 0
+        self._overlap_onset: int | None = None
+        self._overlap_end: int | None = None
+        self._overlap_text = ""
+
+    @property
+    def frames_seen(self) -> int:
+        return self._next_index
+
+    def step(self, frame: Frame) -> list[Event]:
+        """Consume the next input frame; return its events and maybe one output frame.
+
+        A frame out of order raises ValueError and changes nothing, so the
+        driver can report it and go on.
+        """
+        if not isinstance(frame, Frame):
+            raise ValueError(f"session.step takes a Frame, got {type(frame).__name__}")
+        if frame.index != self._next_index:
+            raise ValueError(
+                f"frame {frame.index} arrived, the session expects frame {self._next_index}; "
+                "fill gaps with silence"
+            )
+        vad = self._vad.push(frame)
+        self._next_index += 1
+        if self._clock_origin is None:
+            self._clock_origin = self._clock.now_ms() - frame.end_ms
+        events = self._hear(frame, vad)
+        if self._next_index % self._tick_frames == 0:
+            events += self._tick(frame.end_ms)
+        events += self._play(frame.end_ms)
+        return events
+
+    # per frame ------------------------------------------------------------
+
+    def _hear(self, frame: Frame, vad: VadStep) -> list[Event]:
+        events: list[Event] = []
+        if vad.started is not None:
+            events.append(self._event(SpeechStarted, vad.started))
+            for f in vad.pre_roll:
+                self._recognizer.accept(f)
+            if self.state is State.SPEAKING:
+                self.state = State.OVERLAP
+                self._overlap_onset, self._overlap_end, self._overlap_text = vad.started, None, ""
+            elif self._record is None:
+                self._record = TurnRecord(self._responses + 1, user_onset_ms=vad.started)
+        elif vad.in_speech:
+            self._recognizer.accept(frame)
+        if vad.stopped is not None:
+            events.append(self._event(SpeechStopped, vad.stopped))
+            self._utterance_ended = True
+            if self.state is State.OVERLAP:
+                self._overlap_end = vad.stopped
+            elif self._record is not None:
+                self._record.user_last_voiced_ms = vad.stopped
+                self._record.vad_end_ms = frame.end_ms
+        return events
+
+    def _play(self, position_ms: int) -> list[Event]:
+        response = self._response
+        if response is None or self.state is State.LISTENING:
+            return []
+        if response.queue:
+            pcm, index = response.queue.popleft()
+            clause = response.clauses[index]
+            clause.played += 1
+            if self._record is not None and self._record.first_output_ms is None:
+                self._record.first_output_ms = self._timeline(position_ms)
+            return [
+                self._event(ResponseAudio, position_ms, response_id=response.id, pcm=pcm, text=clause.text)
+            ]
+        if response.finished:
+            return self._finish_response(position_ms)
+        return []
+
+    # per tick -------------------------------------------------------------
+
+    def _tick(self, now_ms: int) -> list[Event]:
+        words = self._recognizer.stable()
+        if self._utterance_ended:
+            words += self._recognizer.finish()
+            self._utterance_ended = False
+        events: list[Event] = []
+        if words.strip():
+            events.append(self._event(TranscriptDelta, now_ms, text=words))
+        if self.state is State.LISTENING:
+            events += self._listen_slice(words, now_ms)
+        elif self.state is State.OVERLAP:
+            events += self._overlap_slice(words, now_ms)
+        if self._response is not None and self.state is not State.LISTENING:
+            events += self._speak_slice(now_ms)
+        return events
+
+    def _listen_slice(self, words: str, now_ms: int) -> list[Event]:
+        if self._record is None:  # nobody has spoken since the last answer
+            return []
+        self._user_text += words
+        probs = self._lm.listen(words)
+        if self._vad.in_speech:
+            return []
+        if not self._user_text.strip():  # a cough or a click: no words, no turn
+            self._record = None
+            return []
+        silence = now_ms - (self._record.user_last_voiced_ms or now_ms)
+        if not self.policy.take_turn(probs, silence):
+            return []
+        return self._take_turn(probs, silence, now_ms)
+
+    def _take_turn(self, probs: StateProbs, silence: int, now_ms: int) -> list[Event]:
+        assert self._record is not None
+        self._responses += 1
+        response_id = self._responses
+        self._record.response_id = response_id
+        self._lm.begin_response()
+        self._record.decision_ms = self._timeline(now_ms)
+        events = [
+            self._event(TranscriptFinal, now_ms, text=self._user_text.strip()),
+            self._event(
+                TurnTaken,
+                now_ms,
+                response_id=response_id,
+                p_speak=probs.speak,
+                silence_ms=silence,
+                required_silence_ms=round(self.policy.required_silence_ms(probs.speak)),
+            ),
+        ]
+        self._user_text = ""
+        self._response = _Response(response_id)
+        self.state = State.SPEAKING
+        return events
+
+    def _overlap_slice(self, words: str, now_ms: int) -> list[Event]:
+        assert self._response is not None and self._overlap_onset is not None
+        self._overlap_text += words
+        probs = self._lm.overlap(self._overlap_text)
+        ended = not self._vad.in_speech
+        overlap_ms = (self._overlap_end if ended and self._overlap_end else now_ms) - self._overlap_onset
+        decision = self.policy.on_overlap(probs, overlap_ms, ended)
+        if decision is OverlapDecision.YIELD:
+            return self._yield(now_ms)
+        if decision is OverlapDecision.DISMISS:
+            if self._record is not None:
+                self._record.backchannels += 1
+            event = self._event(
+                BackchannelIgnored,
+                now_ms,
+                response_id=self._response.id,
+                text=self._overlap_text.strip(),
+                onset_ms=self._overlap_onset,
+            )
+            self.state, self._overlap_onset, self._overlap_text = State.SPEAKING, None, ""
+            return [event]
+        return []
+
+    def _yield(self, now_ms: int) -> list[Event]:
+        """Barge-in: stop output now, keep only what was heard, the user has the turn."""
+        response, onset = self._response, self._overlap_onset
+        assert response is not None and onset is not None
+        played_text = response.played_text()
+        self._lm.truncate(played_text)
+        events: list[Event] = [
+            self._event(
+                Interrupted,
+                now_ms,
+                response_id=response.id,
+                played_ms=response.played_ms,
+                played_text=played_text,
+                onset_ms=onset,
+            ),
+            self._event(
+                ResponseDone,
+                now_ms,
+                response_id=response.id,
+                status="interrupted",
+                played_ms=response.played_ms,
+                text=played_text,
+            ),
+        ]
+        if self._record is not None:
+            self._record.barge_in_onset_ms = onset
+            self._record.output_stopped_ms = self._timeline(now_ms)
+            events += self._close_record("interrupted", now_ms)
+        self._continue_user_turn(onset)
+        return events
+
+    def _speak_slice(self, now_ms: int) -> list[Event]:
+        response = self._response
+        assert response is not None
+        events: list[Event] = []
+        budget = self.settings.max_tokens_per_tick
+        while response.generating and response.queued_ms < self.settings.audio_lead_ms and budget > 0:
+            text, done = self._lm.speak(self.settings.tokens_per_call)
+            budget -= self.settings.tokens_per_call
+            clauses = response.splitter.push(text)
+            if text:
+                if self._record is not None and not response.tokens_seen:
+                    self._record.first_token_ms = self._timeline(now_ms)
+                response.tokens_seen = True
+                events.append(self._event(ResponseText, now_ms, response_id=response.id, text=text))
+            if done:
+                clauses += response.splitter.flush()
+                response.generating = False
+            for clause in clauses:
+                response.enqueue(clause, self._tts.synthesize(clause))
+                if self._record is not None and self._record.first_tts_audio_ms is None:
+                    self._record.first_tts_audio_ms = self._timeline(now_ms)
+        return events
+
+    # turn bookkeeping -------------------------------------------------------
+
+    def _finish_response(self, position_ms: int) -> list[Event]:
+        response = self._response
+        assert response is not None
+        events: list[Event] = [
+            self._event(
+                ResponseDone,
+                position_ms,
+                response_id=response.id,
+                status="completed",
+                played_ms=response.played_ms,
+                text=response.played_text(),
+            )
+        ]
+        if self._record is not None:
+            self._record.output_stopped_ms = self._timeline(position_ms)
+            events += self._close_record("completed", position_ms)
+        if self.state is State.OVERLAP and self._overlap_onset is not None:
+            self._continue_user_turn(self._overlap_onset)  # the user was already talking
+        else:
+            self._response, self.state = None, State.LISTENING
+        return events
+
+    def _continue_user_turn(self, onset: int) -> None:
+        """The words said over the answer open the next user turn."""
+        self._response, self.state = None, State.LISTENING
+        self._record = TurnRecord(self._responses + 1, user_onset_ms=onset)
+        if self._overlap_end is not None:
+            self._record.user_last_voiced_ms = self._overlap_end
+        self._user_text, self._overlap_text = self._overlap_text, ""
+        self._overlap_onset = self._overlap_end = None
+        self._lm.listen(self._user_text)
+
+    def _close_record(self, outcome: str, position_ms: int) -> list[Event]:
+        record, self._record = self._record, None
+        assert record is not None
+        record.outcome = outcome
+        return [self._event(TurnMetrics, position_ms, record=record)]
+
+    # helpers ----------------------------------------------------------------
+
+    def _timeline(self, position_ms: int) -> int:
+        """The later of the audio position and where the clock says we are."""
+        if self._clock_origin is None:
+            return position_ms
+        return max(position_ms, round(self._clock.now_ms() - self._clock_origin))
+
+    def _event(self, kind: type[Event], audio_ms: int, **fields: Any) -> Event:
+        return kind(audio_ms=audio_ms, clock_ms=self._clock.now_ms(), **fields)

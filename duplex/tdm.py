@@ -1,0 +1,67 @@
+"""The turn-taking policy of the TDM loop: when to speak, yield or keep talking.
+
+Pure functions of the state head's probabilities and the silence/overlap
+durations the session measures, so every decision is reproducible.
+
+While listening, the assistant takes the turn once the silence since the
+user's last voiced frame reaches a threshold that shrinks linearly as
+P(speak) grows::
+
+    required_silence(p) = max_silence_ms - (max_silence_ms - min_silence_ms) * p
+
+so a finished sentence (p near 1) is answered after about `min_silence_ms`
+(100 ms by default) and a dangling "and then I" (p near 0) waits up to the
+cap, `max_silence_ms` (2000 ms).
+
+While speaking, words the user says over the answer make it yield at once
+when P(speak) reaches `yield_threshold`, or when the overlap runs longer than
+`max_backchannel_ms` (no one says "uh-huh" for a second and a half); an
+overlap that ends before either is dismissed as a backchannel and the answer
+goes on.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from duplex.config import PolicySettings
+from duplex.ports import StateProbs
+
+
+class State(enum.Enum):
+    LISTENING = "listening"
+    SPEAKING = "speaking"
+    OVERLAP = "overlap"  # the assistant speaks and the user talks over it
+
+
+class OverlapDecision(enum.Enum):
+    WAIT = "wait"  # keep talking, keep listening to the overlap
+    YIELD = "yield"  # stop output now, the user has the turn
+    DISMISS = "dismiss"  # a backchannel: keep talking, forget the overlap
+
+
+@dataclass(frozen=True)
+class TurnPolicy:
+    """The default policy: the state head's probabilities and measured silence."""
+
+    settings: PolicySettings
+
+    def required_silence_ms(self, p_speak: float) -> float:
+        s = self.settings
+        p = min(1.0, max(0.0, p_speak))
+        return s.max_silence_ms - (s.max_silence_ms - s.min_silence_ms) * p
+
+    def take_turn(self, probs: StateProbs, silence_ms: float) -> bool:
+        """While listening, after the user has said something: answer now?"""
+        return silence_ms >= self.required_silence_ms(probs.speak)
+
+    def on_overlap(self, probs: StateProbs, overlap_ms: float, ended: bool) -> OverlapDecision:
+        """While speaking, the user talks: yield, dismiss, or wait for more."""
+        if probs.speak >= self.settings.yield_threshold:
+            return OverlapDecision.YIELD
+        if overlap_ms >= self.settings.max_backchannel_ms:
+            return OverlapDecision.YIELD
+        if ended:
+            return OverlapDecision.DISMISS
+        return OverlapDecision.WAIT

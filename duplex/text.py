@@ -1,0 +1,56 @@
+"""Text helpers for the speak slice: clause splitting and played-word mapping."""
+
+from __future__ import annotations
+
+import re
+
+_BOUNDARY = re.compile(r"[.!?;:,](?=\s)")
+
+
+class ClauseSplitter:
+    """Cuts streaming LM text into clauses for the synthesizer.
+
+    A clause ends at punctuation followed by whitespace, or after `max_words`
+    complete words, so the first audio does not wait for a long sentence.
+    """
+
+    def __init__(self, max_words: int = 8) -> None:
+        if max_words < 1:
+            raise ValueError(f"max_words must be at least 1, got {max_words}")
+        self.max_words = max_words
+        self._buffer = ""
+
+    def push(self, text: str) -> list[str]:
+        self._buffer += text
+        clauses = []
+        while clause := self._next_clause():
+            clauses.append(clause)
+        return clauses
+
+    def flush(self) -> list[str]:
+        rest, self._buffer = self._buffer.strip(), ""
+        return [rest] if rest else []
+
+    def _next_clause(self) -> str | None:
+        match = _BOUNDARY.search(self._buffer)
+        # complete words are those followed by whitespace
+        words = list(re.finditer(r"\S+(?=\s)", self._buffer))
+        if match and len(self._buffer[: match.end()].split()) <= self.max_words:
+            end = match.end()
+        elif len(words) >= self.max_words:
+            end = words[self.max_words - 1].end()
+        else:
+            return None
+        clause, self._buffer = self._buffer[:end].strip(), self._buffer[end:]
+        return clause or None
+
+
+def played_words(text: str, fraction: float) -> str:
+    """The words of a clause heard when `fraction` of its audio has played.
+
+    Word timings inside a clause are estimated in proportion to its audio;
+    a word counts as heard once half of its share has played.
+    """
+    words = text.split()
+    heard = int(len(words) * max(0.0, min(1.0, fraction)) + 0.5)
+    return " ".join(words[:heard])

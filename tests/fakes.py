@@ -1,0 +1,178 @@
+"""Small deterministic stand-ins for the models, for fast tests of the core."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from duplex.audio import FRAME_MS, SAMPLE_RATE, Frame, Int16Array, float_to_pcm16, frames_of
+from duplex.clock import VirtualClock
+from duplex.config import PolicySettings
+from duplex.events import Event
+from duplex.ports import StateProbs
+from duplex.session import Session
+from duplex.vad import VadTracker
+
+BACKCHANNELS = {"yeah", "uh-huh", "uh huh", "mm hm", "mm-hm", "right", "ok", "okay"}
+
+
+class EnergyVad:
+    """Voiced when the frame's RMS clears a fixed level."""
+
+    def __init__(self, level: float = 0.01) -> None:
+        self.level = level
+
+    def probability(self, frame: Frame) -> float:
+        return 1.0 if float(np.sqrt(np.mean(frame.samples() ** 2))) > self.level else 0.0
+
+    def reset(self) -> None:
+        pass
+
+
+@dataclass
+class ScriptedRecognizer:
+    """Knows which word is said when; reveals a word once `lag_ms` of audio after it arrived."""
+
+    words: Sequence[tuple[int, int, str]]
+    lag_ms: int = 160
+    heard_until: int = 0
+    emitted: set[int] = field(default_factory=set)
+
+    def accept(self, frame: Frame) -> None:
+        self.heard_until = max(self.heard_until, frame.end_ms)
+
+    def _take(self, until: int) -> str:
+        out = ""
+        for i, (_, end, text) in enumerate(self.words):
+            if i not in self.emitted and end <= until:
+                self.emitted.add(i)
+                out += " " + text
+        return out
+
+    def stable(self) -> str:
+        return self._take(self.heard_until - self.lag_ms)
+
+    def finish(self) -> str:
+        return self._take(self.heard_until)
+
+    def reset(self) -> None:
+        pass
+
+
+def default_state(text: str, overlap: bool) -> StateProbs:
+    """Scripted state head: a question or statement that ends is complete; acks are dismissed."""
+    words = text.strip().lower()
+    if overlap:
+        if not words:
+            return StateProbs(0.9, 0.05, 0.05)
+        if re.sub(r"[^\w\s-]", "", words) in BACKCHANNELS:
+            return StateProbs(0.05, 0.05, 0.9)
+        return StateProbs(0.05, 0.9, 0.05)
+    if words.endswith((".", "?", "!")):
+        return StateProbs(0.05, 0.95, 0.0)
+    return StateProbs(0.95, 0.05, 0.0)
+
+
+@dataclass
+class ScriptedLM:
+    """A DuplexLM whose answers and state probabilities are scripted.
+
+    It keeps the conversation as (role, text) turns so tests can read what the
+    model's context holds after a barge-in.
+    """
+
+    answers: Sequence[str]
+    state: Callable[[str, bool], StateProbs] = default_state
+    history: list[list[str]] = field(default_factory=list)
+    overlaps: list[str] = field(default_factory=list)
+    _words: list[str] = field(default_factory=list)
+
+    def listen(self, text: str) -> StateProbs:
+        if not self.history or self.history[-1][0] != "user":
+            self.history.append(["user", ""])
+        self.history[-1][1] += text
+        return self.state(self.history[-1][1], False)
+
+    def overlap(self, text: str) -> StateProbs:
+        self.overlaps.append(text)
+        return self.state(text, True)
+
+    def begin_response(self) -> None:
+        answer = self.answers[sum(1 for role, _ in self.history if role == "assistant") % len(self.answers)]
+        self._words = answer.split()
+        self.history.append(["assistant", ""])
+
+    def speak(self, max_tokens: int) -> tuple[str, bool]:
+        taken, self._words = self._words[:max_tokens], self._words[max_tokens:]
+        text = "".join(" " + w for w in taken)
+        self.history[-1][1] += text
+        return text, not self._words
+
+    def truncate(self, played_text: str) -> None:
+        assert self.history[-1][0] == "assistant"
+        self.history[-1][1] = played_text
+
+    def turns(self) -> list[tuple[str, str]]:
+        return [(role, text.strip()) for role, text in self.history]
+
+
+class ToneSynth:
+    """Speaks every word as `ms_per_word` of a 440 Hz tone."""
+
+    def __init__(self, ms_per_word: int = 200) -> None:
+        self.ms_per_word = ms_per_word
+        self.clauses: list[str] = []
+
+    def synthesize(self, text: str) -> Int16Array:
+        self.clauses.append(text)
+        n = len(text.split()) * self.ms_per_word * SAMPLE_RATE // 1000
+        t = np.arange(n) / SAMPLE_RATE
+        return float_to_pcm16(0.3 * np.sin(2 * np.pi * 440 * t))
+
+
+def user_audio(spans: Iterable[tuple[int, int]], total_ms: int, seed: int = 0) -> Int16Array:
+    """A signal that is loud noise inside the (start_ms, end_ms) spans, silence elsewhere."""
+    rng = np.random.default_rng(seed)
+    signal = np.zeros(total_ms * SAMPLE_RATE // 1000, dtype=np.float32)
+    for start, end in spans:
+        a, b = start * SAMPLE_RATE // 1000, end * SAMPLE_RATE // 1000
+        signal[a:b] = rng.normal(0, 0.2, len(signal[a:b]))
+    return float_to_pcm16(signal)
+
+
+@dataclass
+class Harness:
+    """A session on fakes, driven frame by frame under a virtual clock."""
+
+    words: Sequence[tuple[int, int, str]]
+    answers: Sequence[str] = ("It is noon. Anything else I can help you with today? I am happy to help.",)
+    settings: PolicySettings = field(default_factory=PolicySettings)
+
+    def __post_init__(self) -> None:
+        self.clock = VirtualClock()
+        self.lm = ScriptedLM(self.answers)
+        self.tts = ToneSynth()
+        self.recognizer = ScriptedRecognizer(self.words)
+        self.session = Session(
+            vad=VadTracker(EnergyVad(), start_ms=60, end_ms=200, pre_roll_ms=200),
+            recognizer=self.recognizer,
+            lm=self.lm,
+            synthesizer=self.tts,
+            clock=self.clock,
+            settings=self.settings,
+        )
+        self.events: list[Event] = []
+
+    def run(self, total_ms: int, spans: Iterable[tuple[int, int]] | None = None) -> list[Event]:
+        """Feed `total_ms` of user audio (voiced where the words are, by default)."""
+        spans = [(s, e) for s, e, _ in self.words] if spans is None else spans
+        for frame in frames_of(user_audio(spans, total_ms)):
+            self.events += self.session.step(frame)
+            self.clock.advance(FRAME_MS)
+        return self.events
+
+    def of(self, kind: type[Event]) -> list[Event]:
+        return [e for e in self.events if isinstance(e, kind)]

@@ -1,0 +1,187 @@
+"""Every TDM transition, with exact timeline assertions, on deterministic fakes.
+
+Timeline arithmetic used below: VAD starts after 60 ms voiced (onset = first
+voiced frame) and stops after 200 ms unvoiced (at the end of the last voiced
+frame); ticks run at every 160 ms boundary; the scripted recognizer reveals a
+word 160 ms after its end (or at the end of the utterance); the tone
+synthesizer speaks 200 ms per word.
+"""
+
+from __future__ import annotations
+
+import sys
+import subprocess
+
+import numpy as np
+import pytest
+
+from duplex.audio import Frame
+from duplex.config import PolicySettings
+from duplex.events import (
+    BackchannelIgnored,
+    Interrupted,
+    ResponseAudio,
+    ResponseDone,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    TurnMetrics,
+    TurnTaken,
+)
+from duplex.tdm import State, TurnPolicy
+from tests.fakes import Harness
+
+QUESTION = [(0, 300, "what"), (300, 500, "time"), (500, 700, "is"), (700, 1000, "it?")]
+ANSWER = "It is noon. Anything else I can help you with today? I am happy to help."
+
+
+def test_end_of_turn_takes_the_turn_after_a_short_silence() -> None:
+    h = Harness(QUESTION)
+    h.run(6000)
+    assert [e.audio_ms for e in h.of(SpeechStarted)] == [0]
+    assert [e.audio_ms for e in h.of(SpeechStopped)] == [1000]
+    [taken] = h.of(TurnTaken)
+    assert isinstance(taken, TurnTaken)
+    # P(speak)=0.95 needs 2000 - 1900 * 0.95 = 195 ms; the tick at 1120 ms had
+    # not heard the last word yet, the tick at 1280 ms has 280 ms of silence.
+    assert (taken.audio_ms, taken.silence_ms, taken.required_silence_ms) == (1280, 280, 195)
+    [final] = h.of(TranscriptFinal)
+    assert isinstance(final, TranscriptFinal) and final.text == "what time is it?"
+    audio = h.of(ResponseAudio)
+    # 3 + 8 + 5 words at 200 ms = 3200 ms of answer, played without a gap from 1280 ms
+    assert [e.audio_ms for e in audio] == list(range(1280, 1280 + 3200, 20))
+    [done] = h.of(ResponseDone)
+    assert isinstance(done, ResponseDone)
+    assert (done.status, done.played_ms, done.text) == ("completed", 3200, ANSWER)
+    [metrics] = h.of(TurnMetrics)
+    assert isinstance(metrics, TurnMetrics)
+    record = metrics.record
+    assert record.end_of_turn_ms == 280
+    assert (record.vad_end_ms, record.decision_ms, record.first_output_ms) == (1200, 1280, 1280)
+    assert record.output_stopped_ms == 4480 and record.outcome == "completed"
+    assert h.lm.turns() == [("user", "what time is it?"), ("assistant", ANSWER)]
+    assert h.session.state is State.LISTENING
+
+
+def test_mid_sentence_pause_is_not_a_takeover() -> None:
+    words = [(0, 300, "I"), (300, 500, "went"), (500, 650, "to"), (650, 800, "the"),
+             (2000, 2400, "store"), (2400, 2800, "yesterday.")]
+    h = Harness(words)
+    h.run(6000)
+    # a 1200 ms pause after "the" (P(speak)=0.05 needs 1905 ms) does not take the turn
+    assert [e.audio_ms for e in h.of(SpeechStarted)] == [0, 2000]
+    [taken] = h.of(TurnTaken)
+    assert taken.audio_ms == 3040  # 2800 + 200 ms hangover, next tick with >= 195 ms silence
+    [final] = h.of(TranscriptFinal)
+    assert isinstance(final, TranscriptFinal) and final.text == "I went to the store yesterday."
+
+
+def test_long_pause_reaches_the_cap_and_takes_the_turn() -> None:
+    words = [(0, 300, "and"), (300, 500, "then"), (500, 800, "I")]
+    h = Harness(words)
+    h.run(4000)
+    [taken] = h.of(TurnTaken)
+    assert isinstance(taken, TurnTaken)
+    # P(speak)=0.05 needs 1905 ms of silence after 800 ms: the first tick past 2705 ms
+    assert (taken.audio_ms, taken.silence_ms) == (2720, 1920)
+
+
+def test_barge_in_yields_within_one_frame_and_truncates_history() -> None:
+    words = [*QUESTION, (2000, 2300, "wait,"), (2300, 2600, "stop.")]
+    h = Harness(words)
+    h.run(8000)
+    [interrupted] = h.of(Interrupted)
+    assert isinstance(interrupted, Interrupted)
+    # "wait," is revealed at the 2560 ms tick; the assistant yields there
+    assert (interrupted.onset_ms, interrupted.audio_ms) == (2000, 2560)
+    # played 1280..2560 ms: 30 frames of clause 1, 34 of the 80 of clause 2 (3.4 of 8 words)
+    assert interrupted.played_ms == 1280
+    assert interrupted.played_text == "It is noon. Anything else I"
+    # output stops at once: no assistant frame at or after the decision
+    audio_times = [e.audio_ms for e in h.of(ResponseAudio) if e.response_id == 1]
+    assert audio_times == list(range(1280, 2560, 20))
+    [done1] = [e for e in h.of(ResponseDone) if e.response_id == 1]
+    assert isinstance(done1, ResponseDone) and done1.status == "interrupted"
+    metrics = [e.record for e in h.of(TurnMetrics)]
+    assert metrics[0].barge_in_stop_ms == 560 and metrics[0].outcome == "interrupted"
+    # the model's context holds only what the user heard, then the interruption
+    turns = h.lm.turns()
+    assert turns[:3] == [
+        ("user", "what time is it?"),
+        ("assistant", "It is noon. Anything else I"),
+        ("user", "wait, stop."),
+    ]
+    # and the interruption is answered as a new turn
+    taken = h.of(TurnTaken)
+    assert [t.response_id for t in taken] == [1, 2]
+    assert taken[1].audio_ms == 2880  # 2600 + 200 ms hangover, then the next tick
+    assert metrics[1].user_onset_ms == 2000 and metrics[1].end_of_turn_ms == 280
+
+
+def test_backchannel_is_dismissed_and_output_continues() -> None:
+    words = [*QUESTION, (2000, 2300, "uh-huh")]
+    h = Harness(words)
+    h.run(6000)
+    [ignored] = h.of(BackchannelIgnored)
+    assert isinstance(ignored, BackchannelIgnored)
+    assert (ignored.text, ignored.onset_ms, ignored.audio_ms) == ("uh-huh", 2000, 2560)
+    assert h.of(Interrupted) == []
+    # the answer plays without a single missing frame
+    assert [e.audio_ms for e in h.of(ResponseAudio)] == list(range(1280, 4480, 20))
+    [done] = h.of(ResponseDone)
+    assert isinstance(done, ResponseDone) and (done.status, done.text) == ("completed", ANSWER)
+    # the overlap never entered the conversation
+    assert h.lm.turns() == [("user", "what time is it?"), ("assistant", ANSWER)]
+    [metrics] = h.of(TurnMetrics)
+    assert isinstance(metrics, TurnMetrics) and metrics.record.backchannels == 1
+
+
+def test_long_overlap_without_words_yields() -> None:
+    settings = PolicySettings(max_backchannel_ms=600)
+    h = Harness([*QUESTION, (2000, 3000, "")], settings=settings)
+    h.run(5000)
+    [interrupted] = h.of(Interrupted)
+    # no words recognized, but the overlap is 720 ms long at the 2720 ms tick (560 at 2560)
+    assert (interrupted.audio_ms, interrupted.onset_ms) == (2720, 2000)
+
+
+def test_user_silent_after_the_answer_gets_no_new_turn() -> None:
+    h = Harness(QUESTION)
+    h.run(10_000)
+    assert len(h.of(TurnTaken)) == 1
+    last_event = max(e.audio_ms for e in h.events)
+    assert last_event == 4480  # nothing happens in the 5.5 s of silence after the answer
+    assert h.session.state is State.LISTENING
+
+
+def test_a_cough_without_words_takes_no_turn() -> None:
+    h = Harness([], settings=PolicySettings())
+    h.run(4000, spans=[(500, 700)])
+    assert len(h.of(SpeechStarted)) == 1 and h.of(TurnTaken) == []
+    assert h.lm.history in ([], [["user", ""]])
+
+
+def test_out_of_order_or_bad_frame_raises_and_session_goes_on() -> None:
+    h = Harness(QUESTION)
+    h.run(200)
+    before = h.session.frames_seen
+    with pytest.raises(ValueError, match="expects frame 10"):
+        h.session.step(Frame.silence(42))
+    with pytest.raises(ValueError, match="takes a Frame"):
+        h.session.step(np.zeros(320, dtype=np.int16))  # type: ignore[arg-type]
+    assert h.session.frames_seen == before
+    for i in range(before, 400):
+        h.events += h.session.step(Frame.silence(i))
+    assert h.session.state is State.LISTENING
+
+
+def test_policy_threshold_curve() -> None:
+    policy = TurnPolicy(PolicySettings(min_silence_ms=100, max_silence_ms=2000))
+    assert [policy.required_silence_ms(p) for p in (0.0, 0.5, 1.0, 1.5, -1)] == [
+        2000, 1050, 100, 100, 2000
+    ]
+
+
+def test_core_does_not_import_torch() -> None:
+    code = "import duplex.session, sys; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
