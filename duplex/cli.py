@@ -34,8 +34,14 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "serve": ("serve the runtime over websockets", _not_yet("duplex serve")),
     "chat": ("talk to it through your microphone and speaker", _not_yet("duplex chat")),
     "bench": ("measure turn-taking latency on conversation scenarios", _not_yet("duplex bench")),
-    "models": ("list the model weights found and how to install missing ones", _not_yet("duplex models")),
-    "train-state-head": ("train the listen/speak/dismiss head on dialogue data", _not_yet("duplex train-state-head")),
+    "models": (
+        "list the model weights found and how to install missing ones",
+        _not_yet("duplex models"),
+    ),
+    "train-state-head": (
+        "train the listen/speak/dismiss head on dialogue data",
+        _not_yet("duplex train-state-head"),
+    ),
 }
 
 
@@ -45,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="A full-duplex speech dialogue runtime: it listens while it talks.",
     )
     parser.add_argument("--version", action="version", version=f"duplex {__version__}")
-    parser.add_argument("--config", metavar="FILE", help="TOML settings file (default ./duplex.toml)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML settings file (default ./duplex.toml)"
+    )
     parser.add_argument(
         "--set",
         metavar="KEY=VALUE",

@@ -132,6 +132,4 @@ def summarize(values: Iterable[float | None]) -> Summary:
     present: Sequence[float] = [v for v in values if v is not None]
     if not present:
         return Summary(0, None, None)
-    return Summary(
-        len(present), float(np.median(present)), float(np.percentile(present, 95))
-    )
+    return Summary(len(present), float(np.median(present)), float(np.percentile(present, 95)))

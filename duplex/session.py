@@ -194,7 +194,9 @@ class Session:
             if self._record is not None and self._record.first_output_ms is None:
                 self._record.first_output_ms = self._timeline(position_ms)
             return [
-                self._event(ResponseAudio, position_ms, response_id=response.id, pcm=pcm, text=clause.text)
+                self._event(
+                    ResponseAudio, position_ms, response_id=response.id, pcm=pcm, text=clause.text
+                )
             ]
         if response.finished:
             return self._finish_response(position_ms)
@@ -261,7 +263,9 @@ class Session:
         self._overlap_text += words
         probs = self._lm.overlap(self._overlap_text)
         ended = not self._vad.in_speech
-        overlap_ms = (self._overlap_end if ended and self._overlap_end else now_ms) - self._overlap_onset
+        overlap_ms = (
+            self._overlap_end if ended and self._overlap_end else now_ms
+        ) - self._overlap_onset
         decision = self.policy.on_overlap(probs, overlap_ms, ended)
         if decision is OverlapDecision.YIELD:
             return self._yield(now_ms)
@@ -315,7 +319,9 @@ class Session:
         assert response is not None
         events: list[Event] = []
         budget = self.settings.max_tokens_per_tick
-        while response.generating and response.queued_ms < self.settings.audio_lead_ms and budget > 0:
+        while (
+            response.generating and response.queued_ms < self.settings.audio_lead_ms and budget > 0
+        ):
             text, done = self._lm.speak(self.settings.tokens_per_call)
             budget -= self.settings.tokens_per_call
             clauses = response.splitter.push(text)

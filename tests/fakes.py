@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -15,6 +16,8 @@ from duplex.events import Event
 from duplex.ports import StateProbs
 from duplex.session import Session
 from duplex.vad import VadTracker
+
+E = TypeVar("E", bound=Event)
 
 BACKCHANNELS = {"yeah", "uh-huh", "uh huh", "mm hm", "mm-hm", "right", "ok", "okay"}
 
@@ -101,7 +104,9 @@ class ScriptedLM:
         return self.state(text, True)
 
     def begin_response(self) -> None:
-        answer = self.answers[sum(1 for role, _ in self.history if role == "assistant") % len(self.answers)]
+        answer = self.answers[
+            sum(1 for role, _ in self.history if role == "assistant") % len(self.answers)
+        ]
         self._words = answer.split()
         self.history.append(["assistant", ""])
 
@@ -148,7 +153,9 @@ class Harness:
     """A session on fakes, driven frame by frame under a virtual clock."""
 
     words: Sequence[tuple[int, int, str]]
-    answers: Sequence[str] = ("It is noon. Anything else I can help you with today? I am happy to help.",)
+    answers: Sequence[str] = (
+        "It is noon. Anything else I can help you with today? I am happy to help.",
+    )
     settings: PolicySettings = field(default_factory=PolicySettings)
 
     def __post_init__(self) -> None:
@@ -174,5 +181,5 @@ class Harness:
             self.clock.advance(FRAME_MS)
         return self.events
 
-    def of(self, kind: type[Event]) -> list[Event]:
+    def of(self, kind: type[E]) -> list[E]:
         return [e for e in self.events if isinstance(e, kind)]

@@ -6,6 +6,7 @@ neither the real environment nor a stray ./duplex.toml can leak in.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,8 @@ def test_empty_duplex_config_falls_back_to_default_file(tmp_path: Path) -> None:
 
 
 def test_environ_empty_isolates_from_process_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [k for k in os.environ if k.startswith("DUPLEX_")]:
+        monkeypatch.delenv(name)
     monkeypatch.setenv("DUPLEX_POLICY__TICK_MS", "240")
     monkeypatch.setenv("DUPLEX_CONFIG", "/does/not/exist.toml")
     assert load_settings(environ={}).policy.tick_ms == 160
@@ -382,8 +385,6 @@ def test_parse_assignments_rejects(pair: str) -> None:
 
 def test_parse_assignments_feeds_overrides() -> None:
     overrides = parse_assignments(["policy.tick_ms=320", "vad.threshold=0.4"])
-    settings = load_settings(
-        overrides=overrides, environ={"DUPLEX_POLICY__TICK_MS": "240"}
-    )
+    settings = load_settings(overrides=overrides, environ={"DUPLEX_POLICY__TICK_MS": "240"})
     assert settings.policy.tick_ms == 320
     assert settings.vad.threshold == 0.4

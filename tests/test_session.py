@@ -9,8 +9,8 @@ synthesizer speaks 200 ms per word.
 
 from __future__ import annotations
 
-import sys
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -64,8 +64,14 @@ def test_end_of_turn_takes_the_turn_after_a_short_silence() -> None:
 
 
 def test_mid_sentence_pause_is_not_a_takeover() -> None:
-    words = [(0, 300, "I"), (300, 500, "went"), (500, 650, "to"), (650, 800, "the"),
-             (2000, 2400, "store"), (2400, 2800, "yesterday.")]
+    words = [
+        (0, 300, "I"),
+        (300, 500, "went"),
+        (500, 650, "to"),
+        (650, 800, "the"),
+        (2000, 2400, "store"),
+        (2400, 2800, "yesterday."),
+    ]
     h = Harness(words)
     h.run(6000)
     # a 1200 ms pause after "the" (P(speak)=0.05 needs 1905 ms) does not take the turn
@@ -178,7 +184,11 @@ def test_out_of_order_or_bad_frame_raises_and_session_goes_on() -> None:
 def test_policy_threshold_curve() -> None:
     policy = TurnPolicy(PolicySettings(min_silence_ms=100, max_silence_ms=2000))
     assert [policy.required_silence_ms(p) for p in (0.0, 0.5, 1.0, 1.5, -1)] == [
-        2000, 1050, 100, 100, 2000
+        2000,
+        1050,
+        100,
+        100,
+        2000,
     ]
 
 
