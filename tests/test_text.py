@@ -145,6 +145,7 @@ TEXT = "one two three four"
         (1.0, TEXT),
         (1.5, TEXT),
         (-0.3, ""),
+        (-1.0, ""),
     ],
 )
 def test_played_words(fraction: float, expected: str) -> None:
