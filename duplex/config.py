@@ -48,10 +48,28 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
+class ModelSettings:
+    """Which weights to run and how; an empty path means the packaged default."""
+
+    asr: str = ""  # a CTranslate2 Whisper folder (default: packaged tiny.en)
+    lm: str = ""  # a GGUF chat model (default: packaged SmolLM2-135M-Instruct)
+    voice: str = ""  # a Piper .onnx voice, its .onnx.json beside it (default: en_US-joe-medium)
+    asr_interval_ms: int = 320  # re-decode the current utterance this often
+    system_prompt: str = (
+        "You are a friendly voice assistant. Answer in one or two short spoken sentences."
+    )
+    max_response_tokens: int = 96  # an answer longer than this is cut
+    temperature: float = 0.0  # 0 decodes greedily
+    seed: int = 0
+    context_tokens: int = 4096  # KV cache size per session
+
+
+@dataclass(frozen=True)
 class Settings:
     device: str = "auto"  # auto | cpu | cuda
     vad: VadSettings = field(default_factory=VadSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
 
     def validate(self) -> Settings:
         """Reject combinations the loop cannot run with, in one line each."""

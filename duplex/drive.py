@@ -1,0 +1,98 @@
+"""Drive a session over a recording: real-time pacing, or fast on a virtual clock.
+
+In fast mode the virtual clock moves with the audio and is charged the
+compute each step really took, so a slow model shows up as latency exactly
+as it would live: a frame cannot be processed before it arrives, nor before
+the previous one is done.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from duplex.audio import FRAME_MS, FRAME_SAMPLES, Frame, Int16Array
+from duplex.clock import Clock, RealClock, VirtualClock
+from duplex.events import Event, ResponseAudio
+from duplex.session import Session
+
+
+@dataclass
+class DriveResult:
+    """What came out of a drive: events and the assistant's audio on the input timeline."""
+
+    events: list[Event] = field(default_factory=list)
+    output: Int16Array = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
+    spans: dict[int, tuple[int, int]] = field(default_factory=dict)  # response -> output ms
+    compute_ms: float = 0.0  # total compute spent in session steps
+    audio_ms: int = 0  # duration of the input
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.compute_ms / self.audio_ms if self.audio_ms else 0.0
+
+
+def drive(
+    make_session: Callable[[Clock], Session],
+    frames: Iterable[Frame],
+    *,
+    fast: bool = True,
+    on_event: Callable[[Event], None] | None = None,
+) -> DriveResult:
+    """Feed frames through a new session and collect what it says.
+
+    Each output frame is placed where it would really be heard: at its audio
+    position, or later if compute made the session fall behind the audio.
+    """
+    clock: VirtualClock | RealClock = VirtualClock() if fast else RealClock()
+    session = make_session(clock)
+    result = DriveResult()
+    output: list[tuple[int, Int16Array]] = []
+    played_until = 0
+    start = clock.now_ms()
+    for frame in frames:
+        arrival = start + frame.end_ms
+        if isinstance(clock, VirtualClock):
+            clock.advance(max(0.0, arrival - clock.now_ms()))
+        else:
+            time.sleep(max(0.0, (arrival - clock.now_ms()) / 1000))
+        t0 = time.perf_counter()
+        events = session.step(frame)
+        spent = (time.perf_counter() - t0) * 1000
+        result.compute_ms += spent
+        if isinstance(clock, VirtualClock):
+            clock.advance(spent)
+        for event in events:
+            if isinstance(event, ResponseAudio):
+                lag = round(clock.now_ms() - start)
+                position = max(event.audio_ms, lag, played_until)
+                output.append((position, event.pcm))
+                played_until = position + FRAME_MS
+                first = result.spans.get(event.response_id, (position, 0))[0]
+                result.spans[event.response_id] = (first, played_until)
+            if on_event is not None:
+                on_event(event)
+        result.events += events
+        result.audio_ms = frame.end_ms
+    result.output = _place(output, max(result.audio_ms, played_until))
+    return result
+
+
+def _place(chunks: list[tuple[int, Int16Array]], total_ms: int) -> Int16Array:
+    out = np.zeros(total_ms * FRAME_SAMPLES // FRAME_MS, dtype=np.int16)
+    for position, pcm in chunks:
+        start = position * FRAME_SAMPLES // FRAME_MS
+        out[start : start + pcm.size] = pcm
+    return out
+
+
+def mix(user: Int16Array, assistant: Int16Array, user_gain: float = 0.7) -> Int16Array:
+    """Both sides in one track, so overlaps are audible."""
+    n = max(user.size, assistant.size)
+    total = np.zeros(n, dtype=np.float32)
+    total[: user.size] += user.astype(np.float32) * user_gain
+    total[: assistant.size] += assistant.astype(np.float32)
+    return np.clip(total, -32768, 32767).astype(np.int16)

@@ -1,0 +1,286 @@
+"""The frozen LM behind the DuplexLM port: SmolLM2 through llama.cpp, one KV cache.
+
+The conversation lives in the KV cache and only ever grows at its end: the
+system prompt once, then user words slice by slice as the recognizer makes
+them stable, then the answer token by token. Nothing is re-prefilled. A
+barge-in removes the unplayed tail of the answer from the cache at a token
+position; a probe of words said over the answer is evaluated after the end
+of the cache and removed again.
+
+llama.cpp was chosen by measurement (the component benchmark): it decodes
+several times faster than torch eager on two cores, and it exposes both what
+the duplex loop needs: the last hidden state (embeddings without pooling)
+and editing the KV cache by position.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from duplex.ports import StateProbs
+
+Float32Array = npt.NDArray[np.float32]
+
+# ChatML, as SmolLM2-Instruct was trained
+_TURN_START = "<|im_start|>{role}\n"
+_TURN_END = "<|im_end|>\n"
+
+# Overlaps the end-of-turn rule treats as backchannels: said while the other
+# person talks, to show attention, not to take the turn.
+BACKCHANNELS = frozenset(
+    {
+        "yeah", "yes", "yep", "uh huh", "uh-huh", "mm hm", "mm-hm", "mhm", "mm", "hmm",
+        "right", "ok", "okay", "sure", "i see", "got it", "cool", "nice", "wow", "oh",
+        "ah", "haha", "ha ha", "true", "exactly", "totally", "alright", "all right",
+    }
+)  # fmt: skip
+
+
+def normalize_overlap(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s'-]", " ", text.lower())).strip()
+
+
+def rule_state(user_text: str, overlap: bool) -> StateProbs:
+    """The end-of-turn rule used until the learned state head is trained.
+
+    While listening: a turn that ends in final punctuation (. ? !) is complete
+    (P(speak) 0.9: the policy then waits ~290 ms of silence), anything else is
+    not (P(speak) 0.1: it waits ~1.8 s). Whisper only punctuates reliably in
+    its final pass, so in practice the turn is taken shortly after VAD end.
+    While speaking: a short acknowledgement from BACKCHANNELS is dismissed,
+    no words yet means keep listening, any other words interrupt.
+    """
+    text = normalize_overlap(user_text)
+    if overlap:
+        if not text:
+            return StateProbs(0.9, 0.05, 0.05)
+        if text in BACKCHANNELS or all(w in BACKCHANNELS for w in text.split()):
+            return StateProbs(0.05, 0.05, 0.9)
+        return StateProbs(0.05, 0.9, 0.05)
+    if user_text.rstrip().endswith((".", "?", "!")):
+        return StateProbs(0.1, 0.9, 0.0)
+    return StateProbs(0.9, 0.1, 0.0)
+
+
+def resolve_device(device: str) -> str:
+    """`auto` is cuda when llama.cpp was built with GPU offload, else cpu."""
+    if device != "auto":
+        return device
+    import llama_cpp
+
+    return "cuda" if llama_cpp.llama_supports_gpu_offload() else "cpu"
+
+
+@dataclass
+class _Answer:
+    start: int  # cache position where the answer's tokens begin
+    tokens: list[int]
+    pieces: list[str]
+    done: bool = False
+
+
+class LlamaDuplexLM:
+    """SmolLM2-135M-Instruct (GGUF) with one KV cache for one conversation."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        system_prompt: str,
+        device: str = "auto",
+        context_tokens: int = 4096,
+        threads: int = 2,
+        max_response_tokens: int = 96,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        import llama_cpp
+        import llama_cpp._logger
+
+        # llama.cpp's warnings (e.g. that it marks every probed token as an output) are noise here
+        llama_cpp._logger.logger.setLevel(logging.CRITICAL)
+        self._llama_cpp = llama_cpp
+        self.device = resolve_device(device)
+        self._llm = llama_cpp.Llama(
+            model_path=str(model_path),
+            n_ctx=context_tokens,
+            n_batch=512,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_gpu_layers=-1 if self.device == "cuda" else 0,
+            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE,
+            seed=seed,
+            verbose=False,
+        )
+        self._ctx = self._llm.ctx
+        self._n_vocab = self._llm.n_vocab()
+        self.hidden_size = self._llm.n_embd()
+        self._end_token = self._token_id("<|im_end|>")
+        self._max_response = max_response_tokens
+        self._temperature = temperature
+        self._rng = np.random.default_rng(seed)
+        self.context_tokens = context_tokens
+        self.tokens: list[int] = []
+        self.hidden: Float32Array = np.zeros(self.hidden_size, dtype=np.float32)
+        self._logits: Float32Array = np.zeros(self._n_vocab, dtype=np.float32)
+        self._open_role: str | None = None
+        self._user_text = ""
+        self._answer: _Answer | None = None
+        self._append(_TURN_START.format(role="system") + system_prompt + _TURN_END, hidden=False)
+
+    # the DuplexLM port --------------------------------------------------------
+
+    def listen(self, text: str) -> StateProbs:
+        if self._open_role != "user":
+            self._open("user")
+            text = text.lstrip()
+        if text:
+            self._user_text += text
+            self._append(text, hidden=True)
+        return rule_state(self._user_text, overlap=False)
+
+    def overlap(self, text: str) -> StateProbs:
+        mark, logits = len(self.tokens), self._logits
+        probe = _TURN_END + _TURN_START.format(role="user") + text.strip()
+        self._append(probe, hidden=True)
+        self._cut(mark)
+        self._logits = logits  # the answer goes on from where it was
+        return rule_state(text, overlap=True)
+
+    def begin_response(self) -> None:
+        self._open("assistant")
+        self._answer = _Answer(start=len(self.tokens), tokens=[], pieces=[])
+
+    def speak(self, max_tokens: int) -> tuple[str, bool]:
+        answer = self._answer
+        if answer is None or answer.done:
+            return "", True
+        text = ""
+        for _ in range(max_tokens):
+            token = self._sample()
+            if token == self._end_token or len(answer.tokens) >= self._max_response:
+                self._close_answer()
+                break
+            piece = self._piece(token)
+            answer.tokens.append(token)
+            answer.pieces.append(piece)
+            text += piece
+            self._eval([token], hidden=False)
+        return text, answer.done
+
+    def truncate(self, played_text: str) -> None:
+        """Cut the answer in the cache after the last token the user heard; close the turn.
+
+        `played_text` is a prefix (up to whitespace) of what `speak` returned;
+        any heard text past the last whole kept token is appended again.
+        """
+        answer = self._answer
+        if answer is None:
+            return
+        heard = " ".join(played_text.split())
+        kept, kept_text = 0, ""
+        for count in range(1, len(answer.pieces) + 1):
+            candidate = " ".join("".join(answer.pieces[:count]).split())
+            if not heard.startswith(candidate):
+                break
+            kept, kept_text = count, candidate
+        self._cut(answer.start + kept)  # the turn's end goes too, if it was written
+        rest = heard[len(kept_text) :]
+        if rest:
+            self._append(rest, hidden=False)
+        self._answer, self._open_role = None, "assistant"
+        self._close_turn()
+
+    # reading the model ---------------------------------------------------------
+
+    def logits(self) -> Float32Array:
+        """Next-token logits at the end of the cache (for tests and the benchmark)."""
+        return self._logits.copy()
+
+    def text(self) -> str:
+        """The whole context as the model sees it."""
+        return self._llm.detokenize(self.tokens, special=True).decode("utf-8", "replace")
+
+    # cache mechanics -------------------------------------------------------------
+
+    def _open(self, role: str) -> None:
+        if self._answer is not None and not self._answer.done:
+            self._close_answer()
+        if self._open_role is not None:
+            self._close_turn()
+        self._answer = None
+        self._append(_TURN_START.format(role=role), hidden=False)
+        self._open_role = role
+        if role == "user":
+            self._user_text = ""
+
+    def _close_turn(self) -> None:
+        if self._open_role is not None:
+            self._append(_TURN_END, hidden=False)
+            self._open_role = None
+
+    def _close_answer(self) -> None:
+        """The answer is complete; it stays truncatable until the next turn opens."""
+        assert self._answer is not None
+        self._answer.done = True
+        self._close_turn()
+
+    def _append(self, text: str, *, hidden: bool) -> None:
+        tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if tokens:
+            self._eval(tokens, hidden=hidden)
+
+    def _eval(self, tokens: list[int], *, hidden: bool) -> None:
+        """Decode tokens at the end of the cache; keep logits (and hidden state) of the last."""
+        lib = self._llama_cpp
+        if len(self.tokens) + len(tokens) > self.context_tokens:
+            raise RuntimeError(
+                f"the conversation outgrew the LM context ({self.context_tokens} tokens); "
+                "raise models.context_tokens"
+            )
+        lib.llama_set_embeddings(self._ctx, hidden)
+        batch = self._llm._batch
+        for i in range(0, len(tokens), self._llm.n_batch):
+            chunk = tokens[i : i + self._llm.n_batch]
+            batch.set_batch(batch=chunk, n_past=len(self.tokens), logits_all=False)
+            self._llm._ctx.decode(batch)
+            self.tokens += chunk
+        self._logits = _floats(lib.llama_get_logits_ith(self._ctx, -1), self._n_vocab)
+        if hidden:
+            self.hidden = _floats(lib.llama_get_embeddings_ith(self._ctx, -1), self.hidden_size)
+
+    def _cut(self, position: int) -> None:
+        """Forget every cached token from `position` on (the caller restores logits)."""
+        if position < len(self.tokens):
+            memory = self._llama_cpp.llama_get_memory(self._ctx)
+            self._llama_cpp.llama_memory_seq_rm(memory, 0, position, -1)
+            self.tokens = self.tokens[:position]
+
+    def _sample(self) -> int:
+        logits = self._logits
+        if self._temperature <= 0:
+            return int(np.argmax(logits))
+        scaled = (logits - logits.max()) / self._temperature
+        probs = np.exp(scaled)
+        probs /= probs.sum()
+        return int(self._rng.choice(self._n_vocab, p=probs))
+
+    def _piece(self, token: int) -> str:
+        return self._llm.detokenize([token]).decode("utf-8", "replace")
+
+    def _token_id(self, text: str) -> int:
+        [token] = self._llm.tokenize(text.encode(), add_bos=False, special=True)
+        return int(token)
+
+
+def _floats(pointer: Any, n: int) -> Float32Array:
+    array = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(n,))
+    return np.array(array, dtype=np.float32)
