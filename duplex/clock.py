@@ -8,6 +8,8 @@ benchmark's fast mode run hours of conversation in seconds, deterministically.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 
@@ -40,6 +42,35 @@ class VirtualClock:
         if ms < 0:
             raise ValueError(f"a clock cannot go backwards (advance by {ms} ms)")
         self._now += ms
+
+
+class ChargedClock(VirtualClock):
+    """Virtual time that is also charged the compute really spent.
+
+    Between steps it moves only when the driver advances it (with the audio);
+    inside `charging()` it runs with the wall clock, so marks taken during a
+    step (turn decision, first token, first audio) include the compute before
+    them, and the whole step's compute is added when it ends.
+    """
+
+    def __init__(self, start_ms: float = 0.0) -> None:
+        super().__init__(start_ms)
+        self._charging_since: float | None = None
+
+    def now_ms(self) -> float:
+        if self._charging_since is None:
+            return self._now
+        return self._now + (time.perf_counter() - self._charging_since) * 1000.0
+
+    @contextmanager
+    def charging(self) -> Iterator[None]:
+        self._charging_since = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = (time.perf_counter() - self._charging_since) * 1000.0
+            self._charging_since = None
+            self._now += spent
 
 
 class Stopwatch:

@@ -55,9 +55,7 @@ class ModelSettings:
     lm: str = ""  # a GGUF chat model (default: packaged SmolLM2-135M-Instruct)
     voice: str = ""  # a Piper .onnx voice, its .onnx.json beside it (default: en_US-joe-medium)
     asr_interval_ms: int = 320  # re-decode the current utterance this often
-    system_prompt: str = (
-        "You are a friendly voice assistant. Answer in one or two short spoken sentences."
-    )
+    system_prompt: str = "You are a helpful voice assistant. Keep answers short."
     max_response_tokens: int = 96  # an answer longer than this is cut
     temperature: float = 0.0  # 0 decodes greedily
     seed: int = 0

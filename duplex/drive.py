@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from duplex.audio import FRAME_MS, FRAME_SAMPLES, Frame, Int16Array
-from duplex.clock import Clock, RealClock, VirtualClock
+from duplex.clock import ChargedClock, Clock, RealClock
 from duplex.events import Event, ResponseAudio
 from duplex.session import Session
 
@@ -47,7 +47,7 @@ def drive(
     Each output frame is placed where it would really be heard: at its audio
     position, or later if compute made the session fall behind the audio.
     """
-    clock: VirtualClock | RealClock = VirtualClock() if fast else RealClock()
+    clock: ChargedClock | RealClock = ChargedClock() if fast else RealClock()
     session = make_session(clock)
     result = DriveResult()
     output: list[tuple[int, Int16Array]] = []
@@ -55,16 +55,16 @@ def drive(
     start = clock.now_ms()
     for frame in frames:
         arrival = start + frame.end_ms
-        if isinstance(clock, VirtualClock):
+        t0 = time.perf_counter()
+        if isinstance(clock, ChargedClock):
             clock.advance(max(0.0, arrival - clock.now_ms()))
+            with clock.charging():
+                events = session.step(frame)
         else:
             time.sleep(max(0.0, (arrival - clock.now_ms()) / 1000))
-        t0 = time.perf_counter()
-        events = session.step(frame)
-        spent = (time.perf_counter() - t0) * 1000
-        result.compute_ms += spent
-        if isinstance(clock, VirtualClock):
-            clock.advance(spent)
+            t0 = time.perf_counter()
+            events = session.step(frame)
+        result.compute_ms += (time.perf_counter() - t0) * 1000
         for event in events:
             if isinstance(event, ResponseAudio):
                 lag = round(clock.now_ms() - start)

@@ -15,7 +15,9 @@ and editing the KV cache by position.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import logging
 import re
 from dataclasses import dataclass
@@ -42,6 +44,10 @@ BACKCHANNELS = frozenset(
         "ah", "haha", "ha ha", "true", "exactly", "totally", "alright", "all right",
     }
 )  # fmt: skip
+
+
+REPEAT_PENALTY = 1.15
+REPEAT_WINDOW = 32
 
 
 def normalize_overlap(text: str) -> str:
@@ -105,21 +111,22 @@ class LlamaDuplexLM:
         import llama_cpp
         import llama_cpp._logger
 
-        # llama.cpp's warnings (e.g. that it marks every probed token as an output) are noise here
-        llama_cpp._logger.logger.setLevel(logging.CRITICAL)
         self._llama_cpp = llama_cpp
         self.device = resolve_device(device)
-        self._llm = llama_cpp.Llama(
-            model_path=str(model_path),
-            n_ctx=context_tokens,
-            n_batch=512,
-            n_threads=threads,
-            n_threads_batch=threads,
-            n_gpu_layers=-1 if self.device == "cuda" else 0,
-            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE,
-            seed=seed,
-            verbose=False,
-        )
+        with contextlib.redirect_stderr(io.StringIO()):  # llama.cpp's load chatter
+            self._llm = llama_cpp.Llama(
+                model_path=str(model_path),
+                n_ctx=context_tokens,
+                n_batch=512,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=-1 if self.device == "cuda" else 0,
+                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE,
+                seed=seed,
+                verbose=False,
+            )
+        # its warnings (e.g. that it marks every probed token as an output) are noise here
+        llama_cpp._logger.logger.setLevel(logging.CRITICAL)
         self._ctx = self._llm.ctx
         self._n_vocab = self._llm.n_vocab()
         self.hidden_size = self._llm.n_embd()
@@ -266,6 +273,12 @@ class LlamaDuplexLM:
 
     def _sample(self) -> int:
         logits = self._logits
+        if self._answer is not None and self._answer.tokens:
+            # a small model loops ("1882.5500000..."): damp tokens it just said
+            recent = np.unique(self._answer.tokens[-REPEAT_WINDOW:])
+            logits = logits.copy()
+            seen = logits[recent]
+            logits[recent] = np.where(seen > 0, seen / REPEAT_PENALTY, seen * REPEAT_PENALTY)
         if self._temperature <= 0:
             return int(np.argmax(logits))
         scaled = (logits - logits.max()) / self._temperature

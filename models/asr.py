@@ -1,0 +1,442 @@
+"""Streaming Whisper (tiny.en, CTranslate2 via faster-whisper) behind the core's `Recognizer` port.
+
+`WhisperRecognizer` keeps the audio of the user's current utterance and,
+every `interval_ms` of new audio, re-decodes all of it (greedy, temperature 0,
+no timestamps, no conditioning on earlier text, English). Words become stable
+by **LocalAgreement-2**: the committed prefix grows by the longest common word
+prefix of the last two hypotheses, beyond what is already committed, so
+`stable()` returns append-only deltas that are never retracted.
+
+Short encoder windows, and why not shorter
+------------------------------------------
+faster-whisper's `transcribe()` always pads to the 30 s window Whisper was
+trained on. CTranslate2's Whisper encoder accepts any number of mel frames up
+to 3000, so this module computes the features itself (audio zero-padded to the
+window, exactly as Whisper's own `log_mel_spectrogram(padding=...)` does) and
+calls `model.model.encode` / `generate` on a window of `min_window_s` seconds
+(longer utterances get a window of their length, rounded up to a second).
+Encoder time on 2 busy CPU cores (median of 7): 12 ms for 3 s, 19 ms for 5 s,
+31 ms for 10 s, 45-60 ms for 15 s, 100 ms for 20 s, 215-250 ms for 30 s.
+
+But greedy, no-timestamp decoding of tiny.en degenerates on short windows: it
+repeats the utterance ("10 of clubs 10 of clubs 10 of ...", "5 5 5 5 5 ...")
+until the token limit. Re-decoding every 320 ms prefix of the recordings in
+../shared/speech and three concatenations of them (118 decodes), the number of
+looping hypotheses was 31 with a 6 s window, 21 with 8 s, 12 with 10 s, 2
+with 15 s, 0 with 20 s and 0 with 30 s. Hence the default `min_window_s=15`:
+about 5x cheaper in the encoder than 30 s, and the rare loop is caught:
+
+- generation is capped at `10 + 8 * seconds` new tokens, so a loop costs a
+  bounded amount of time;
+- a hypothesis that hits the cap or repeats itself (a word 4 times in a row,
+  a 2-word phrase 3 times, a longer phrase twice) is *degenerate*: a
+  streaming hypothesis is cut where the repetition starts (LocalAgreement
+  still needs a second hypothesis to agree), and a final one is decoded again
+  on the full 30 s window (counted in `stats.fallbacks`); if that still
+  repeats, it is cut too.
+- Whisper's own no-speech rule (P(no speech) > 0.6 and mean log-probability
+  < -1) turns a hypothesis on noise into no words.
+
+Policies worth knowing
+----------------------
+- `finish()` decodes the whole utterance once more (or reuses the last
+  hypothesis if no audio arrived since) and returns the final words *after
+  the committed word count*. Committed words are never retracted: if the
+  final hypothesis disagrees with them (say it now reads "for" where "4" was
+  committed), the committed words stand and only the final's words beyond
+  their count are appended. `last_final` holds the final hypothesis itself.
+- Utterances longer than `max_window_s` (default 20 s) are cut into
+  segments: when a segment reaches the cap, it is cut at its quietest 20 ms
+  within the last 2 s, decoded as final (its remaining words come out of the
+  next `stable()`), and streaming goes on from the cut. A word across a cut
+  may be misrecognised; the LM only ever sees each segment's words once.
+- Agreement compares words after `normalize` ("4." agrees with "4"); the
+  words returned are the newest hypothesis's surface forms, punctuation kept.
+
+`stats` (decodes, total and last decode time, encoder time, fallbacks) lets a
+benchmark read the cost of recognition. `normalize` and `wer` are the word
+error rate helpers the tests and benchmarks share.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE, Float32Array, Frame, Int16Array, pcm16_to_float
+from models.weights import ASR
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+FULL_WINDOW_S = 30  # Whisper's training window; also the encoder's maximum
+_TOKENS_BASE = 10  # generation budget: _TOKENS_BASE + _TOKENS_PER_S * seconds of audio
+_TOKENS_PER_S = 8  # fast speech is about 5 tokens/s, punctuation included
+_NO_SPEECH_PROB = 0.6  # Whisper's no-speech rule, both thresholds
+_NO_SPEECH_LOGPROB = -1.0
+_CUT_SEARCH_S = 2.0  # where to look for a quiet place to cut an over-long utterance
+
+
+# -- text normalisation and word error rate ----------------------------------------
+
+_ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+         "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+         "eighteen", "nineteen")  # fmt: skip
+_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+_TOKEN = re.compile(r"\d+(?:\.\d+)?|[a-z]+(?:'[a-z]+)*")
+
+
+def number_words(n: int) -> list[str]:
+    """0-999 as English words ("21" -> twenty one); longer numbers digit by digit."""
+    if n < 20:
+        return [_ONES[n]]
+    if n < 100:
+        tens, ones = divmod(n, 10)
+        return [_TENS[tens]] + ([_ONES[ones]] if ones else [])
+    if n < 1000:
+        hundreds, rest = divmod(n, 100)
+        return [_ONES[hundreds], "hundred"] + (number_words(rest) if rest else [])
+    return [_ONES[int(d)] for d in str(n)]
+
+
+def normalize(text: str) -> list[str]:
+    """Words for comparison: lowercase, no punctuation, numbers spelled out.
+
+    "4. Queen of Clothes!" -> ["four", "queen", "of", "clothes"]; "2.5" ->
+    ["two", "point", "five"]; "1,000" -> ["one", "zero", "zero", "zero"];
+    hyphens split words ("twenty-one" -> ["twenty", "one"]); apostrophes
+    inside a word are dropped ("don't" -> "dont").
+    """
+    text = re.sub(r"(?<=\d),(?=\d)", "", text.lower())
+    words: list[str] = []
+    for token in _TOKEN.findall(text):
+        if token[0].isdigit():
+            whole, _, fraction = token.partition(".")
+            words += number_words(int(whole))
+            if fraction:
+                words += ["point"] + [_ONES[int(d)] for d in fraction]
+        else:
+            words.append(token.replace("'", ""))
+    return words
+
+
+def edit_distance(ref: list[str], hyp: list[str]) -> int:
+    """Word-level Levenshtein distance: substitutions + deletions + insertions."""
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        diagonal, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (r != h))
+    return row[-1]
+
+
+def wer(ref: str, hyp: str) -> float:
+    """Word error rate of `hyp` against `ref`, both normalised; 0 or 1 for an empty ref."""
+    ref_words, hyp_words = normalize(ref), normalize(hyp)
+    if not ref_words:
+        return 0.0 if not hyp_words else 1.0
+    return edit_distance(ref_words, hyp_words) / len(ref_words)
+
+
+# -- repetition (the way short-window Whisper degenerates) -----------------------------
+
+
+def repetition_start(keys: list[str]) -> int | None:
+    """Where a degenerate repetition begins (its second copy), or None.
+
+    Degenerate: one word 4 times in a row, a 2-word phrase 3 times, or a
+    phrase of 3 to 16 words twice. "five five" and "no no no" are speech.
+    """
+    for i in range(len(keys)):
+        for n in range(1, 17):
+            copies = 4 if n == 1 else 3 if n == 2 else 2
+            end = i + n * copies
+            if end > len(keys):
+                break
+            phrase = keys[i : i + n]
+            if all(keys[i + k * n : i + (k + 1) * n] == phrase for k in range(1, copies)):
+                return i + n
+    return None
+
+
+def _key(word: str) -> str:
+    return " ".join(normalize(word))
+
+
+# -- the recognizer ------------------------------------------------------------------
+
+
+@dataclass
+class AsrStats:
+    """What recognition has cost so far (wall-clock milliseconds)."""
+
+    decodes: int = 0
+    total_ms: float = 0.0
+    last_ms: float = 0.0
+    encode_ms: float = 0.0  # the encoder's share of total_ms
+    audio_s: float = 0.0  # seconds of audio decoded, re-decodes included
+    fallbacks: int = 0  # final decodes redone on the 30 s window
+    degenerate: int = 0  # hypotheses that repeated themselves or ran out of tokens
+
+    @property
+    def mean_ms(self) -> float:
+        return self.total_ms / self.decodes if self.decodes else 0.0
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One decode of the current segment."""
+
+    words: list[str]  # surface words, punctuation kept
+    samples: int  # how much of the segment it heard
+    degenerate: bool  # repeated itself or ran out of tokens (then `words` are cut)
+
+
+def resolve_device(device: str) -> str:
+    """Map "auto" to "cuda" when CTranslate2 sees a GPU, else to "cpu"."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    if device != "auto":
+        return device
+    import ctranslate2
+
+    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+
+
+class WhisperRecognizer:
+    """Streaming Whisper with LocalAgreement-2 on short encoder windows; see the module doc."""
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        device: str = "auto",
+        compute_type: str = "int8",
+        interval_ms: int = 320,
+        min_window_s: float = 15.0,
+        max_window_s: float = 20.0,
+        beam_size: int = 1,
+        cpu_threads: int = 2,
+    ) -> None:
+        if interval_ms <= 0:
+            raise ValueError(f"interval_ms must be positive, got {interval_ms}")
+        if not 1 <= min_window_s <= FULL_WINDOW_S:
+            raise ValueError(f"min_window_s must be 1 to {FULL_WINDOW_S} s, got {min_window_s}")
+        if not 2 * _CUT_SEARCH_S <= max_window_s <= FULL_WINDOW_S:
+            low = 2 * _CUT_SEARCH_S
+            raise ValueError(
+                f"max_window_s must be {low:g} to {FULL_WINDOW_S} s, got {max_window_s}"
+            )
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be at least 1, got {beam_size}")
+        path = ASR.resolve(model_path)
+        self.device = resolve_device(device)
+        from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        started = time.perf_counter()
+        self._model: Any = WhisperModel(
+            str(path), device=self.device, compute_type=compute_type, cpu_threads=cpu_threads
+        )
+        log.info("loaded %s on %s in %.2f s", path, self.device, time.perf_counter() - started)
+        multilingual = bool(self._model.model.is_multilingual)
+        self._tokenizer: Any = Tokenizer(
+            self._model.hf_tokenizer, multilingual, task="transcribe", language="en"
+        )
+        self._prompt: list[int] = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
+        self._suppress: list[int] = list(get_suppressed_tokens(self._tokenizer, [-1]))
+        self._features: Any = self._model.feature_extractor
+        self.interval_samples = interval_ms * SAMPLE_RATE // 1000
+        self.min_window_s = min_window_s
+        self.max_window_s = max_window_s
+        self.beam_size = beam_size
+        self.stats = AsrStats()
+        self.last_final = ""  # the final transcript of the last finished utterance
+        self._chunks: list[Int16Array] = []
+        self._size = 0  # samples in the current segment
+        self._previous: Hypothesis | None = None  # the last decode of the current segment
+        self._committed: list[str] = []  # the segment's stable words
+        self._final_parts: list[str] = []
+
+    # -- the Recognizer port ----------------------------------------------------------
+
+    def accept(self, frame: Frame) -> None:
+        self._chunks.append(frame.pcm)
+        self._size += frame.pcm.size
+
+    def stable(self) -> str:
+        words = self._roll_over()
+        last = self._previous.samples if self._previous else 0
+        if self._size >= self.interval_samples and self._size - last >= self.interval_samples:
+            words += self._agree(self._decode(self._pcm(), final=False))
+        return _delta(words)
+
+    def finish(self) -> str:
+        words = self._roll_over()
+        if self._size:
+            previous = self._previous
+            if previous and previous.samples == self._size and not previous.degenerate:
+                final = previous.words  # nothing new was heard since the last decode
+            else:
+                final = self._decode(self._pcm(), final=True).words
+            self._final_parts.append(" ".join(final))
+            words += final[len(self._committed) :]
+        self.last_final = " ".join(p for p in self._final_parts if p)
+        self._final_parts = []
+        self._clear_segment()
+        return _delta(words)
+
+    def reset(self) -> None:
+        self._final_parts = []
+        self._clear_segment()
+
+    # -- decoding ---------------------------------------------------------------------
+
+    def window_s(self, samples: int) -> int:
+        """The encoder window for this much audio: at least `min_window_s`, whole seconds."""
+        needed = math.ceil(max(samples / SAMPLE_RATE, self.min_window_s))
+        return min(FULL_WINDOW_S, needed)
+
+    def features(self, audio: Float32Array, window_s: int) -> Float32Array:
+        """Log-mel features of `audio` zero-padded to `window_s` seconds (80 x 100 per s).
+
+        Equal to the extractor's output on the padded audio, but the STFT runs
+        over the audio only: frames that see nothing but padding are at the
+        spectrogram's floor (its maximum minus 8, in log10 units) either way.
+        """
+        hop: int = self._features.hop_length
+        n_fft: int = self._features.n_fft
+        frames = window_s * SAMPLE_RATE // hop
+        audio = audio[: frames * hop]
+        # frames whose (centred) STFT window overlaps the audio; the rest see only padding
+        computed = min(frames, -(-(audio.size + n_fft // 2) // hop))
+        # enough zeros after the audio that the STFT's reflect padding reflects zeros only
+        padded = np.zeros(computed * hop + n_fft, dtype=np.float32)
+        padded[: audio.size] = audio
+        mel: Float32Array = np.asarray(self._features(padded, padding=0), dtype=np.float32)
+        mel = mel[:, :computed]
+        if computed < frames:
+            # in log10 units the floor is max - 8, or -10 (the 1e-10 clip) for silence
+            floor = (max(float(mel.max()) * 4.0 - 4.0 - 8.0, -10.0) + 4.0) / 4.0
+            mel = np.pad(mel, ((0, 0), (0, frames - computed)), constant_values=floor)
+        return np.ascontiguousarray(mel[:, :frames])
+
+    def transcribe(self, audio: Float32Array, window_s: int | None = None) -> tuple[str, bool]:
+        """One decode of `audio` (at most 30 s): (text, degenerate). For tests and benchmarks."""
+        words, degenerate = self._run(audio, window_s or self.window_s(audio.size))
+        return " ".join(words), degenerate
+
+    def _decode(self, pcm: Int16Array, *, final: bool) -> Hypothesis:
+        audio = pcm16_to_float(pcm)
+        words, degenerate = self._run(audio, self.window_s(audio.size))
+        if degenerate:
+            self.stats.degenerate += 1
+            if final and self.window_s(audio.size) < FULL_WINDOW_S:
+                self.stats.fallbacks += 1
+                words, degenerate = self._run(audio, FULL_WINDOW_S)
+        if degenerate:
+            cut = repetition_start([_key(w) for w in words])
+            words = words[:cut] if cut is not None else words
+        return Hypothesis(words, audio.size, degenerate)
+
+    def _run(self, audio: Float32Array, window_s: int) -> tuple[list[str], bool]:
+        import ctranslate2
+
+        started = time.perf_counter()
+        mel = self.features(audio, window_s)
+        encoded = self._model.model.encode(
+            ctranslate2.StorageView.from_array(mel[np.newaxis]), to_cpu=False
+        )
+        encoded_at = time.perf_counter()
+        seconds = audio.size / SAMPLE_RATE
+        budget = _TOKENS_BASE + math.ceil(_TOKENS_PER_S * seconds)
+        result = self._model.model.generate(
+            encoded,
+            [self._prompt],
+            beam_size=self.beam_size,
+            max_length=len(self._prompt) + budget,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
+        )[0]
+        tokens: list[int] = result.sequences_ids[0]
+        text: str = self._tokenizer.decode(tokens).strip()
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        done = time.perf_counter()
+        stats = self.stats
+        stats.decodes += 1
+        stats.last_ms = (done - started) * 1000.0
+        stats.total_ms += stats.last_ms
+        stats.encode_ms += (encoded_at - started) * 1000.0
+        stats.audio_s += seconds
+        if result.no_speech_prob > _NO_SPEECH_PROB and avg_logprob < _NO_SPEECH_LOGPROB:
+            return [], False
+        words = text.split()
+        looped = repetition_start([_key(w) for w in words]) is not None
+        return words, looped or len(tokens) >= budget
+
+    # -- LocalAgreement-2 and segments ------------------------------------------------
+
+    def _agree(self, hypothesis: Hypothesis) -> list[str]:
+        previous, self._previous = self._previous, hypothesis
+        if previous is None:
+            return []
+        agreed = 0
+        for a, b in zip(previous.words, hypothesis.words, strict=False):
+            if _key(a) != _key(b):
+                break
+            agreed += 1
+        new = hypothesis.words[len(self._committed) : agreed]
+        self._committed += new
+        return new
+
+    def _roll_over(self) -> list[str]:
+        """Finalise segments that reached `max_window_s`; their remaining words."""
+        limit = int(self.max_window_s * SAMPLE_RATE)
+        words: list[str] = []
+        while self._size > limit:
+            pcm = self._pcm()
+            cut = _quiet_cut(pcm[:limit], int(_CUT_SEARCH_S * SAMPLE_RATE))
+            final = self._decode(pcm[:cut], final=True).words
+            self._final_parts.append(" ".join(final))
+            words += final[len(self._committed) :]
+            self._clear_segment()
+            if cut < pcm.size:
+                self._chunks = [pcm[cut:]]
+                self._size = pcm.size - cut
+        return words
+
+    def _pcm(self) -> Int16Array:
+        """The current segment's audio, gathered into one array."""
+        if len(self._chunks) > 1:
+            self._chunks = [np.concatenate(self._chunks)]
+        return self._chunks[0] if self._chunks else np.zeros(0, dtype=np.int16)
+
+    def _clear_segment(self) -> None:
+        self._chunks = []
+        self._size = 0
+        self._previous = None
+        self._committed = []
+
+
+def _quiet_cut(pcm: Int16Array, search: int) -> int:
+    """The middle of the quietest 20 ms frame in the last `search` samples of `pcm`."""
+    start = max(0, pcm.size - search) // FRAME_SAMPLES * FRAME_SAMPLES
+    tail = pcm[start : start + (pcm.size - start) // FRAME_SAMPLES * FRAME_SAMPLES]
+    if tail.size == 0:
+        return pcm.size
+    energy = (tail.astype(np.float64).reshape(-1, FRAME_SAMPLES) ** 2).mean(axis=1)
+    return start + int(np.argmin(energy)) * FRAME_SAMPLES + FRAME_SAMPLES // 2
+
+
+def _delta(words: list[str]) -> str:
+    return "".join(" " + w for w in words)
