@@ -36,10 +36,10 @@ test: setup
 	$(BIN)/pytest
 
 bench: setup
-	$(BIN)/duplex bench
+	$(BIN)/duplex bench --components
 
 lint: setup
-	$(BIN)/ruff check duplex tests
+	$(BIN)/ruff check duplex models benchmarks tests
 	$(BIN)/mypy
 
 clean:

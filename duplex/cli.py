@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from duplex import __version__
 from duplex.config import Settings, load_settings, parse_assignments
@@ -69,6 +70,38 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if missing else 0
 
 
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.components:
+        raise UserError(
+            "conversation scenarios are not available yet; "
+            "`duplex bench --components` measures each model"
+        )
+    from rich.console import Console
+
+    from benchmarks.components import run_components, summary_lines, write_report
+
+    console = Console(stderr=True)
+    with console.status("measuring") as status:
+        report = run_components(
+            settings, args.repeats, lambda what: status.update(f"measuring {what}")
+        )
+    write_report(report, args.json)
+    for line in summary_lines(report):
+        print(line)
+    console.print(f"wrote {args.json}")
+    return 0
+
+
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--components", action="store_true", help="measure each model: ASR, LM, TTS, loads"
+    )
+    parser.add_argument("--repeats", type=int, default=7, help="runs per measurement")
+    parser.add_argument(
+        "--json", type=Path, default=Path("out/bench-components.json"), help="the report"
+    )
+
+
 @dataclass(frozen=True)
 class Subcommand:
     help: str
@@ -83,7 +116,9 @@ COMMANDS: dict[str, Subcommand] = {
     "serve": Subcommand("serve the runtime over websockets", _not_yet("duplex serve")),
     "chat": Subcommand("talk to it through your microphone and speaker", _not_yet("duplex chat")),
     "bench": Subcommand(
-        "measure turn-taking latency on conversation scenarios", _not_yet("duplex bench")
+        "measure latency: each model (--components); conversation scenarios later",
+        _bench,
+        _bench_arguments,
     ),
     "models": Subcommand("list the model weights found and how to install missing ones", _models),
     "train-state-head": Subcommand(

@@ -34,8 +34,11 @@ about 5x cheaper in the encoder than 30 s, and the rare loop is caught:
   still needs a second hypothesis to agree), and a final one is decoded again
   on the full 30 s window (counted in `stats.fallbacks`); if that still
   repeats, it is cut too.
-- Whisper's own no-speech rule (P(no speech) > 0.6 and mean log-probability
-  < -1) turns a hypothesis on noise into no words.
+- A hypothesis is no words when P(no speech) > 0.8, or by Whisper's own
+  rule (P(no speech) > 0.6 and mean log-probability < -1). Whisper's rule
+  alone lets 1 s of digital silence through as "you" (P(no speech) 0.99,
+  log-probability -0.65); the final decodes of the recordings have
+  P(no speech) <= 0.33, digital silence 0.99, white noise 0.96.
 
 Policies worth knowing
 ----------------------
@@ -48,8 +51,10 @@ Policies worth knowing
 - Utterances longer than `max_window_s` (default 20 s) are cut into
   segments: when a segment reaches the cap, it is cut at its quietest 20 ms
   within the last 2 s, decoded as final (its remaining words come out of the
-  next `stable()`), and streaming goes on from the cut. A word across a cut
-  may be misrecognised; the LM only ever sees each segment's words once.
+  next `stable()`), and streaming goes on from the cut. Words already
+  committed beyond the segment's final word count were heard after the cut,
+  so they count as the next segment's first committed words (nothing is
+  said twice). A word across a cut may be misrecognised.
 - Agreement compares words after `normalize` ("4." agrees with "4"); the
   words returned are the newest hypothesis's surface forms, punctuation kept.
 
@@ -81,6 +86,7 @@ _TOKENS_BASE = 10  # generation budget: _TOKENS_BASE + _TOKENS_PER_S * seconds o
 _TOKENS_PER_S = 8  # fast speech is about 5 tokens/s, punctuation included
 _NO_SPEECH_PROB = 0.6  # Whisper's no-speech rule, both thresholds
 _NO_SPEECH_LOGPROB = -1.0
+_NO_SPEECH_ALONE = 0.8  # no words above this, whatever the text's log-probability
 _CUT_SEARCH_S = 2.0  # where to look for a quiet place to cut an over-long utterance
 
 
@@ -225,6 +231,8 @@ class WhisperRecognizer:
         beam_size: int = 1,
         cpu_threads: int = 2,
     ) -> None:
+        if device not in DEVICES:
+            raise ValueError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
         if interval_ms <= 0:
             raise ValueError(f"interval_ms must be positive, got {interval_ms}")
         if not 1 <= min_window_s <= FULL_WINDOW_S:
@@ -378,7 +386,10 @@ class WhisperRecognizer:
         stats.total_ms += stats.last_ms
         stats.encode_ms += (encoded_at - started) * 1000.0
         stats.audio_s += seconds
-        if result.no_speech_prob > _NO_SPEECH_PROB and avg_logprob < _NO_SPEECH_LOGPROB:
+        no_speech = float(result.no_speech_prob)
+        if no_speech > _NO_SPEECH_ALONE or (
+            no_speech > _NO_SPEECH_PROB and avg_logprob < _NO_SPEECH_LOGPROB
+        ):
             return [], False
         words = text.split()
         looped = repetition_start([_key(w) for w in words]) is not None
@@ -409,7 +420,11 @@ class WhisperRecognizer:
             final = self._decode(pcm[:cut], final=True).words
             self._final_parts.append(" ".join(final))
             words += final[len(self._committed) :]
+            # words committed beyond the segment's final were heard after the cut:
+            # they count as committed words of the next segment
+            carried = self._committed[len(final) :]
             self._clear_segment()
+            self._committed = carried
             if cut < pcm.size:
                 self._chunks = [pcm[cut:]]
                 self._size = pcm.size - cut

@@ -1,0 +1,1 @@
+"""Benchmarks: what the runtime costs and how well it holds a conversation."""
