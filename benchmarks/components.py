@@ -37,9 +37,9 @@ SENTENCE = "The moon is about three hundred and eighty thousand kilometers away 
 ASR_LENGTHS_S = (1, 2, 4, 8, 12)
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[float, Any]:
     start = time.perf_counter()
-    value = fn()
+    value = fn(*args)
     return (time.perf_counter() - start) * 1000, value
 
 
@@ -64,10 +64,9 @@ def bench_tts(settings: Settings, repeats: int) -> tuple[dict[str, Any], Any]:
     load, voice = _loads(lambda: PiperSynthesizer(path, device=settings.device), 3)
     first, rtf = [], []
     for _ in range(repeats):
-        stream = voice.synthesize_stream(CLAUSE)
-        ms, _ = _timed(lambda: next(iter(stream)))
+        ms, _ = _timed(next, iter(voice.synthesize_stream(CLAUSE)))
         first.append(ms)
-        ms, pcm = _timed(lambda: voice.synthesize(SENTENCE))
+        ms, pcm = _timed(voice.synthesize, SENTENCE)
         rtf.append(ms / (1000 * pcm.size / SAMPLE_RATE))
     return {
         "load": load,
@@ -87,7 +86,7 @@ def bench_asr(settings: Settings, repeats: int, voice: Any) -> dict[str, Any]:
     by_length = {}
     for seconds in ASR_LENGTHS_S:
         audio = speech[: seconds * SAMPLE_RATE]
-        spent = [_timed(lambda a=audio: recognizer.transcribe(a))[0] for _ in range(repeats)]
+        spent = [_timed(recognizer.transcribe, audio)[0] for _ in range(repeats)]
         by_length[f"{seconds}s"] = _stats(spent)
     return {
         "load": load,
@@ -119,7 +118,7 @@ def bench_lm(settings: Settings, repeats: int) -> dict[str, Any]:
         words = question.split()
         for j in range(0, len(words), 3):  # the recognizer's stable words arrive ~3 at a time
             piece = " ".join(words[j : j + 3])
-            ms, _ = _timed(lambda p=piece: lm.listen(" " + p))
+            ms, _ = _timed(lm.listen, " " + piece)
             slices.append(ms)
         # the answer's first token: closing the user turn, opening the answer, one token
         ms, (_, done) = _timed(lambda: (lm.begin_response(), lm.speak(1))[1])
