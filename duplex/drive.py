@@ -16,7 +16,7 @@ import numpy as np
 
 from duplex.audio import FRAME_MS, FRAME_SAMPLES, Frame, Int16Array
 from duplex.clock import ChargedClock, Clock, RealClock
-from duplex.events import Event, ResponseAudio
+from duplex.events import Event, Interrupted, ResponseAudio
 from duplex.session import Session
 
 
@@ -44,14 +44,14 @@ def drive(
 ) -> DriveResult:
     """Feed frames through a new session and collect what it says.
 
-    Each output frame is placed where it would really be heard: at its audio
-    position, or later if compute made the session fall behind the audio.
+    Each output frame is placed where the session says it plays (later than
+    its input frame when compute made the session fall behind the audio);
+    a barge-in flushes what was queued after the stop.
     """
     clock: ChargedClock | RealClock = ChargedClock() if fast else RealClock()
     session = make_session(clock)
     result = DriveResult()
     output: list[tuple[int, Int16Array]] = []
-    played_until = 0
     start = clock.now_ms()
     for frame in frames:
         arrival = start + frame.end_ms
@@ -66,18 +66,20 @@ def drive(
             events = session.step(frame)
         result.compute_ms += (time.perf_counter() - t0) * 1000
         for event in events:
-            if isinstance(event, ResponseAudio):
-                lag = round(clock.now_ms() - start)
-                position = max(event.audio_ms, lag, played_until)
-                output.append((position, event.pcm))
-                played_until = position + FRAME_MS
-                first = result.spans.get(event.response_id, (position, 0))[0]
-                result.spans[event.response_id] = (first, played_until)
+            if isinstance(event, ResponseAudio):  # audio_ms is where it plays
+                output.append((event.audio_ms, event.pcm))
+                first = result.spans.get(event.response_id, (event.audio_ms, 0))[0]
+                result.spans[event.response_id] = (first, event.audio_ms + FRAME_MS)
+            elif isinstance(event, Interrupted):  # the device flushes what it had queued
+                output = [(p, pcm) for p, pcm in output if p < event.stopped_ms]
+                first = result.spans.get(event.response_id, (event.stopped_ms, 0))[0]
+                result.spans[event.response_id] = (first, event.stopped_ms)
             if on_event is not None:
                 on_event(event)
         result.events += events
         result.audio_ms = frame.end_ms
-    result.output = _place(output, max(result.audio_ms, played_until))
+    end = max((p + FRAME_MS for p, _ in output), default=0)
+    result.output = _place(output, max(result.audio_ms, end))
     return result
 
 

@@ -91,13 +91,18 @@ class ResponseAudio(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class Interrupted(Event):
-    """The user barged in and the assistant yielded; output stopped at `audio_ms`."""
+    """The user barged in and the assistant yielded at `audio_ms`.
+
+    Output sent to play from `stopped_ms` on must be flushed: the user never
+    heard it, and the conversation keeps only `played_text`.
+    """
 
     type: ClassVar[str] = "interrupted"
     response_id: int
     played_ms: int
     played_text: str
     onset_ms: int
+    stopped_ms: int
 
 
 @dataclass(frozen=True, kw_only=True)

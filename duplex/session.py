@@ -61,6 +61,7 @@ class _Response:
     splitter: ClauseSplitter = field(default_factory=ClauseSplitter)
     clauses: list[_Clause] = field(default_factory=list)
     queue: deque[tuple[Int16Array, int]] = field(default_factory=deque)
+    sent: list[tuple[int, int]] = field(default_factory=list)  # (play start ms, clause) per frame
     generating: bool = True
     tokens_seen: bool = False
 
@@ -84,6 +85,12 @@ class _Response:
         self.clauses.append(_Clause(text, frames))
         for i in range(frames):
             self.queue.append((padded[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES], index))
+
+    def flush_after(self, stop_ms: int) -> None:
+        """Frames sent to play at or after `stop_ms` are dropped from the output: unheard."""
+        while self.sent and self.sent[-1][0] >= stop_ms:
+            _, index = self.sent.pop()
+            self.clauses[index].played -= 1
 
     def played_text(self) -> str:
         """The words the user actually heard, up to the current playout position."""
@@ -120,6 +127,7 @@ class Session:
         self.state = State.LISTENING
         self._next_index = 0
         self._clock_origin: float | None = None
+        self._output_end = 0  # where the output already sent to play ends (timeline ms)
         self._utterance_ended = False
         # the open user turn
         self._user_text = ""
@@ -191,11 +199,15 @@ class Session:
             pcm, index = response.queue.popleft()
             clause = response.clauses[index]
             clause.played += 1
+            # it plays after what was sent before it, and not before it was made
+            start = max(self._timeline(position_ms), self._output_end)
+            self._output_end = start + FRAME_MS
+            response.sent.append((start, index))
             if self._record is not None and self._record.first_output_ms is None:
-                self._record.first_output_ms = self._timeline(position_ms)
+                self._record.first_output_ms = start
             return [
                 self._event(
-                    ResponseAudio, position_ms, response_id=response.id, pcm=pcm, text=clause.text
+                    ResponseAudio, start, response_id=response.id, pcm=pcm, text=clause.text
                 )
             ]
         if response.finished:
@@ -287,6 +299,9 @@ class Session:
         """Barge-in: stop output now, keep only what was heard, the user has the turn."""
         response, onset = self._response, self._overlap_onset
         assert response is not None and onset is not None
+        stopped = min(self._timeline(now_ms), self._output_end)
+        response.flush_after(stopped)
+        self._output_end = stopped
         played_text = response.played_text()
         self._lm.truncate(played_text)
         events: list[Event] = [
@@ -297,6 +312,7 @@ class Session:
                 played_ms=response.played_ms,
                 played_text=played_text,
                 onset_ms=onset,
+                stopped_ms=stopped,
             ),
             self._event(
                 ResponseDone,
@@ -309,7 +325,7 @@ class Session:
         ]
         if self._record is not None:
             self._record.barge_in_onset_ms = onset
-            self._record.output_stopped_ms = self._timeline(now_ms)
+            self._record.output_stopped_ms = stopped
             events += self._close_record("interrupted", now_ms)
         self._continue_user_turn(onset)
         return events
@@ -355,7 +371,7 @@ class Session:
             )
         ]
         if self._record is not None:
-            self._record.output_stopped_ms = self._timeline(position_ms)
+            self._record.output_stopped_ms = self._output_end
             events += self._close_record("completed", position_ms)
         if self.state is State.OVERLAP and self._overlap_onset is not None:
             self._continue_user_turn(self._overlap_onset)  # the user was already talking

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from duplex.audio import FRAME_MS, SAMPLE_RATE, Frame, Int16Array, float_to_pcm16, frames_of
+from duplex.audio import SAMPLE_RATE, Frame, Int16Array, float_to_pcm16, frames_of
 from duplex.clock import VirtualClock
 from duplex.config import PolicySettings
 from duplex.events import Event
@@ -177,8 +177,9 @@ class Harness:
         """Feed `total_ms` of user audio (voiced where the words are, by default)."""
         spans = [(s, e) for s, e, _ in self.words] if spans is None else spans
         for frame in frames_of(user_audio(spans, total_ms)):
+            # a frame arrives when it ends; a session behind the audio catches up at once
+            self.clock.advance(max(0.0, frame.end_ms - self.clock.now_ms()))
             self.events += self.session.step(frame)
-            self.clock.advance(FRAME_MS)
         return self.events
 
     def of(self, kind: type[E]) -> list[E]:

@@ -9,13 +9,15 @@ synthesizer speaks 200 ms per word.
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from duplex.audio import Frame
+from duplex.audio import Frame, Int16Array
+from duplex.clock import VirtualClock
 from duplex.config import PolicySettings
 from duplex.events import (
     BackchannelIgnored,
@@ -29,7 +31,7 @@ from duplex.events import (
     TurnTaken,
 )
 from duplex.tdm import State, TurnPolicy
-from tests.fakes import Harness
+from tests.fakes import Harness, ToneSynth
 
 QUESTION = [(0, 300, "what"), (300, 500, "time"), (500, 700, "is"), (700, 1000, "it?")]
 ANSWER = "It is noon. Anything else I can help you with today? I am happy to help."
@@ -195,3 +197,35 @@ def test_policy_threshold_curve() -> None:
 def test_core_does_not_import_torch() -> None:
     code = "import duplex.session, sys; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class SlowSynth(ToneSynth):
+    """A synthesizer that takes 300 ms of (virtual) compute per clause."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def synthesize(self, text: str) -> Int16Array:
+        self.clock.advance(300)
+        return super().synthesize(text)
+
+
+def test_compute_lag_delays_output_and_barge_in_flushes_what_was_unheard() -> None:
+    words = [*QUESTION, (2400, 2700, "wait,"), (2700, 3000, "stop.")]
+    h = Harness(words)
+    h.session._tts = SlowSynth(h.clock)
+    h.run(5000)
+    audio = [e for e in h.of(ResponseAudio) if e.response_id == 1]
+    starts = [e.audio_ms for e in audio]
+    # output plays back to back, never before it was synthesized
+    assert all(b - a >= 20 for a, b in itertools.pairwise(starts))
+    assert starts[0] == 1280 + 300
+    [interrupted] = h.of(Interrupted)
+    heard = [s for s in starts if s < interrupted.stopped_ms]
+    assert len(heard) < len(starts)  # some frames were queued past the stop: flushed
+    assert interrupted.played_ms == 20 * len(heard)
+    record = h.of(TurnMetrics)[0].record
+    assert record.end_of_turn_ms == 580
+    assert record.output_stopped_ms == interrupted.stopped_ms
+    assert h.lm.turns()[1] == ("assistant", interrupted.played_text)
