@@ -56,7 +56,7 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
     }
     table = Table(title="model weights (nothing is downloaded at run time)")
     for column in ("part", "model", "package", "licence", "size", "path or install line"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     missing = 0
     for w in ALL:
         try:

