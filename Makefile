@@ -36,7 +36,7 @@ test: setup
 	$(BIN)/pytest
 
 bench: setup
-	$(BIN)/duplex bench --components
+	$(BIN)/duplex bench --fast
 
 lint: setup
 	$(BIN)/ruff check duplex models benchmarks tests

@@ -12,7 +12,6 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from duplex import __version__
 from duplex.config import Settings, load_settings, parse_assignments
@@ -71,35 +70,15 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    if not args.components:
-        raise UserError(
-            "conversation scenarios are not available yet; "
-            "`duplex bench --components` measures each model"
-        )
-    from rich.console import Console
+    from benchmarks import command
 
-    from benchmarks.components import run_components, summary_lines, write_report
-
-    console = Console(stderr=True)
-    with console.status("measuring") as status:
-        report = run_components(
-            settings, args.repeats, lambda what: status.update(f"measuring {what}")
-        )
-    write_report(report, args.json)
-    for line in summary_lines(report):
-        print(line)
-    console.print(f"wrote {args.json}")
-    return 0
+    return command.run(args, settings)
 
 
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--components", action="store_true", help="measure each model: ASR, LM, TTS, loads"
-    )
-    parser.add_argument("--repeats", type=int, default=7, help="runs per measurement")
-    parser.add_argument(
-        "--json", type=Path, default=Path("out/bench-components.json"), help="the report"
-    )
+    from benchmarks import command
+
+    command.add_arguments(parser)
 
 
 @dataclass(frozen=True)
@@ -116,7 +95,7 @@ COMMANDS: dict[str, Subcommand] = {
     "serve": Subcommand("serve the runtime over websockets", _not_yet("duplex serve")),
     "chat": Subcommand("talk to it through your microphone and speaker", _not_yet("duplex chat")),
     "bench": Subcommand(
-        "measure latency: each model (--components); conversation scenarios later",
+        "measure how well it holds a conversation: scenarios, policies side by side",
         _bench,
         _bench_arguments,
     ),

@@ -56,7 +56,7 @@ class ModelSettings:
     voice: str = ""  # a Piper .onnx voice, its .onnx.json beside it (default: en_US-joe-medium)
     asr_interval_ms: int = 320  # re-decode the current utterance this often
     system_prompt: str = "You are a helpful voice assistant. Keep answers short."
-    max_response_tokens: int = 96  # an answer longer than this is cut
+    max_response_tokens: int = 48  # an answer longer than this is cut (a voice answer is short)
     temperature: float = 0.0  # 0 decodes greedily
     seed: int = 0
     context_tokens: int = 4096  # KV cache size per session

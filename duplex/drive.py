@@ -11,13 +11,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from duplex.audio import FRAME_MS, FRAME_SAMPLES, Frame, Int16Array
 from duplex.clock import ChargedClock, Clock, RealClock
 from duplex.events import Event, Interrupted, ResponseAudio
-from duplex.session import Session
+
+
+class Steps(Protocol):
+    """How a driver reaches a session: one input frame in, the events it caused out.
+
+    `Session` is one; a client of a remote server can be another.
+    """
+
+    def step(self, frame: Frame) -> list[Event]: ...
 
 
 @dataclass
@@ -36,7 +45,7 @@ class DriveResult:
 
 
 def drive(
-    make_session: Callable[[Clock], Session],
+    make_session: Callable[[Clock], Steps],
     frames: Iterable[Frame],
     *,
     fast: bool = True,

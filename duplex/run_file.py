@@ -29,6 +29,7 @@ from duplex.events import (
     TranscriptFinal,
     TurnMetrics,
 )
+from duplex.ports import Synthesizer
 from duplex.session import Session
 
 # The example user: two questions, the second one asked while the first answer
@@ -59,14 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def example_user(settings: Settings, path: Path) -> Int16Array:
+def example_user(voice: Synthesizer, path: Path) -> Int16Array:
     """Synthesize the example user's side with the shipped voice (cached on disk)."""
     if path.exists():
         return read_wav(path)
-    from models.tts import PiperSynthesizer
-    from models.weights import VOICE
-
-    voice = PiperSynthesizer(VOICE.resolve(settings.models.voice), device=settings.device)
     end = EXAMPLE_TURNS[-1][0] + EXAMPLE_TAIL_MS
     track = np.zeros(end * SAMPLE_RATE // 1000, dtype=np.int16)
     for start_ms, text in EXAMPLE_TURNS:
@@ -82,14 +79,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from models.stack import SpeechStack
 
     console = Console(stderr=True)
-    stack = SpeechStack.resolve(settings)
+    stack = SpeechStack(settings)
     if args.input:
         user = read_wav(args.input)
+        if user.size == 0:
+            raise ValueError(f"{args.input} holds no audio")
     else:
         with console.status("synthesizing the example user with the shipped voice"):
-            user = example_user(settings, args.output.parent / "example-user.wav")
-    if user.size == 0:
-        raise ValueError(f"{args.input} holds no audio")
+            user = example_user(stack.voice, args.output.parent / "example-user.wav")
 
     def new_session(clock: Clock) -> Session:
         with console.status("loading the speech models"):

@@ -41,7 +41,7 @@ from duplex.events import (
 )
 from duplex.metrics import TurnRecord
 from duplex.ports import DuplexLM, Recognizer, StateProbs, Synthesizer
-from duplex.tdm import OverlapDecision, State, TurnPolicy
+from duplex.tdm import OverlapDecision, Policy, State, TurnPolicy
 from duplex.text import ClauseSplitter, played_words
 from duplex.vad import VadStep, VadTracker
 
@@ -114,10 +114,10 @@ class Session:
         synthesizer: Synthesizer,
         clock: Clock,
         settings: PolicySettings | None = None,
-        policy: TurnPolicy | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.settings = settings or PolicySettings()
-        self.policy = policy or TurnPolicy(self.settings)
+        self.policy: Policy = policy or TurnPolicy(self.settings)
         self._vad = vad
         self._recognizer = recognizer
         self._lm = lm

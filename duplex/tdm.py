@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 from duplex.config import PolicySettings
 from duplex.ports import StateProbs
@@ -41,9 +42,23 @@ class OverlapDecision(enum.Enum):
     DISMISS = "dismiss"  # a backchannel: keep talking, forget the overlap
 
 
+class Policy(Protocol):
+    """What the session asks: answer now? and what to do with words over the answer."""
+
+    name: ClassVar[str]
+
+    def required_silence_ms(self, p_speak: float) -> float: ...
+
+    def take_turn(self, probs: StateProbs, silence_ms: float) -> bool: ...
+
+    def on_overlap(self, probs: StateProbs, overlap_ms: float, ended: bool) -> OverlapDecision: ...
+
+
 @dataclass(frozen=True)
 class TurnPolicy:
     """The default policy: the state head's probabilities and measured silence."""
+
+    name: ClassVar[str] = "duplex"
 
     settings: PolicySettings
 
@@ -65,3 +80,29 @@ class TurnPolicy:
         if ended:
             return OverlapDecision.DISMISS
         return OverlapDecision.WAIT
+
+
+@dataclass(frozen=True)
+class AnySpeechInterrupts(TurnPolicy):
+    """Baseline: the default endpointing, but any speech over the answer stops it."""
+
+    name: ClassVar[str] = "any-speech-interrupts"
+
+    def on_overlap(self, probs: StateProbs, overlap_ms: float, ended: bool) -> OverlapDecision:
+        return OverlapDecision.YIELD
+
+
+@dataclass(frozen=True)
+class FixedSilence(AnySpeechInterrupts):
+    """Baseline, server_vad's defaults: a fixed silence ends the turn, any speech interrupts."""
+
+    name: ClassVar[str] = "silence-500ms"
+    silence_ms: int = 500
+
+    def required_silence_ms(self, p_speak: float) -> float:
+        return self.silence_ms
+
+
+POLICIES: dict[str, type[TurnPolicy]] = {
+    p.name: p for p in (TurnPolicy, AnySpeechInterrupts, FixedSilence)
+}

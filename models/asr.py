@@ -222,6 +222,25 @@ def resolve_device(device: str) -> str:
     return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
 
 
+def load_model(
+    path: str | Path | None = None,
+    device: str = "auto",
+    compute_type: str = "int8",
+    cpu_threads: int = 2,
+) -> Any:
+    """Load a faster-whisper model once; recognizers can share it (CTranslate2 is thread-safe)."""
+    from faster_whisper import WhisperModel
+
+    path = ASR.resolve(path)
+    device = resolve_device(device)
+    started = time.perf_counter()
+    model = WhisperModel(
+        str(path), device=device, compute_type=compute_type, cpu_threads=cpu_threads
+    )
+    log.info("loaded %s on %s in %.2f s", path, device, time.perf_counter() - started)
+    return model
+
+
 class WhisperRecognizer:
     """Streaming Whisper with LocalAgreement-2 on short encoder windows; see the module doc."""
 
@@ -236,7 +255,9 @@ class WhisperRecognizer:
         max_window_s: float = 20.0,
         beam_size: int = 1,
         cpu_threads: int = 2,
+        model: Any | None = None,
     ) -> None:
+        """`model`: an already loaded WhisperModel to share between sessions (it is thread-safe)."""
         if device not in DEVICES:
             raise ValueError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
         if interval_ms <= 0:
@@ -252,15 +273,12 @@ class WhisperRecognizer:
             raise ValueError(f"beam_size must be at least 1, got {beam_size}")
         path = ASR.resolve(model_path)
         self.device = resolve_device(device)
-        from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
-        started = time.perf_counter()
-        self._model: Any = WhisperModel(
-            str(path), device=self.device, compute_type=compute_type, cpu_threads=cpu_threads
-        )
-        log.info("loaded %s on %s in %.2f s", path, self.device, time.perf_counter() - started)
+        if model is None:
+            model = load_model(path, self.device, compute_type, cpu_threads)
+        self._model: Any = model
         multilingual = bool(self._model.model.is_multilingual)
         self._tokenizer: Any = Tokenizer(
             self._model.hf_tokenizer, multilingual, task="transcribe", language="en"

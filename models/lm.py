@@ -138,10 +138,19 @@ class LlamaDuplexLM:
         self.tokens: list[int] = []
         self.hidden: Float32Array = np.zeros(self.hidden_size, dtype=np.float32)
         self._logits: Float32Array = np.zeros(self._n_vocab, dtype=np.float32)
+        self.system_prompt = system_prompt
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new conversation: an empty cache with the system prompt (no reload)."""
+        self._llama_cpp.llama_memory_clear(self._llama_cpp.llama_get_memory(self._ctx), True)
+        self.tokens = []
         self._open_role: str | None = None
         self._user_text = ""
         self._answer: _Answer | None = None
-        self._append(_TURN_START.format(role="system") + system_prompt + _TURN_END, hidden=False)
+        self._append(
+            _TURN_START.format(role="system") + self.system_prompt + _TURN_END, hidden=False
+        )
 
     # the DuplexLM port --------------------------------------------------------
 

@@ -1,47 +1,76 @@
 """The embedded speech stack: real models wired behind the core's ports.
 
-Weights are resolved once; each session gets its own recognizer state, LM
-context (KV cache) and synthesizer, so sessions never share mutable state.
+The heavy, stateless parts (the Whisper model, the Piper voice) are loaded
+once and shared by every session; what holds a conversation's state (the
+recognizer's utterance, the LM's KV cache, the VAD) is per session. An LM
+can be handed back and reused after `reset()`, which costs no reload.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from functools import cached_property
+from typing import Any
 
 from duplex.clock import Clock
 from duplex.config import Settings
 from duplex.session import Session
+from duplex.tdm import Policy
 from duplex.vad import SileroVad, VadTracker, WebRtcVad
 from models import weights
+from models.lm import LlamaDuplexLM
+from models.tts import PiperSynthesizer
 
 
-@dataclass(frozen=True)
 class SpeechStack:
-    """Paths and settings from which sessions are built."""
+    """Loads the models once and builds sessions from them."""
 
-    settings: Settings
-    asr_path: Path
-    lm_path: Path
-    voice_path: Path
-
-    @classmethod
-    def resolve(cls, settings: Settings) -> SpeechStack:
-        """Find every model's weights now, so a missing one fails before any audio flows."""
+    def __init__(self, settings: Settings) -> None:
         m = settings.models
-        return cls(
-            settings,
-            weights.ASR.resolve(m.asr),
-            weights.LM.resolve(m.lm),
-            weights.VOICE.resolve(m.voice),
+        self.settings = settings
+        # resolve every path now, so a missing model fails before any audio flows
+        self.asr_path = weights.ASR.resolve(m.asr)
+        self.lm_path = weights.LM.resolve(m.lm)
+        self.voice_path = weights.VOICE.resolve(m.voice)
+
+    @cached_property
+    def whisper(self) -> Any:
+        """The shared Whisper model (CTranslate2 serves concurrent sessions)."""
+        from models.asr import load_model
+
+        return load_model(self.asr_path, self.settings.device)
+
+    @cached_property
+    def voice(self) -> PiperSynthesizer:
+        """The shared Piper voice; synthesis keeps no state between clauses."""
+        return PiperSynthesizer(self.voice_path, device=self.settings.device)
+
+    def load(self) -> None:
+        """Load the shared models now rather than on the first session."""
+        _ = self.whisper, self.voice
+
+    def new_lm(self) -> LlamaDuplexLM:
+        m = self.settings.models
+        return LlamaDuplexLM(
+            self.lm_path,
+            system_prompt=m.system_prompt,
+            device=self.settings.device,
+            context_tokens=m.context_tokens,
+            max_response_tokens=m.max_response_tokens,
+            temperature=m.temperature,
+            seed=m.seed,
         )
 
-    def new_session(self, clock: Clock) -> Session:
+    def new_session(
+        self, clock: Clock, *, lm: LlamaDuplexLM | None = None, policy: Policy | None = None
+    ) -> Session:
+        """A session on the shared models; pass `lm` to reuse one (it is reset here)."""
         from models.asr import WhisperRecognizer
-        from models.lm import LlamaDuplexLM
-        from models.tts import PiperSynthesizer
 
-        s, m = self.settings, self.settings.models
+        s = self.settings
+        if lm is None:
+            lm = self.new_lm()
+        else:
+            lm.reset()
         backend = SileroVad() if s.vad.backend == "silero" else WebRtcVad(s.vad.webrtc_mode)
         vad = VadTracker(
             backend,
@@ -50,21 +79,18 @@ class SpeechStack:
             end_ms=s.vad.end_ms,
             pre_roll_ms=s.vad.pre_roll_ms,
         )
+        recognizer = WhisperRecognizer(
+            self.asr_path,
+            device=s.device,
+            interval_ms=s.models.asr_interval_ms,
+            model=self.whisper,
+        )
         return Session(
             vad=vad,
-            recognizer=WhisperRecognizer(
-                self.asr_path, device=s.device, interval_ms=m.asr_interval_ms
-            ),
-            lm=LlamaDuplexLM(
-                self.lm_path,
-                system_prompt=m.system_prompt,
-                device=s.device,
-                context_tokens=m.context_tokens,
-                max_response_tokens=m.max_response_tokens,
-                temperature=m.temperature,
-                seed=m.seed,
-            ),
-            synthesizer=PiperSynthesizer(self.voice_path, device=s.device),
+            recognizer=recognizer,
+            lm=lm,
+            synthesizer=self.voice,
             clock=clock,
             settings=s.policy,
+            policy=policy,
         )

@@ -110,3 +110,15 @@ def test_rule_state() -> None:
     assert rule_state("Mm-hm, right", overlap=True).dismiss > 0.5
     assert rule_state("wait, stop", overlap=True).speak > 0.5
     assert rule_state("", overlap=True).listen > 0.5
+
+
+def test_reset_starts_a_new_conversation_without_reloading() -> None:
+    used, fresh = _lm(), _lm()
+    used.listen("Tell me about the moon.")
+    used.begin_response()
+    used.speak(8)
+    used.reset()
+    assert used.tokens == fresh.tokens
+    used.listen("What is the capital of France?")
+    fresh.listen("What is the capital of France?")
+    _close(used.logits(), fresh.logits())

@@ -1,0 +1,133 @@
+"""`duplex bench`: conversation scenarios against policies side by side, or each model alone."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from duplex.clock import Clock
+from duplex.config import Settings
+from duplex.drive import Steps
+from duplex.tdm import POLICIES
+
+SHARED_SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="virtual clock charged the compute really spent, instead of real-time pacing",
+    )
+    parser.add_argument("--sessions", type=int, default=1, help="concurrent sessions")
+    parser.add_argument(
+        "--policies",
+        default=",".join(POLICIES),
+        help=f"comma-separated, the first is the reference (default: {','.join(POLICIES)})",
+    )
+    parser.add_argument("--per-category", type=int, default=4, help="generated scenarios each")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--snr", default="none,15", help="background noise SNRs in dB, cycled (none: clean)"
+    )
+    parser.add_argument(
+        "--recordings",
+        type=Path,
+        default=SHARED_SPEECH,
+        help="real speech to add as turn-end scenarios, if the folder exists",
+    )
+    parser.add_argument("--scenarios", type=Path, help="your own scenarios (JSON + WAV) instead")
+    parser.add_argument("--out", type=Path, default=Path("out/bench"), help="where reports go")
+    parser.add_argument(
+        "--components", action="store_true", help="measure each model alone: ASR, LM, TTS, loads"
+    )
+    parser.add_argument("--repeats", type=int, default=7, help="runs per component measurement")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.components:
+        return _components(args, settings)
+    from benchmarks import report, runner, scenarios
+    from models.stack import SpeechStack
+
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown or not policies:
+        raise ValueError(f"unknown policy {unknown}; choose from {', '.join(POLICIES)}")
+    if args.sessions < 1:
+        raise ValueError("--sessions must be at least 1")
+    snrs = [None if s.strip().lower() == "none" else float(s) for s in args.snr.split(",")]
+    console = Console(stderr=True)
+    stack = SpeechStack(settings)
+    with console.status("loading the models and rendering scenarios"):
+        stack.load()
+        if args.scenarios:
+            chosen = scenarios.load_dir(args.scenarios)
+        else:
+            chosen = scenarios.generate(
+                stack.voice,
+                per_category=args.per_category,
+                seed=args.seed,
+                snrs=snrs,
+                recordings=args.recordings,
+            )
+    per_thread = threading.local()  # one LM (one KV cache) per concurrent session, reused
+
+    def make_session(clock: Clock, policy: str) -> Steps:
+        if not hasattr(per_thread, "lm"):
+            per_thread.lm = stack.new_lm()
+        return stack.new_session(clock, lm=per_thread.lm, policy=POLICIES[policy](settings.policy))
+
+    total = len(chosen) * len(policies)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("conversations", total=total)
+        runs = runner.run_all(
+            make_session,
+            chosen,
+            policies,
+            fast=args.fast,
+            sessions=args.sessions,
+            progress=lambda r: bar.update(
+                task, advance=1, description=f"{r.policy:<22} {r.scenario.name:<22}"
+            ),
+        )
+    data = runner.results(
+        runs,
+        policies,
+        command="duplex bench " + " ".join(sys.argv[2:]),
+        fast=args.fast,
+        sessions=args.sessions,
+        cpus=len(os.sched_getaffinity(0)),
+    )
+    paths = report.write_all(data, args.out)
+    print(report.markdown(data))
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _components(args: argparse.Namespace, settings: Settings) -> int:
+    from benchmarks.components import run_components, summary_lines, write_report
+
+    console = Console(stderr=True)
+    with console.status("measuring") as status:
+        report = run_components(
+            settings, args.repeats, lambda what: status.update(f"measuring {what}")
+        )
+    path = args.out / "components.json"
+    write_report(report, path)
+    for line in summary_lines(report):
+        print(line)
+    console.print(f"wrote {path}")
+    return 0

@@ -1,0 +1,377 @@
+"""Benchmark report: the results of `duplex bench` as markdown, timelines and CDFs.
+
+The runner produces one JSON-ready results dict (policies side by side over
+the same scenarios); this module only renders it, so a saved `bench.json` can
+be re-rendered without re-running anything. matplotlib is imported inside the
+plot functions (Agg backend, no display) so that importing this module, e.g.
+for `markdown()` alone, stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+CATEGORIES = ("pause", "turn_end", "interruption", "backchannel")
+LATENCIES = (
+    ("end_of_turn_ms", "End of turn"),
+    ("barge_in_stop_ms", "Barge-in stop"),
+    ("response_after_interrupt_ms", "Response after interruption"),
+)
+RATES = (
+    ("takeover_rate", "TOR on pauses"),
+    ("backchannel_false_stop_rate", "Backchannel false stops"),
+)
+COMPONENTS = (
+    ("vad_end", "VAD end"),
+    ("decision", "Decision"),
+    ("first_token", "First token"),
+    ("first_tts_audio", "First TTS audio"),
+)
+KIND_COLORS = {
+    "question": "#1f77b4",
+    "continuation": "#17becf",
+    "interruption": "#d62728",
+    "backchannel": "#ff7f0e",
+}
+POLICY_COLORS = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
+HATCHES = {"completed": "", "interrupted": "///", "cancelled": ".."}
+DASH = "\u2013"  # en dash: "no data"
+TIMES = "\u00d7"
+
+# Figure geometry (inches at DPI); exact, since figures are saved without
+# "tight" cropping, so the tests can check pixel sizes.
+DPI = 110
+TIMELINE_WIDTH_IN = 11.0
+TIMELINE_LANE_IN = 0.42
+TIMELINE_PAD_IN = 0.9
+CDF_PANEL_IN = (4.6, 3.6)
+CDF_EMPTY_IN = (4.6, 1.6)
+
+
+# ----------------------------------------------------------------- markdown
+
+
+def _round_half_up(x: float) -> int:
+    """Conventional rounding (Python's round() is half-to-even: 312.5 -> 312)."""
+    return math.floor(x + 0.5)
+
+
+def fmt_ms(x: float | None) -> str:
+    """Milliseconds as an integer; None as a dash."""
+    return DASH if x is None else str(_round_half_up(x))
+
+
+def fmt_rate(stat: Mapping[str, Any] | None) -> str:
+    """A rate as "25% (1/4)": the percentage alone hides how few trials there were."""
+    if not stat or stat.get("rate") is None or not stat.get("count"):
+        return DASH
+    rate, count = float(stat["rate"]), int(stat["count"])
+    return f"{_round_half_up(rate * 100)}% ({_round_half_up(rate * count)}/{count})"
+
+
+def fmt_spread(stat: Mapping[str, Any] | None) -> str:
+    """Median / p95 in ms, or a dash when nothing was measured."""
+    if not stat or not stat.get("count") or stat.get("median") is None:
+        return DASH
+    return f"{fmt_ms(stat['median'])} / {fmt_ms(stat.get('p95'))}"
+
+
+def fmt_ratio(x: float | None) -> str:
+    """A ratio to the reference policy, e.g. "2.50x" with a multiplication sign."""
+    return DASH if x is None else f"{x:.2f}{TIMES}"
+
+
+def fmt_factor(stat: Mapping[str, Any] | None) -> str:
+    """Median real-time factor with two decimals."""
+    if not stat or stat.get("median") is None:
+        return DASH
+    return f"{float(stat['median']):.2f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> list[str]:
+    """A markdown table; align is one char per column, "l" or "r"."""
+    marks = [":---" if a == "l" else "---:" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _policies(results: Mapping[str, Any]) -> list[str]:
+    """Policies in the results' order (first = reference), else the order runs appear."""
+    names = list(results.get("policies") or [])
+    for run in results.get("runs", []):
+        if run["policy"] not in names:
+            names.append(run["policy"])
+    return names
+
+
+def markdown(results: Mapping[str, Any]) -> str:
+    """A compact report for a README: one main table, ratios and the latency breakdown."""
+    policies = _policies(results)
+    summary: Mapping[str, Any] = results.get("summary", {})
+    reference = policies[0] if policies else "reference"
+    mode = results.get("mode", "?")
+    lines = [f"# Turn-taking benchmark: `{results.get('command', 'duplex bench')}` ({mode})", ""]
+
+    machine = results.get("machine") or {}
+    facts = [str(results[k]) for k in ("created",) if results.get(k)]
+    if results.get("sessions") is not None:
+        facts.append(f"{results['sessions']} session(s)")
+    if machine:
+        facts.append(f"{machine.get('platform', '?')}, {machine.get('cpus', '?')} CPUs")
+    scenarios = {run["scenario"] for run in results.get("runs", [])}
+    facts.append(f"{len(scenarios)} scenarios")
+    lines += [", ".join(facts) + f"; reference policy `{reference}`.", ""]
+
+    header = [
+        "Policy",
+        "TOR on pauses ↓",
+        "End of turn ms",
+        "Barge-in stop ms",
+        "Response after interruption ms",
+        "Backchannel false stops ↓",
+        "RTF",
+    ]
+    rows = []
+    for name in policies:
+        s = summary.get(name, {})
+        rows.append(
+            [
+                f"`{name}`",
+                fmt_rate(s.get("takeover_rate")),
+                *(fmt_spread(s.get(key)) for key, _ in LATENCIES),
+                fmt_rate(s.get("backchannel_false_stop_rate")),
+                fmt_factor(s.get("real_time_factor")),
+            ]
+        )
+    lines += _table(header, rows, "lrrrrrr")
+    lines += [
+        "",
+        "Latencies are median / p95 in ms on the audio timeline (lower is better). "
+        "TOR: the assistant took the turn during a mid-utterance pause. "
+        "RTF: median compute / audio time. "
+        f"{DASH}: no data.",
+    ]
+
+    ratios: Mapping[str, Any] = results.get("ratios") or {}
+    others = [p for p in policies if p in ratios and p != reference]
+    if others:
+        keys = [RATES[0], *LATENCIES, RATES[1]]
+        lines += ["", f"## Relative to `{reference}` ({TIMES} of {reference})", ""]
+        ratio_rows = [
+            [f"`{name}`", *(fmt_ratio(ratios[name].get(key)) for key, _ in keys)] for name in others
+        ]
+        header = ["Policy", *(label for _, label in keys)]
+        lines += _table(header, ratio_rows, "l" + "r" * len(keys))
+        lines += [
+            "",
+            "Medians for latencies, rates for rates; "
+            f"{DASH} where undefined (no data, or the reference is 0).",
+        ]
+
+    lines += ["", "## Where the end-of-turn time goes", ""]
+    comp_rows = []
+    for name in policies:
+        comps = summary.get(name, {}).get("components") or {}
+        comp_rows.append([f"`{name}`", *(fmt_spread(comps.get(key)) for key, _ in COMPONENTS)])
+    lines += _table(["Policy", *(label for _, label in COMPONENTS)], comp_rows, "lrrrr")
+    lines += [
+        "",
+        "Median / p95 ms after the user's last voiced frame, for the first answer of each run.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# -------------------------------------------------------------------- plots
+
+
+def _pyplot() -> Any:
+    """pyplot on the Agg backend: reports are rendered headless, never shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _policy_colors(policies: Sequence[str]) -> dict[str, str]:
+    """One fixed color per policy, the same in every figure."""
+    return {p: POLICY_COLORS[i % len(POLICY_COLORS)] for i, p in enumerate(policies)}
+
+
+def sample_scenarios(
+    results: Mapping[str, Any], scenarios: Sequence[str] | None = None, max_scenarios: int = 4
+) -> list[str]:
+    """The scenarios to draw: those asked for, else the first one of each category."""
+    runs = results.get("runs", [])
+    if scenarios is not None:
+        return list(scenarios)[:max_scenarios]
+    first: dict[str, str] = {}
+    for run in runs:
+        first.setdefault(run.get("category", "?"), run["scenario"])
+    order = [c for c in CATEGORIES if c in first] + [c for c in first if c not in CATEGORIES]
+    return [first[c] for c in order][:max_scenarios]
+
+
+def _label(ax: Axes, start_s: float, width_s: float, y: float, text: str, span_s: float) -> None:
+    """Write text inside a bar, cut to what fits so neighbours do not overlap."""
+    chars = int(width_s / span_s * TIMELINE_WIDTH_IN * 72 / (7 * 0.55))
+    if chars < 3:
+        return
+    if len(text) > chars:
+        text = text[: chars - 1] + "…"
+    ax.text(start_s + span_s * 0.004, y, text, va="center", ha="left", fontsize=7, clip_on=True)
+
+
+def plot_timelines(
+    results: Mapping[str, Any],
+    path: Path | str,
+    scenarios: Sequence[str] | None = None,
+    max_scenarios: int = 4,
+) -> Path:
+    """Who spoke when, per sample scenario: the user's speech above each policy's output."""
+    plt = _pyplot()
+    from matplotlib.patches import Patch
+
+    path = Path(path)
+    policies = _policies(results)
+    colors = _policy_colors(policies)
+    names = sample_scenarios(results, scenarios, max_scenarios)
+    by_scenario: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for run in results.get("runs", []):
+        by_scenario.setdefault(run["scenario"], {})[run["policy"]] = run
+    names = [n for n in names if n in by_scenario]
+
+    lanes = ["user", *policies]
+    panel_in = TIMELINE_LANE_IN * len(lanes) + TIMELINE_PAD_IN
+    height = panel_in * max(len(names), 1) + 0.5
+    fig = plt.figure(figsize=(TIMELINE_WIDTH_IN, height), dpi=DPI, layout="constrained")
+    if not names:
+        fig.text(0.5, 0.5, "no scenarios to draw", ha="center", va="center")
+    axes = fig.subplots(len(names), 1, squeeze=False)[:, 0] if names else []
+
+    for ax, name in zip(axes, names, strict=True):
+        runs = by_scenario[name]
+        any_run = next(iter(runs.values()))
+        end_ms = max(
+            [int(any_run.get("audio_ms") or 0)]
+            + [s["end_ms"] for r in runs.values() for s in r.get("user", [])]
+            + [s["end_ms"] for r in runs.values() for s in r.get("assistant", [])]
+        )
+        span_s = max(end_ms / 1000, 1.0)
+        ax.set_xlim(0, span_s)
+        for span in any_run.get("user", []):
+            x0, w = span["start_ms"] / 1000, (span["end_ms"] - span["start_ms"]) / 1000
+            color = KIND_COLORS.get(span.get("kind", ""), "#7f7f7f")
+            ax.broken_barh([(x0, w)], (-0.35, 0.7), facecolors=color, alpha=0.45, edgecolor=color)
+            _label(ax, x0, w, 0, f"{span.get('kind', '')}: {span.get('text', '')}", span_s)
+        for lane, policy in enumerate(policies, start=1):
+            run = runs.get(policy)
+            if run is None:
+                ax.text(0.01 * span_s, lane, "not run", va="center", fontsize=7, color="gray")
+                continue
+            for out in run.get("assistant", []):
+                x0, w = out["start_ms"] / 1000, (out["end_ms"] - out["start_ms"]) / 1000
+                status = out.get("status", "completed")
+                ax.broken_barh(
+                    [(x0, w)],
+                    (lane - 0.35, 0.7),
+                    facecolors=colors[policy],
+                    edgecolor=colors[policy],
+                    alpha=0.9 if status == "completed" else 0.35,
+                    hatch=HATCHES.get(status, ".."),
+                )
+                _label(ax, x0, w, lane, f"#{out.get('response_id', '?')} {status}", span_s)
+        ax.set_ylim(len(policies) + 0.6, -0.6)
+        ax.set_yticks(range(len(lanes)), lanes, fontsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_title(f"{name} ({any_run.get('category', '?')})", fontsize=9, loc="left")
+    if len(axes):
+        axes[-1].set_xlabel("time (s)", fontsize=8)
+        handles = [
+            Patch(facecolor=c, alpha=0.45, edgecolor=c, label=f"user: {k}")
+            for k, c in KIND_COLORS.items()
+        ] + [
+            Patch(facecolor="gray", alpha=0.9, label="assistant: completed"),
+            Patch(facecolor="gray", alpha=0.35, hatch="///", label="interrupted"),
+            Patch(facecolor="gray", alpha=0.35, hatch="..", label="cancelled"),
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncol=7, fontsize=7, frameon=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def latency_values(results: Mapping[str, Any], metric: str) -> dict[str, list[float]]:
+    """Per policy, the metric's measured values over all runs (None dropped)."""
+    values: dict[str, list[float]] = {p: [] for p in _policies(results)}
+    for run in results.get("runs", []):
+        x = (run.get("metrics") or {}).get(metric)
+        if x is not None:
+            values.setdefault(run["policy"], []).append(float(x))
+    return values
+
+
+def plot_cdfs(results: Mapping[str, Any], path: Path | str) -> Path:
+    """The whole latency distribution per policy, where medians and p95 hide the shape."""
+    plt = _pyplot()
+    path = Path(path)
+    colors = _policy_colors(_policies(results))
+    panels = [
+        (label, values)
+        for key, label in LATENCIES
+        if any((values := latency_values(results, key)).values())
+    ]
+    size = CDF_PANEL_IN if panels else CDF_EMPTY_IN
+    fig = plt.figure(
+        figsize=(size[0] * max(len(panels), 1), size[1]), dpi=DPI, layout="constrained"
+    )
+    if not panels:
+        fig.text(0.5, 0.5, "no latency data", ha="center", va="center")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0] if panels else []
+    for ax, (label, values) in zip(axes, panels, strict=True):
+        for policy, xs in values.items():
+            if xs:
+                ax.ecdf(xs, label=f"{policy} (n={len(xs)})", color=colors[policy], linewidth=1.6)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("ms", fontsize=9)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=8)
+        ax.legend(fontsize=7, loc="lower right")
+    if len(axes):
+        axes[0].set_ylabel("fraction of runs ≤ x", fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+# -------------------------------------------------------------------- files
+
+
+def write_all(results: Mapping[str, Any], out_dir: Path | str) -> dict[str, Path]:
+    """Everything a bench run leaves behind: raw JSON, markdown report and both plots."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out / "bench.json",
+        "markdown": out / "bench.md",
+        "timeline": out / "timeline.png",
+        "cdf": out / "latency-cdf.png",
+    }
+    paths["json"].write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(markdown(results), encoding="utf-8")
+    plot_timelines(results, paths["timeline"])
+    plot_cdfs(results, paths["cdf"])
+    return paths

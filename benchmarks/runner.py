@@ -1,0 +1,207 @@
+"""Runs scenarios against turn-taking policies, side by side, and summarizes them.
+
+A session is reached through one small interface, `duplex.drive.Steps`
+(one input frame in, its events out), made by a factory per run; the
+in-process engine is one such factory, a remote server can be another.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.scenarios import Placed, Scenario, UserSimulator
+from benchmarks.scoring import OutputSpan, score
+from duplex.clock import Clock
+from duplex.drive import Steps, drive
+from duplex.events import Event, ResponseDone, TurnMetrics
+from duplex.metrics import TurnRecord, summarize
+
+# makes a session for one run of one policy
+SessionFactory = Callable[[Clock, str], Steps]
+
+
+@dataclass
+class Run:
+    policy: str
+    scenario: Scenario
+    user: list[Placed] = field(default_factory=list)
+    assistant: list[OutputSpan] = field(default_factory=list)
+    records: list[TurnRecord] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    audio_ms: int = 0
+    compute_ms: float = 0.0
+    cpu_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        first = self.records[0].stages() if self.records else {}
+        return {
+            "policy": self.policy,
+            "scenario": self.scenario.name,
+            "category": self.scenario.category,
+            "snr_db": self.scenario.snr_db,
+            "source": self.scenario.source,
+            "user": [p.to_dict() for p in self.user],
+            "assistant": [s.to_dict() for s in self.assistant],
+            "metrics": self.metrics,
+            "components": first,
+            "turns": [r.to_dict() for r in self.records],
+            "audio_ms": self.audio_ms,
+            "compute_ms": self.compute_ms,
+            "cpu_ms": self.cpu_ms,
+            "real_time_factor": self.compute_ms / self.audio_ms if self.audio_ms else None,
+        }
+
+
+def run_one(make_session: SessionFactory, policy: str, scenario: Scenario, fast: bool) -> Run:
+    """One scenario against one policy, closed loop."""
+    run = Run(policy, scenario)
+    simulator = UserSimulator(scenario)
+    statuses: dict[int, str] = {}
+
+    def on_event(event: Event) -> None:
+        simulator.observe(event)
+        if isinstance(event, ResponseDone):
+            statuses[event.response_id] = event.status
+        elif isinstance(event, TurnMetrics):
+            run.records.append(event.record)
+
+    cpu = time.process_time()
+    result = drive(
+        lambda clock: make_session(clock, policy), simulator, fast=fast, on_event=on_event
+    )
+    run.cpu_ms = (time.process_time() - cpu) * 1000
+    run.user = simulator.placed
+    run.assistant = [
+        OutputSpan(rid, start, end, statuses.get(rid, "unfinished"))
+        for rid, (start, end) in sorted(result.spans.items())
+    ]
+    run.metrics = score(scenario.category, run.user, run.assistant)
+    run.audio_ms, run.compute_ms = result.audio_ms, result.compute_ms
+    return run
+
+
+def run_all(
+    make_session: SessionFactory,
+    scenarios: Sequence[Scenario],
+    policies: Sequence[str],
+    *,
+    fast: bool,
+    sessions: int = 1,
+    progress: Callable[[Run], None] | None = None,
+) -> list[Run]:
+    """Every scenario against every policy, `sessions` at a time."""
+    jobs = [(p, s) for s in scenarios for p in policies]  # policies interleaved: same conditions
+    if sessions <= 1:
+        runs = []
+        for policy, scenario in jobs:
+            runs.append(run_one(make_session, policy, scenario, fast))
+            if progress:
+                progress(runs[-1])
+        return runs
+
+    def job(policy: str, scenario: Scenario) -> Run:
+        run = run_one(make_session, policy, scenario, fast)
+        if progress:
+            progress(run)
+        return run
+
+    with ThreadPoolExecutor(sessions) as pool:
+        futures = [pool.submit(job, p, s) for p, s in jobs]
+        return [f.result() for f in futures]
+
+
+def _rate(values: list[bool | None]) -> dict[str, Any]:
+    present = [v for v in values if v is not None]
+    return {"rate": sum(present) / len(present) if present else None, "count": len(present)}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def summarize_runs(runs: Sequence[Run], policies: Sequence[str]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for policy in policies:
+        mine = [r for r in runs if r.policy == policy]
+        metrics = [r.metrics for r in mine]
+        stages = [r.records[0].stages() for r in mine if r.records]
+        summary[policy] = {
+            "takeover_rate": _rate([m["takeover"] for m in metrics]),
+            "end_of_turn_ms": summarize(m["end_of_turn_ms"] for m in metrics).to_dict(),
+            "barge_in_stop_ms": summarize(m["barge_in_stop_ms"] for m in metrics).to_dict(),
+            "response_after_interrupt_ms": summarize(
+                m["response_after_interrupt_ms"] for m in metrics
+            ).to_dict(),
+            "backchannel_false_stop_rate": _rate([m["false_stop"] for m in metrics]),
+            "components": {
+                stage: summarize(s.get(stage) for s in stages).to_dict()
+                for stage in ("vad_end", "decision", "first_token", "first_tts_audio")
+            },
+            "real_time_factor": summarize(
+                r.compute_ms / r.audio_ms for r in mine if r.audio_ms
+            ).to_dict(),
+            "cpu_ms_per_audio_s": summarize(
+                r.cpu_ms / (r.audio_ms / 1000) for r in mine if r.audio_ms
+            ).to_dict(),
+        }
+    return summary
+
+
+def ratios(summary: dict[str, Any], policies: Sequence[str]) -> dict[str, Any]:
+    """Each other policy against the first: medians for latencies, rates for rates."""
+    reference = summary[policies[0]]
+    out: dict[str, Any] = {}
+    for policy in policies[1:]:
+        mine = summary[policy]
+        out[policy] = {
+            key: _ratio(mine[key]["median"], reference[key]["median"])
+            for key in ("end_of_turn_ms", "barge_in_stop_ms", "response_after_interrupt_ms")
+        } | {
+            key: _ratio(mine[key]["rate"], reference[key]["rate"])
+            for key in ("takeover_rate", "backchannel_false_stop_rate")
+        }
+    return out
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory (Linux /proc; 0 where unavailable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def results(
+    runs: Sequence[Run],
+    policies: Sequence[str],
+    *,
+    command: str,
+    fast: bool,
+    sessions: int,
+    cpus: int,
+) -> dict[str, Any]:
+    summary = summarize_runs(runs, policies)
+    peak = peak_rss_mb()
+    for entry in summary.values():
+        entry["peak_rss_mb"] = peak
+    return {
+        "command": command,
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "mode": "fast" if fast else "real-time",
+        "sessions": sessions,
+        "machine": {"platform": platform.platform(), "cpus": cpus},
+        "policies": list(policies),
+        "runs": [r.to_dict() for r in runs],
+        "summary": summary,
+        "ratios": ratios(summary, policies),
+    }

@@ -1,0 +1,165 @@
+"""The benchmark's metric definitions on hand-built timelines, and scenario ground truth."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from benchmarks.runner import Run, ratios, summarize_runs
+from benchmarks.scenarios import Cue, Placed, Scenario, UserSimulator, voiced_span
+from benchmarks.scoring import OutputSpan, score
+from duplex.audio import FRAME_MS, SAMPLE_RATE, Int16Array
+from duplex.events import ResponseAudio, ResponseDone, TurnTaken
+
+
+def _q(start: int, end: int, kind: str = "question") -> Placed:
+    return Placed(kind, "", start, end)
+
+
+def test_barge_in_stop_is_onset_to_the_end_of_the_answer_playing_then() -> None:
+    user = [_q(500, 2000), _q(4000, 4600, "interruption")]
+    answer = OutputSpan(1, 2400, 4120, "interrupted")  # output stopped 120 ms after onset
+    reply = OutputSpan(2, 4950, 6000, "completed")
+    m = score("interruption", user, [answer, reply])
+    assert m["barge_in_stop_ms"] == 120
+    assert m["response_after_interrupt_ms"] == 350
+    assert m["end_of_turn_ms"] == 400
+    assert m["takeover"] is None and m["false_stop"] is None
+
+
+def test_interruption_after_the_answer_ended_is_not_a_barge_in() -> None:
+    user = [_q(500, 2000), _q(6000, 6600, "interruption")]
+    m = score("interruption", user, [OutputSpan(1, 2300, 5000, "completed")])
+    assert m["barge_in_stop_ms"] is None and m["response_after_interrupt_ms"] is None
+
+
+def test_takeover_during_a_pause_and_latency_to_the_real_end() -> None:
+    user = [_q(500, 1200), _q(2400, 3500, "continuation")]
+    took_over = score("pause", user, [OutputSpan(1, 1700, 2500, "interrupted"),
+                                      OutputSpan(2, 3800, 5000, "completed")])  # fmt: skip
+    assert took_over["takeover"] is True and took_over["end_of_turn_ms"] == 300
+    waited = score("pause", user, [OutputSpan(1, 3650, 5000, "completed")])
+    assert waited["takeover"] is False and waited["end_of_turn_ms"] == 150
+
+
+def test_backchannel_false_stop() -> None:
+    user = [_q(500, 2000), _q(3000, 3300, "backchannel")]
+    kept = score("backchannel", user, [OutputSpan(1, 2300, 6000, "completed")])
+    stopped = score("backchannel", user, [OutputSpan(1, 2300, 3500, "interrupted")])
+    missed = score("backchannel", user, [OutputSpan(1, 2300, 2900, "completed")])
+    assert (kept["false_stop"], stopped["false_stop"], missed["false_stop"]) == (False, True, None)
+
+
+def test_summary_rates_and_ratios() -> None:
+    scenario = Scenario("p", "pause", ())
+    runs = []
+    for policy, takeovers, latency in (("a", [False, True], 200.0), ("b", [True, True], 500.0)):
+        for takeover in takeovers:
+            run = Run(policy, scenario, audio_ms=1000, compute_ms=250)
+            run.metrics = {
+                "takeover": takeover,
+                "end_of_turn_ms": latency,
+                "barge_in_stop_ms": None,
+                "response_after_interrupt_ms": None,
+                "false_stop": None,
+            }
+            runs.append(run)
+    summary = summarize_runs(runs, ["a", "b"])
+    assert summary["a"]["takeover_rate"] == {"rate": 0.5, "count": 2}
+    assert summary["b"]["end_of_turn_ms"]["median"] == 500.0
+    assert summary["a"]["real_time_factor"]["median"] == 0.25
+    r = ratios(summary, ["a", "b"])["b"]
+    assert r["takeover_rate"] == 2.0 and r["end_of_turn_ms"] == 2.5
+    assert r["backchannel_false_stop_rate"] is None
+
+
+def _tone(ms: int, lead_ms: int = 40, tail_ms: int = 100) -> Int16Array:
+    n, a, b = (x * SAMPLE_RATE // 1000 for x in (lead_ms + ms + tail_ms, lead_ms, lead_ms + ms))
+    pcm = np.zeros(n, dtype=np.int16)
+    t = np.arange(b - a) / SAMPLE_RATE
+    pcm[a:b] = (8000 * np.sin(2 * np.pi * 300 * t)).astype(np.int16)
+    return pcm
+
+
+def test_voiced_span_finds_the_voice_inside_a_cue() -> None:
+    assert voiced_span(_tone(500)) == (40, 540)
+
+
+def test_closed_loop_cue_lands_on_the_assistant_output() -> None:
+    scenario = Scenario(
+        "s",
+        "backchannel",
+        (
+            Cue("question", "", _tone(600), at_ms=500),
+            Cue("backchannel", "", _tone(200), into_answer_ms=700),
+        ),
+        tail_ms=200,
+    )  # fmt: skip
+    sim = UserSimulator(scenario)
+    frames = iter(sim)
+    for _ in range(100):  # 2 s: the question, then silence
+        next(frames)
+    sim.observe(TurnTaken(audio_ms=2000, clock_ms=0, response_id=1, p_speak=1, silence_ms=0,
+                          required_silence_ms=0))  # fmt: skip
+    sim.observe(ResponseAudio(audio_ms=2060, clock_ms=0, response_id=1,
+                              pcm=np.zeros(320, np.int16), text=""))  # fmt: skip
+    rest = list(itertools.islice(frames, 60))
+    assert sim.placed[1].start_ms == 2060 + 700
+    sim.observe(ResponseDone(audio_ms=3400, clock_ms=0, response_id=1, status="completed",
+                             played_ms=0, text=""))  # fmt: skip
+    rest += list(frames)
+    audio = np.concatenate([f.pcm for f in rest])
+    onset = int(np.flatnonzero(np.abs(audio) > 1000)[0]) * 1000 // SAMPLE_RATE + 2000
+    assert abs(onset - sim.placed[1].start_ms) < FRAME_MS
+
+
+@pytest.fixture(scope="module")
+def generated() -> list[Scenario]:
+    from benchmarks.scenarios import generate
+    from models.tts import PiperSynthesizer
+
+    return generate(PiperSynthesizer(), per_category=1, seed=3, snrs=(None,))
+
+
+def test_generated_timeline_matches_its_audio(generated: list[Scenario]) -> None:
+    """Ground truth agrees with the rendered audio within one frame.
+
+    Checked two ways on the clean mix the session would hear: the voiced
+    frames by level (the same -40 dB rule, but on the rendered mixture, so
+    placement and rendering are what is tested), and WebRTC's VAD: its onset
+    within a frame, its end within its built-in hangover (up to 120 ms).
+    """
+    from duplex.vad import WebRtcVad
+
+    pause = next(s for s in generated if s.category == "pause")
+    sim = UserSimulator(pause)
+    frames = list(sim)
+    rendered = np.concatenate([f.pcm for f in frames])
+    vad = WebRtcVad(3)
+    by_vad = [f.start_ms for f in frames if vad.probability(f) > 0.5]
+    for placed in sim.placed:
+        lo, hi = placed.start_ms - 200, placed.end_ms + 200
+        a, b = voiced_span(rendered[lo * SAMPLE_RATE // 1000 : hi * SAMPLE_RATE // 1000])
+        assert abs(lo + a - placed.start_ms) <= FRAME_MS
+        assert abs(lo + b - placed.end_ms) <= FRAME_MS
+        inside = [t for t in by_vad if lo <= t < hi]
+        assert abs(inside[0] - placed.start_ms) <= FRAME_MS
+        assert -FRAME_MS <= inside[-1] + FRAME_MS - placed.end_ms <= 120
+    gap = sim.placed[1].start_ms - sim.placed[0].end_ms
+    assert 300 <= gap <= 1500
+
+
+def test_generation_is_seeded(generated: list[Scenario]) -> None:
+    assert [s.name for s in generated] == [
+        "turn_end-00", "pause-00", "interruption-00", "backchannel-00"
+    ]  # fmt: skip
+    timings = [(c.at_ms, c.after_previous_ms, c.into_answer_ms) for s in generated for c in s.cues]
+    from benchmarks.scenarios import generate
+    from models.tts import PiperSynthesizer
+
+    again = generate(PiperSynthesizer(), per_category=1, seed=3, snrs=(None,))
+    assert timings == [
+        (c.at_ms, c.after_previous_ms, c.into_answer_ms) for s in again for c in s.cues
+    ]
