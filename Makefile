@@ -36,7 +36,7 @@ test: setup
 	$(BIN)/pytest
 
 bench: setup
-	$(BIN)/duplex bench --fast
+	$(BIN)/duplex bench
 
 lint: setup
 	$(BIN)/ruff check duplex models benchmarks tests

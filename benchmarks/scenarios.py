@@ -34,7 +34,7 @@ from duplex.audio import (
     pcm16_to_float,
     read_wav,
 )
-from duplex.events import Event, ResponseAudio, ResponseDone, TurnTaken
+from duplex.events import Event, ResponseAudio
 
 CATEGORIES = ("turn_end", "pause", "interruption", "backchannel")
 
@@ -90,7 +90,7 @@ class Scenario:
     snr_db: float | None = None
     seed: int = 0
     source: str = "piper"
-    tail_ms: int = 2500  # keep listening this long after the last cue and the last answer
+    tail_ms: int = 2500  # keep listening this long after the last cue or the answer to it
     answer_wait_ms: int = 8000  # an "into the answer" cue waits at most this long for one
     max_ms: int = 45_000
 
@@ -149,8 +149,8 @@ class UserSimulator:
     """Renders the user's side of a scenario, frame by frame, in a closed loop.
 
     Iterate it for input frames; feed it every event the session returns
-    (`observe`). Iteration ends once every cue was said, the assistant has
-    finished answering, and `tail_ms` of quiet has passed.
+    (`observe`). Iteration ends `tail_ms` after the last cue, or after the
+    first answer audio that follows it.
     """
 
     def __init__(self, scenario: Scenario) -> None:
@@ -159,21 +159,14 @@ class UserSimulator:
         self._audio: list[tuple[int, Int16Array]] = []  # (start sample, pcm)
         self._next = 0
         self._answer_start: int | None = None  # first answer audio after the previous cue
-        self._open_responses: set[int] = set()
-        self._last_output_ms = 0
         self._rng = np.random.default_rng(scenario.seed)
         self._noise_rms = _noise_rms(scenario)
 
     def observe(self, event: Event) -> None:
         if isinstance(event, ResponseAudio):
-            self._last_output_ms = event.audio_ms + FRAME_MS
             previous_end = self.placed[-1].end_ms if self.placed else 0
             if self._answer_start is None and event.audio_ms >= previous_end:
                 self._answer_start = event.audio_ms
-        elif isinstance(event, TurnTaken):
-            self._open_responses.add(event.response_id)
-        elif isinstance(event, ResponseDone):
-            self._open_responses.discard(event.response_id)
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
@@ -183,12 +176,19 @@ class UserSimulator:
             index += 1
 
     def _finished(self, now: int) -> bool:
+        """Every cue said, and `tail_ms` since the last one or the answer that followed it.
+
+        The rest of an answer is not waited for: once it has started (or was
+        cut off), every metric of the scenario is decided.
+        """
         if now >= self.scenario.max_ms:
             return True
-        if self._next < len(self.scenario.cues) or self._open_responses:
+        if self._next < len(self.scenario.cues):
             return False
-        quiet_since = max(self.placed[-1].end_ms if self.placed else 0, self._last_output_ms)
-        return now >= quiet_since + self.scenario.tail_ms
+        last_end = self.placed[-1].end_ms if self.placed else 0
+        if self._answer_start is None and now < last_end + self.scenario.answer_wait_ms:
+            return False
+        return now >= max(last_end, self._answer_start or 0) + self.scenario.tail_ms
 
     def _schedule(self, now: int) -> None:
         """Place the next cue once its time is known, at its onset or now if that passed."""

@@ -42,9 +42,20 @@ BACKCHANNELS = frozenset(
         "yeah", "yes", "yep", "uh huh", "uh-huh", "mm hm", "mm-hm", "mhm", "mm", "hmm",
         "right", "ok", "okay", "sure", "i see", "got it", "cool", "nice", "wow", "oh",
         "ah", "haha", "ha ha", "true", "exactly", "totally", "alright", "all right",
+        "uh", "um", "mm-hmm", "mhmm", "hm",
     }
 )  # fmt: skip
 
+
+# Words that rarely end a statement: a turn ending in one is probably a pause.
+DANGLING = frozenset(
+    {
+        "a", "an", "the", "and", "but", "or", "so", "because", "if", "that", "than", "then",
+        "to", "of", "in", "on", "at", "by", "for", "with", "about", "from", "into", "like",
+        "my", "your", "our", "their", "his", "her", "its", "is", "was", "are", "were", "am",
+        "be", "been", "i", "we", "you", "they", "he", "she", "um", "uh", "er",
+    }
+)  # fmt: skip
 
 REPEAT_PENALTY = 1.15
 REPEAT_WINDOW = 32
@@ -59,8 +70,11 @@ def rule_state(user_text: str, overlap: bool) -> StateProbs:
 
     While listening: a turn that ends in final punctuation (. ? !) is complete
     (P(speak) 0.9: the policy then waits ~290 ms of silence), anything else is
-    not (P(speak) 0.1: it waits ~1.8 s). Whisper only punctuates reliably in
-    its final pass, so in practice the turn is taken shortly after VAD end.
+    not (P(speak) 0.1: it waits ~1.8 s). Whisper punctuates in its final pass,
+    and puts a full stop after a trailing-off "I was thinking about" too, so
+    a statement whose last word rarely ends one (DANGLING: articles,
+    prepositions, conjunctions, "is", ...) or that ends in "..." counts as
+    unfinished; a question mark always counts as finished.
     While speaking: a short acknowledgement from BACKCHANNELS is dismissed,
     no words yet means keep listening, any other words interrupt.
     """
@@ -71,7 +85,11 @@ def rule_state(user_text: str, overlap: bool) -> StateProbs:
         if text in BACKCHANNELS or all(w in BACKCHANNELS for w in text.split()):
             return StateProbs(0.05, 0.05, 0.9)
         return StateProbs(0.05, 0.9, 0.05)
-    if user_text.rstrip().endswith((".", "?", "!")):
+    ending = user_text.rstrip()
+    words = text.split()
+    if ending.endswith("?") or (
+        ending.endswith((".", "!")) and not ending.endswith("...") and words[-1] not in DANGLING
+    ):
         return StateProbs(0.1, 0.9, 0.0)
     return StateProbs(0.9, 0.1, 0.0)
 

@@ -106,6 +106,9 @@ def test_overlap_probe_leaves_the_answer_untouched() -> None:
 def test_rule_state() -> None:
     assert rule_state("what time is it?", overlap=False).speak > 0.5
     assert rule_state("and then I", overlap=False).speak < 0.5
+    assert rule_state("I was thinking about.", overlap=False).speak < 0.5
+    assert rule_state("What are you thinking about?", overlap=False).speak > 0.5
+    assert rule_state("So I went there...", overlap=False).speak < 0.5
     assert rule_state("Yeah.", overlap=True).dismiss > 0.5
     assert rule_state("Mm-hm, right", overlap=True).dismiss > 0.5
     assert rule_state("wait, stop", overlap=True).speak > 0.5
