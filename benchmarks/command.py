@@ -106,7 +106,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     data = runner.results(
         runs,
         policies,
-        command="duplex bench " + " ".join(sys.argv[2:]),
+        command=" ".join(["duplex", "bench", *sys.argv[2:]]),
         fast=args.fast,
         sessions=args.sessions,
         cpus=len(os.sched_getaffinity(0)),

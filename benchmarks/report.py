@@ -30,6 +30,7 @@ RATES = (
 )
 COMPONENTS = (
     ("vad_end", "VAD end"),
+    ("asr_final", "ASR final"),
     ("decision", "Decision"),
     ("first_token", "First token"),
     ("first_tts_audio", "First TTS audio"),

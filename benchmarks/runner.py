@@ -21,7 +21,7 @@ from benchmarks.scoring import OutputSpan, score
 from duplex.clock import Clock
 from duplex.drive import Steps, drive
 from duplex.events import Event, ResponseDone, TurnMetrics
-from duplex.metrics import TurnRecord, summarize
+from duplex.metrics import STAGES, TurnRecord, summarize
 
 # makes a session for one run of one policy
 SessionFactory = Callable[[Clock, str], Steps]
@@ -142,7 +142,7 @@ def summarize_runs(runs: Sequence[Run], policies: Sequence[str]) -> dict[str, An
             "backchannel_false_stop_rate": _rate([m["false_stop"] for m in metrics]),
             "components": {
                 stage: summarize(s.get(stage) for s in stages).to_dict()
-                for stage in ("vad_end", "decision", "first_token", "first_tts_audio")
+                for stage in (name.removesuffix("_ms") for name in STAGES)
             },
             "real_time_factor": summarize(
                 r.compute_ms / r.audio_ms for r in mine if r.audio_ms

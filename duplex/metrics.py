@@ -24,6 +24,7 @@ class TurnRecord:
     user_onset_ms: int | None = None
     user_last_voiced_ms: int | None = None
     vad_end_ms: int | None = None
+    asr_final_ms: float | None = None
     decision_ms: float | None = None
     first_token_ms: float | None = None
     first_tts_audio_ms: float | None = None
@@ -46,7 +47,7 @@ class TurnRecord:
     def stages(self) -> dict[str, float]:
         """Each stage's delay after the user's last voiced frame (the breakdown)."""
         out = {}
-        for name in ("vad_end_ms", "decision_ms", "first_token_ms", "first_tts_audio_ms"):
+        for name in STAGES:
             span = _span(self.user_last_voiced_ms, getattr(self, name))
             if span is not None:
                 out[name.removesuffix("_ms")] = span
@@ -57,6 +58,9 @@ class TurnRecord:
         data["end_of_turn_ms"] = self.end_of_turn_ms
         data["barge_in_stop_ms"] = self.barge_in_stop_ms
         return data
+
+
+STAGES = ("vad_end_ms", "asr_final_ms", "decision_ms", "first_token_ms", "first_tts_audio_ms")
 
 
 def _span(start: float | None, end: float | None) -> float | None:

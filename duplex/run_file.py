@@ -29,6 +29,7 @@ from duplex.events import (
     TranscriptFinal,
     TurnMetrics,
 )
+from duplex.metrics import STAGES
 from duplex.ports import Synthesizer
 from duplex.session import Session
 
@@ -154,8 +155,8 @@ def transcript(result: DriveResult) -> dict[str, Any]:
 
 def latency_table(result: DriveResult) -> Table:
     table = Table(title="per-turn latency (ms after the user's last voiced frame)")
-    for column in ("turn", "outcome", "VAD end", "decision", "first token", "first audio",
-                   "end of turn", "barge-in stop"):  # fmt: skip
+    for column in ("turn", "outcome", "VAD end", "ASR final", "decision", "first token",
+                   "first audio", "end of turn", "barge-in stop"):  # fmt: skip
         table.add_column(column, justify="right")
     for event in result.events:
         if not isinstance(event, TurnMetrics):
@@ -165,10 +166,7 @@ def latency_table(result: DriveResult) -> Table:
         table.add_row(
             str(r.response_id),
             r.outcome,
-            *(
-                _ms(stages.get(k))
-                for k in ("vad_end", "decision", "first_token", "first_tts_audio")
-            ),
+            *(_ms(stages.get(name.removesuffix("_ms"))) for name in STAGES),
             _ms(r.end_of_turn_ms),
             _ms(r.barge_in_stop_ms),
         )

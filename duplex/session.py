@@ -221,6 +221,8 @@ class Session:
         if self._utterance_ended:
             words += self._recognizer.finish()
             self._utterance_ended = False
+            if self._record is not None and self.state is State.LISTENING:
+                self._record.asr_final_ms = self._timeline(now_ms)
         events: list[Event] = []
         if words.strip():
             events.append(self._event(TranscriptDelta, now_ms, text=words))

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,6 +160,7 @@ class PiperSynthesizer:
         self.voice_path = path
         self.device = "cuda" if use_cuda else "cpu"
         self.length_scale = config.length_scale if length_scale is None else length_scale
+        self._lock = threading.Lock()
         self.noise_scale = config.noise_scale if noise_scale is None else noise_scale
         self.noise_w = config.noise_w_scale if noise_w is None else noise_w
         self.speaker_id = speaker_id
@@ -216,7 +218,12 @@ class PiperSynthesizer:
         if not text.strip():
             return
         config = self._config(length_scale, noise_scale, noise_w)
-        for chunk in self._voice.synthesize(text, config):
+        sentences = iter(self._voice.synthesize(text, config))
+        while True:
+            with self._lock:  # espeak-ng's phonemizer is not thread-safe; sessions share a voice
+                chunk = next(sentences, None)
+            if chunk is None:
+                return
             audio = self._finish(np.asarray(chunk.audio_float_array, dtype=np.float32))
             if audio.size:
                 yield audio

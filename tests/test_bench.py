@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +165,30 @@ def test_generation_is_seeded(generated: list[Scenario]) -> None:
     assert timings == [
         (c.at_ms, c.after_previous_ms, c.into_answer_ms) for s in again for c in s.cues
     ]
+
+
+def test_user_scenarios_from_a_folder(tmp_path: Path) -> None:
+    from benchmarks.scenarios import load_dir
+    from duplex.audio import write_wav
+
+    write_wav(tmp_path / "q.wav", _tone(800))
+    write_wav(tmp_path / "i.wav", _tone(300))
+    spec = {
+        "category": "interruption",
+        "snr_db": 20,
+        "cues": [
+            {"kind": "question", "wav": "q.wav", "text": "what time is it", "at_ms": 500},
+            {"kind": "interruption", "wav": "i.wav", "into_answer_ms": 900},
+        ],
+    }
+    (tmp_path / "mine.json").write_text(json.dumps(spec))
+    [scenario] = load_dir(tmp_path)
+    assert (scenario.name, scenario.category, scenario.snr_db) == ("mine", "interruption", 20)
+    assert [c.into_answer_ms for c in scenario.cues] == [None, 900]
+    spec["cues"][1]["at_ms"] = 100  # two timings for one cue
+    (tmp_path / "mine.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="exactly one of"):
+        load_dir(tmp_path)
+    (tmp_path / "mine.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a scenario"):
+        load_dir(tmp_path)

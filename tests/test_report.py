@@ -204,8 +204,8 @@ def test_markdown_ratios_and_components(results: dict[str, Any]) -> None:
     assert ratios == ["`any-speech-interrupts`", "4.00" + X, "0.58" + X, "0.68" + X, D, D]
     assert "| `duplex`" not in md[md.index("## Relative") : md.index("## Where")]
     comps = md[md.index("## Where") :]
-    assert _row(comps, "duplex") == ["`duplex`", "210 / 213", "260 / 300", "380 / 420", D]
-    assert _row(comps, "any-speech-interrupts") == ["`any-speech-interrupts`", D, D, D, D]
+    assert _row(comps, "duplex") == ["`duplex`", "210 / 213", D, "260 / 300", "380 / 420", D]
+    assert _row(comps, "any-speech-interrupts") == ["`any-speech-interrupts`", D, D, D, D, D]
 
 
 def test_markdown_tolerates_missing_sections(results: dict[str, Any]) -> None:
