@@ -96,9 +96,9 @@ def fmt_factor(stat: Mapping[str, Any] | None) -> str:
     return f"{float(stat['median']):.2f}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> list[str]:
-    """A markdown table; align is one char per column, "l" or "r"."""
-    marks = [":---" if a == "l" else "---:" for a in align]
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A markdown table: the first column left-aligned, the numbers right-aligned."""
+    marks = [":---", *("---:" for _ in header[1:])]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
@@ -152,7 +152,7 @@ def markdown(results: Mapping[str, Any]) -> str:
                 fmt_factor(s.get("real_time_factor")),
             ]
         )
-    lines += _table(header, rows, "lrrrrrr")
+    lines += _table(header, rows)
     lines += [
         "",
         "Latencies are median / p95 in ms on the audio timeline (lower is better). "
@@ -170,7 +170,7 @@ def markdown(results: Mapping[str, Any]) -> str:
             [f"`{name}`", *(fmt_ratio(ratios[name].get(key)) for key, _ in keys)] for name in others
         ]
         header = ["Policy", *(label for _, label in keys)]
-        lines += _table(header, ratio_rows, "l" + "r" * len(keys))
+        lines += _table(header, ratio_rows)
         lines += [
             "",
             "Medians for latencies, rates for rates; "
@@ -182,7 +182,7 @@ def markdown(results: Mapping[str, Any]) -> str:
     for name in policies:
         comps = summary.get(name, {}).get("components") or {}
         comp_rows.append([f"`{name}`", *(fmt_spread(comps.get(key)) for key, _ in COMPONENTS)])
-    lines += _table(["Policy", *(label for _, label in COMPONENTS)], comp_rows, "lrrrr")
+    lines += _table(["Policy", *(label for _, label in COMPONENTS)], comp_rows)
     lines += [
         "",
         "Median / p95 ms after the user's last voiced frame, for the first answer of each run.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -173,7 +174,7 @@ def test_user_scenarios_from_a_folder(tmp_path: Path) -> None:
 
     write_wav(tmp_path / "q.wav", _tone(800))
     write_wav(tmp_path / "i.wav", _tone(300))
-    spec = {
+    spec: dict[str, Any] = {
         "category": "interruption",
         "snr_db": 20,
         "cues": [
