@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from benchmarks.runner import Run, ratios, summarize_runs
-from benchmarks.scenarios import Cue, Placed, Scenario, UserSimulator, voiced_span
+from benchmarks.scenarios import CATEGORIES, Cue, Placed, Scenario, UserSimulator, voiced_span
 from benchmarks.scoring import OutputSpan, score
 from duplex.audio import FRAME_MS, SAMPLE_RATE, Int16Array
 from duplex.events import ResponseAudio, ResponseDone, TurnTaken
@@ -193,3 +195,23 @@ def test_user_scenarios_from_a_folder(tmp_path: Path) -> None:
     (tmp_path / "mine.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a scenario"):
         load_dir(tmp_path)
+
+
+def test_duplex_bench_writes_json_markdown_and_plots(tmp_path: Path) -> None:
+    """The real command on real models, a small scenario set, two policies side by side."""
+    out = tmp_path / "bench"
+    command = [
+        sys.executable, "-m", "duplex.cli", "bench", "--fast", "--per-category", "1",
+        "--policies", "duplex,silence-500ms", "--recordings", str(tmp_path / "none"),
+        "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads((out / "bench.json").read_text())
+    assert data["policies"] == ["duplex", "silence-500ms"]
+    assert len(data["runs"]) == 8 and {r["category"] for r in data["runs"]} == set(CATEGORIES)
+    assert data["summary"]["duplex"]["end_of_turn_ms"]["count"] >= 3
+    assert "silence-500ms" in data["ratios"]
+    assert "| `silence-500ms`" in (out / "bench.md").read_text()
+    for png in ("timeline.png", "latency-cdf.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
