@@ -139,6 +139,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         "Response after interruption ms",
         "Backchannel false stops ↓",
         "RTF",
+        "CPU ms per audio s",
     ]
     rows = []
     for name in policies:
@@ -150,6 +151,7 @@ def markdown(results: Mapping[str, Any]) -> str:
                 *(fmt_spread(s.get(key)) for key, _ in LATENCIES),
                 fmt_rate(s.get("backchannel_false_stop_rate")),
                 fmt_factor(s.get("real_time_factor")),
+                fmt_ms((s.get("cpu_ms_per_audio_s") or {}).get("median")),
             ]
         )
     lines += _table(header, rows)
@@ -157,9 +159,12 @@ def markdown(results: Mapping[str, Any]) -> str:
         "",
         "Latencies are median / p95 in ms on the audio timeline (lower is better). "
         "TOR: the assistant took the turn during a mid-utterance pause. "
-        "RTF: median compute / audio time. "
+        "RTF: median compute / audio time; CPU: median process CPU per second of audio. "
         f"{DASH}: no data.",
     ]
+    peak = max((float(s.get("peak_rss_mb") or 0) for s in summary.values()), default=0.0)
+    if peak:
+        lines += ["", f"Peak memory of the benchmark process: {peak:.0f} MB."]
 
     ratios: Mapping[str, Any] = results.get("ratios") or {}
     others = [p for p in policies if p in ratios and p != reference]

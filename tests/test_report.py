@@ -186,6 +186,7 @@ def test_markdown_main_table(results: dict[str, Any]) -> None:
         D,
         "0% (0/3)",
         "0.11",
+        "188",
     ]
     assert _row(md, "any-speech-interrupts") == [
         "`any-speech-interrupts`",
@@ -195,6 +196,7 @@ def test_markdown_main_table(results: dict[str, Any]) -> None:
         "600 / 600",
         D,
         "0.10",
+        "180",
     ]
 
 
@@ -213,7 +215,7 @@ def test_markdown_tolerates_missing_sections(results: dict[str, Any]) -> None:
     results["summary"].pop("any-speech-interrupts")
     md = report.markdown(results)
     assert "## Relative to" not in md
-    assert _row(md, "any-speech-interrupts")[1:] == [D] * 6
+    assert _row(md, "any-speech-interrupts")[1:] == [D] * 7
 
 
 def test_sample_scenarios(results: dict[str, Any]) -> None:
