@@ -81,6 +81,41 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     command.add_arguments(parser)
 
 
+def _train_state_head(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.progress import Progress
+
+    from models.lm import LlamaDuplexLM
+    from models.state_training import train_state_head
+    from models.weights import LM
+
+    lm = LlamaDuplexLM(
+        LM.resolve(settings.models.lm),
+        system_prompt=settings.models.system_prompt,
+        device=settings.device,
+    )
+    with Progress() as bar:
+        task = bar.add_task("hidden states", total=None)
+
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
+        report = train_state_head(
+            lm, conversations=args.conversations, seed=args.seed, progress=progress
+        )
+    for style, m in report["metrics"].items():
+        print(
+            f"{style}: end-of-turn AUC {m['end_of_turn_auc']:.3f}, overlap AUC "
+            f"{m['overlap_yield_auc']:.3f}, accuracy {m['accuracy']:.3f}"
+        )
+    print(f"shipped the {report['chosen_text_style']} head in {report['seconds'] / 60:.1f} min")
+    return 0
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conversations", type=int, default=400, help="dialogues to learn from")
+    parser.add_argument("--seed", type=int, default=0)
+
+
 @dataclass(frozen=True)
 class Subcommand:
     help: str
@@ -101,7 +136,7 @@ COMMANDS: dict[str, Subcommand] = {
     ),
     "models": Subcommand("list the model weights found and how to install missing ones", _models),
     "train-state-head": Subcommand(
-        "train the listen/speak/dismiss head on dialogue data", _not_yet("duplex train-state-head")
+        "train the listen/speak/dismiss head on dialogue data", _train_state_head, _train_arguments
     ),
 }
 

@@ -235,6 +235,39 @@ class LlamaDuplexLM:
 
     # reading the model ---------------------------------------------------------
 
+    def read(self, pieces: list[str]) -> Float32Array:
+        """Append pieces to the cache in one forward; the hidden state at each piece's end.
+
+        Pieces are tokenized one by one, as `listen` appends them, so a prefix
+        read here has the same tokens (and hidden state) as in a live session.
+        For training: it bypasses the turn bookkeeping of the port methods.
+        """
+        lib = self._llama_cpp
+        tokens: list[int] = []
+        ends: list[int] = []
+        for piece in pieces:
+            tokens += self._llm.tokenize(piece.encode("utf-8"), add_bos=False, special=True)
+            ends.append(len(tokens) - 1)
+        if len(self.tokens) + len(tokens) > self.context_tokens:
+            raise ValueError(f"{len(self.tokens) + len(tokens)} tokens exceed the LM context")
+        lib.llama_set_embeddings(self._ctx, True)
+        batch, hidden = self._llm._batch, []
+        for i in range(0, len(tokens), self._llm.n_batch):
+            chunk = tokens[i : i + self._llm.n_batch]
+            batch.set_batch(batch=chunk, n_past=len(self.tokens), logits_all=True)
+            self._llm._ctx.decode(batch)
+            self.tokens += chunk
+            hidden.append(
+                _floats(lib.llama_get_embeddings(self._ctx), len(chunk) * self.hidden_size)
+            )
+        self._logits = _floats(lib.llama_get_logits_ith(self._ctx, -1), self._n_vocab)
+        states = np.concatenate(hidden).reshape(len(tokens), self.hidden_size)
+        return states[ends]
+
+    def forget_from(self, position: int) -> None:
+        """Drop cached tokens from `position` on (training probes; the port uses truncate)."""
+        self._cut(position)
+
     def logits(self) -> Float32Array:
         """Next-token logits at the end of the cache (for tests and the benchmark)."""
         return self._logits.copy()
