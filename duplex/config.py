@@ -38,6 +38,7 @@ class PolicySettings:
     # while listening: silence needed to take the turn shrinks as P(speak) grows
     min_silence_ms: int = 100  # needed when P(speak) = 1
     max_silence_ms: int = 2000  # the cap, needed when P(speak) = 0
+    speculate_threshold: float = 0.6  # P(speak) to start writing the answer early (1 never)
     # while speaking: what to do when the user talks over the answer
     yield_threshold: float = 0.5  # P(speak) over the overlap that makes the assistant yield
     max_backchannel_ms: int = 1200  # overlap speech longer than this always yields
@@ -54,6 +55,7 @@ class ModelSettings:
     asr: str = ""  # a CTranslate2 Whisper folder (default: packaged tiny.en)
     lm: str = ""  # a GGUF chat model (default: packaged SmolLM2-135M-Instruct)
     voice: str = ""  # a Piper .onnx voice, its .onnx.json beside it (default: en_US-joe-medium)
+    state_head: str = ""  # a trained head (.npz), or "rule" (default: the shipped head)
     asr_interval_ms: int = 320  # re-decode the current utterance this often
     system_prompt: str = "You are a helpful voice assistant. Keep answers short."
     max_response_tokens: int = 48  # an answer longer than this is cut (a voice answer is short)

@@ -75,6 +75,10 @@ class DuplexLM(Protocol):
         """Decode up to `max_tokens` tokens of the answer: (text, finished)."""
         ...
 
+    def cancel_response(self) -> None:
+        """Forget the answer begun since `begin_response`; the user's turn is open again."""
+        ...
+
     def truncate(self, played_text: str) -> None:
         """End the assistant's turn at the words the user actually heard."""
         ...

@@ -64,6 +64,7 @@ class _Response:
     sent: list[tuple[int, int]] = field(default_factory=list)  # (play start ms, clause) per frame
     generating: bool = True
     tokens_seen: bool = False
+    held: list[Event] = field(default_factory=list)  # a speculative answer's events, unsent
 
     @property
     def queued_ms(self) -> int:
@@ -138,6 +139,9 @@ class Session:
         self._overlap_onset: int | None = None
         self._overlap_end: int | None = None
         self._overlap_text = ""
+        # an answer written while the silence threshold is still running
+        self._speculative: _Response | None = None
+        self._probs = StateProbs(1.0, 0.0, 0.0)
 
     @property
     def frames_seen(self) -> int:
@@ -174,6 +178,8 @@ class Session:
             events.append(self._event(SpeechStarted, vad.started))
             for f in vad.pre_roll:
                 self._recognizer.accept(f)
+            if self._speculative is not None:
+                self._discard_speculation()  # the user goes on: the draft answer is void
             if self.state is State.SPEAKING:
                 self.state = State.OVERLAP
                 self._overlap_onset, self._overlap_end, self._overlap_text = vad.started, None, ""
@@ -231,44 +237,63 @@ class Session:
         elif self.state is State.OVERLAP:
             events += self._overlap_slice(words, now_ms)
         if self._response is not None and self.state is not State.LISTENING:
-            events += self._speak_slice(now_ms)
+            events += self._speak_slice(self._response, now_ms)
         return events
 
     def _listen_slice(self, words: str, now_ms: int) -> list[Event]:
         if self._record is None:  # nobody has spoken since the last answer
             return []
+        if words.strip() and self._speculative is not None:
+            self._discard_speculation()  # the user went on
         self._user_text += words
-        probs = self._lm.listen(words)
+        if self._speculative is None:  # while one is written, the LM is in the answer
+            self._probs = self._lm.listen(words)
+        probs = self._probs
         if self._vad.in_speech:
             return []
         if not self._user_text.strip():  # a cough or a click: no words, no turn
             self._record = None
             return []
         silence = now_ms - (self._record.user_last_voiced_ms or now_ms)
-        if not self.policy.take_turn(probs, silence):
-            return []
-        return self._take_turn(probs, silence, now_ms)
+        if self.policy.take_turn(probs, silence):
+            return self._take_turn(probs, silence, now_ms)
+        if self._speculative is None and probs.speak >= self.settings.speculate_threshold:
+            # likely the end: write and synthesize the start of the answer while silence runs
+            self._lm.begin_response()
+            self._speculative = _Response(self._responses + 1)
+            self._speculative.held = self._speak_slice(self._speculative, now_ms)
+        return []
+
+    def _discard_speculation(self) -> None:
+        self._lm.cancel_response()
+        self._speculative = None
+        if self._record is not None:
+            self._record.first_token_ms = self._record.first_tts_audio_ms = None
 
     def _take_turn(self, probs: StateProbs, silence: int, now_ms: int) -> list[Event]:
         assert self._record is not None
         self._responses += 1
-        response_id = self._responses
-        self._record.response_id = response_id
-        self._lm.begin_response()
+        response = self._speculative or _Response(self._responses)
+        if self._speculative is None:
+            self._lm.begin_response()
+        self._speculative = None
+        self._record.response_id = response.id
         self._record.decision_ms = self._timeline(now_ms)
         events = [
             self._event(TranscriptFinal, now_ms, text=self._user_text.strip()),
             self._event(
                 TurnTaken,
                 now_ms,
-                response_id=response_id,
+                response_id=response.id,
                 p_speak=probs.speak,
                 silence_ms=silence,
                 required_silence_ms=round(self.policy.required_silence_ms(probs.speak)),
             ),
+            *response.held,
         ]
+        response.held = []
         self._user_text = ""
-        self._response = _Response(response_id)
+        self._response = response
         self.state = State.SPEAKING
         return events
 
@@ -323,9 +348,7 @@ class Session:
         self._continue_user_turn(onset)
         return events
 
-    def _speak_slice(self, now_ms: int) -> list[Event]:
-        response = self._response
-        assert response is not None
+    def _speak_slice(self, response: _Response, now_ms: int) -> list[Event]:
         events: list[Event] = []
         budget = self.settings.max_tokens_per_tick
         while (

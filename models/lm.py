@@ -28,6 +28,8 @@ import numpy as np
 import numpy.typing as npt
 
 from duplex.ports import StateProbs
+from models.state_data import plain
+from models.state_head import StateHead
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -125,7 +127,9 @@ class LlamaDuplexLM:
         max_response_tokens: int = 96,
         temperature: float = 0.0,
         seed: int = 0,
+        state_head: StateHead | None = None,
     ) -> None:
+        """`state_head`: the learned listen/speak/dismiss head; None uses `rule_state`."""
         import llama_cpp
         import llama_cpp._logger
 
@@ -157,6 +161,7 @@ class LlamaDuplexLM:
         self.hidden: Float32Array = np.zeros(self.hidden_size, dtype=np.float32)
         self._logits: Float32Array = np.zeros(self._n_vocab, dtype=np.float32)
         self.system_prompt = system_prompt
+        self.state_head = state_head
         self.reset()
 
     def reset(self) -> None:
@@ -166,6 +171,7 @@ class LlamaDuplexLM:
         self._open_role: str | None = None
         self._user_text = ""
         self._answer: _Answer | None = None
+        self._before_answer = (0, self._logits, self.hidden, "")
         self._append(
             _TURN_START.format(role="system") + self.system_prompt + _TURN_END, hidden=False
         )
@@ -176,22 +182,42 @@ class LlamaDuplexLM:
         if self._open_role != "user":
             self._open("user")
             text = text.lstrip()
-        if text:
+        text = self._styled(text)
+        if text.strip():
             self._user_text += text
             self._append(text, hidden=True)
-        return rule_state(self._user_text, overlap=False)
+        return self._state(self._user_text, overlap=False)
 
     def overlap(self, text: str) -> StateProbs:
-        mark, logits = len(self.tokens), self._logits
-        probe = _TURN_END + _TURN_START.format(role="user") + text.strip()
+        mark, logits, hidden = len(self.tokens), self._logits, self.hidden
+        probe = _TURN_END + _TURN_START.format(role="user") + self._styled(text.strip())
         self._append(probe, hidden=True)
+        probs = self._state(text, overlap=True)
         self._cut(mark)
-        self._logits = logits  # the answer goes on from where it was
-        return rule_state(text, overlap=True)
+        self._logits, self.hidden = logits, hidden  # the answer goes on from where it was
+        return probs
+
+    def _state(self, text: str, overlap: bool) -> StateProbs:
+        if self.state_head is None:
+            return rule_state(text, overlap)
+        return self.state_head(self.hidden)
+
+    def _styled(self, text: str) -> str:
+        """User words as the state head was trained to read them."""
+        if self.state_head is None or self.state_head.text_style != "plain" or not text:
+            return text
+        return (" " if text[0].isspace() else "") + plain(text)
 
     def begin_response(self) -> None:
+        self._before_answer = (len(self.tokens), self._logits, self.hidden, self._user_text)
         self._open("assistant")
         self._answer = _Answer(start=len(self.tokens), tokens=[], pieces=[])
+
+    def cancel_response(self) -> None:
+        """A speculative answer the user talked over: back to the open user turn, as it was."""
+        position, self._logits, self.hidden, self._user_text = self._before_answer
+        self._cut(position)
+        self._answer, self._open_role = None, "user"
 
     def speak(self, max_tokens: int) -> tuple[str, bool]:
         answer = self._answer
@@ -284,7 +310,7 @@ class LlamaDuplexLM:
         if self._open_role is not None:
             self._close_turn()
         self._answer = None
-        self._append(_TURN_START.format(role=role), hidden=False)
+        self._append(_TURN_START.format(role=role), hidden=role == "user")
         self._open_role = role
         if role == "user":
             self._user_text = ""

@@ -8,6 +8,7 @@ can be handed back and reused after `reset()`, which costs no reload.
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from typing import Any
 
@@ -18,7 +19,10 @@ from duplex.tdm import Policy
 from duplex.vad import SileroVad, VadTracker, WebRtcVad
 from models import weights
 from models.lm import LlamaDuplexLM
+from models.state_head import HEAD_PATH, StateHead
 from models.tts import PiperSynthesizer
+
+log = logging.getLogger(__name__)
 
 
 class SpeechStack:
@@ -48,6 +52,17 @@ class SpeechStack:
         """Load the shared models now rather than on the first session."""
         _ = self.whisper, self.voice
 
+    @cached_property
+    def state_head(self) -> StateHead | None:
+        """The learned head (shipped, or `models.state_head`); None for the rule."""
+        choice = self.settings.models.state_head
+        if choice == "rule":
+            return None
+        if not choice and not HEAD_PATH.exists():
+            log.warning("no trained state head shipped; using the end-of-turn rule")
+            return None
+        return StateHead.load(choice or HEAD_PATH)
+
     def new_lm(self) -> LlamaDuplexLM:
         m = self.settings.models
         return LlamaDuplexLM(
@@ -58,6 +73,7 @@ class SpeechStack:
             max_response_tokens=m.max_response_tokens,
             temperature=m.temperature,
             seed=m.seed,
+            state_head=self.state_head,
         )
 
     def new_session(

@@ -91,6 +91,7 @@ class ScriptedLM:
     state: Callable[[str, bool], StateProbs] = default_state
     history: list[list[str]] = field(default_factory=list)
     overlaps: list[str] = field(default_factory=list)
+    cancelled: int = 0
     _words: list[str] = field(default_factory=list)
 
     def listen(self, text: str) -> StateProbs:
@@ -115,6 +116,11 @@ class ScriptedLM:
         text = "".join(" " + w for w in taken)
         self.history[-1][1] += text
         return text, not self._words
+
+    def cancel_response(self) -> None:
+        assert self.history[-1][0] == "assistant"
+        self.history.pop()
+        self.cancelled += 1
 
     def truncate(self, played_text: str) -> None:
         assert self.history[-1][0] == "assistant"

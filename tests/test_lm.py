@@ -125,3 +125,17 @@ def test_reset_starts_a_new_conversation_without_reloading() -> None:
     used.listen("What is the capital of France?")
     fresh.listen("What is the capital of France?")
     _close(used.logits(), fresh.logits())
+
+
+def test_cancelled_answer_leaves_the_user_turn_as_it_was() -> None:
+    lm, plain = _lm(), _lm()
+    for model in (lm, plain):
+        model.listen("I was thinking about")
+    lm.begin_response()
+    lm.speak(6)
+    lm.cancel_response()
+    assert lm.tokens == plain.tokens
+    lm.listen(" going to the beach.")
+    plain.listen(" going to the beach.")
+    assert lm.text() == plain.text()
+    _close(lm.logits(), plain.logits())

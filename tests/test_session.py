@@ -24,6 +24,7 @@ from duplex.events import (
     Interrupted,
     ResponseAudio,
     ResponseDone,
+    ResponseText,
     SpeechStarted,
     SpeechStopped,
     TranscriptFinal,
@@ -229,3 +230,32 @@ def test_compute_lag_delays_output_and_barge_in_flushes_what_was_unheard() -> No
     assert record.end_of_turn_ms == 580
     assert record.output_stopped_ms == interrupted.stopped_ms
     assert h.lm.turns()[1] == ("assistant", interrupted.played_text)
+
+
+SLOW_ENDPOINT = PolicySettings(min_silence_ms=500, max_silence_ms=2000)  # p=.95 needs 575 ms
+
+
+def test_answer_is_written_speculatively_while_the_silence_runs() -> None:
+    h = Harness(QUESTION, settings=SLOW_ENDPOINT)
+    h.run(6000)
+    [taken] = h.of(TurnTaken)
+    assert (taken.audio_ms, taken.silence_ms) == (1600, 600)
+    # the answer was written and synthesized at the 1280 ms tick, held until the decision
+    text_events = h.of(ResponseText)
+    assert text_events[0].audio_ms == 1280
+    assert h.events.index(text_events[0]) > h.events.index(taken)
+    [record] = [e.record for e in h.of(TurnMetrics)]
+    assert (record.first_token_ms, record.decision_ms, record.first_output_ms) == (1280, 1600, 1600)
+    assert h.lm.cancelled == 0
+
+
+def test_speculative_answer_is_discarded_when_the_user_goes_on() -> None:
+    words = [*QUESTION, (1500, 1800, "and"), (1800, 2200, "tomorrow?")]
+    h = Harness(words, settings=SLOW_ENDPOINT)
+    h.run(7000)
+    assert h.lm.cancelled == 1
+    [final] = h.of(TranscriptFinal)
+    assert final.text == "what time is it? and tomorrow?"
+    assert h.lm.turns()[0] == ("user", "what time is it? and tomorrow?")
+    assert [role for role, _ in h.lm.turns()] == ["user", "assistant"]
+    assert h.of(ResponseText)[0].audio_ms > 2200  # nothing of the draft was sent
