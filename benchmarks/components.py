@@ -16,17 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.scenarios import QUESTIONS
 from duplex.audio import SAMPLE_RATE, pcm16_to_float
 from duplex.config import Settings
 from duplex.metrics import summarize
 
-QUESTIONS = (
-    "What is the capital of France?",
-    "How far away is the moon?",
-    "Can you recommend a good book?",
-    "What should I cook for dinner tonight?",
-    "Why is the sky blue?",
-)
 SPEECH = (
     "I was thinking about taking a trip next month, maybe somewhere warm by the sea, "
     "and I wanted to ask you which places are nice in the spring, because I have never "
