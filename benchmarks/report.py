@@ -42,6 +42,7 @@ KIND_COLORS = {
     "backchannel": "#ff7f0e",
 }
 POLICY_COLORS = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
+LINESTYLES = ("-", "--", ":", "-.")
 HATCHES = {"completed": "", "interrupted": "///", "cancelled": ".."}
 DASH = "\u2013"  # en dash: "no data"
 TIMES = "\u00d7"
@@ -119,7 +120,10 @@ def markdown(results: Mapping[str, Any]) -> str:
     summary: Mapping[str, Any] = results.get("summary", {})
     reference = policies[0] if policies else "reference"
     mode = results.get("mode", "?")
-    lines = [f"# Turn-taking benchmark: `{results.get('command', 'duplex bench')}` ({mode})", ""]
+    lines = [
+        f"# Turn-taking benchmark: `{results.get('command', 'duplex bench')}` ({mode} mode)",
+        "",
+    ]
 
     machine = results.get("machine") or {}
     facts = [str(results[k]) for k in ("created",) if results.get(k)]
@@ -332,7 +336,10 @@ def plot_cdfs(results: Mapping[str, Any], path: Path | str) -> Path:
     """The whole latency distribution per policy, where medians and p95 hide the shape."""
     plt = _pyplot()
     path = Path(path)
-    colors = _policy_colors(_policies(results))
+    policies = _policies(results)
+    colors = _policy_colors(policies)
+    # Dashes tell policies apart where their curves coincide.
+    styles = {p: LINESTYLES[i % len(LINESTYLES)] for i, p in enumerate(policies)}
     panels = [
         (label, values)
         for key, label in LATENCIES
@@ -348,7 +355,15 @@ def plot_cdfs(results: Mapping[str, Any], path: Path | str) -> Path:
     for ax, (label, values) in zip(axes, panels, strict=True):
         for policy, xs in values.items():
             if xs:
-                ax.ecdf(xs, label=f"{policy} (n={len(xs)})", color=colors[policy], linewidth=1.6)
+                ax.ecdf(
+                    xs,
+                    label=f"{policy} (n={len(xs)})",
+                    color=colors[policy],
+                    linestyle=styles[policy],
+                    linewidth=1.8,
+                )
+        top = max(max(xs) for xs in values.values() if xs)
+        ax.set_xlim(min(0.0, *(min(xs) for xs in values.values() if xs)), top * 1.08 + 1)
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("ms", fontsize=9)
         ax.set_ylim(0, 1.02)

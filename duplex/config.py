@@ -55,7 +55,7 @@ class ModelSettings:
     asr: str = ""  # a CTranslate2 Whisper folder (default: packaged tiny.en)
     lm: str = ""  # a GGUF chat model (default: packaged SmolLM2-135M-Instruct)
     voice: str = ""  # a Piper .onnx voice, its .onnx.json beside it (default: en_US-joe-medium)
-    state_head: str = ""  # a trained head (.npz), or "rule" (default: the shipped head)
+    state_head: str = "rule"  # "rule", "shipped" (the trained head) or a head's .npz path
     asr_interval_ms: int = 320  # re-decode the current utterance this often
     system_prompt: str = "You are a helpful voice assistant. Keep answers short."
     max_response_tokens: int = 48  # an answer longer than this is cut (a voice answer is short)

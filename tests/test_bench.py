@@ -197,6 +197,7 @@ def test_user_scenarios_from_a_folder(tmp_path: Path) -> None:
         load_dir(tmp_path)
 
 
+@pytest.mark.timeout(900)
 def test_duplex_bench_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     """The real command on real models, a small scenario set, two policies side by side."""
     out = tmp_path / "bench"

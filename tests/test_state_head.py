@@ -45,6 +45,7 @@ def test_conversations_carry_overlap_probes_of_both_kinds() -> None:
             assert i % 2 == 1 and 2 <= probe.cut < len(c.turns[i].split())
 
 
+@pytest.mark.timeout(900)
 def test_training_writes_weights_and_a_model_card(tmp_path: Path) -> None:
     lm = LlamaDuplexLM(LM.resolve(), system_prompt=SYSTEM, device="cpu")
     report = train_state_head(
