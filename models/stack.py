@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
+from duplex.audio import pcm16_to_float
 from duplex.clock import Clock
 from duplex.config import Settings
 from duplex.session import Session
@@ -49,9 +50,9 @@ class SpeechStack:
         """Load the shared models now and run each once, so no session pays a cold start."""
         from models.asr import WhisperRecognizer
 
-        speech = self.voice.synthesize("Hello, how are you today?")
-        recognizer = WhisperRecognizer(self.asr_path, device=self.settings.device, model=self.whisper)
-        recognizer.transcribe(speech.astype("float32") / 32768)
+        speech = pcm16_to_float(self.voice.synthesize("Hello, how are you today?"))
+        device = self.settings.device
+        WhisperRecognizer(self.asr_path, device=device, model=self.whisper).transcribe(speech)
 
     @cached_property
     def state_head(self) -> StateHead | None:
