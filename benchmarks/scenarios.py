@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -105,12 +105,7 @@ class Placed:
     end_ms: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "text": self.text,
-            "start_ms": self.start_ms,
-            "end_ms": self.end_ms,
-        }
+        return asdict(self)
 
 
 def voiced_span(pcm: Int16Array, floor_db: float = -40.0) -> tuple[int, int]:

@@ -18,7 +18,7 @@ played, after any flush). Definitions, in ms on the input timeline:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from benchmarks.scenarios import Placed
@@ -34,12 +34,7 @@ class OutputSpan:
     status: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "response_id": self.response_id,
-            "start_ms": self.start_ms,
-            "end_ms": self.end_ms,
-            "status": self.status,
-        }
+        return asdict(self)
 
 
 def _first_after(spans: list[OutputSpan], ms: int) -> OutputSpan | None:

@@ -71,14 +71,3 @@ class ChargedClock(VirtualClock):
             spent = (time.perf_counter() - self._charging_since) * 1000.0
             self._charging_since = None
             self._now += spent
-
-
-class Stopwatch:
-    """Measures a span of compute on any clock."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self._start = clock.now_ms()
-
-    def elapsed_ms(self) -> float:
-        return self._clock.now_ms() - self._start
