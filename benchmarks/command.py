@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(POLICIES),
         help=f"comma-separated, the first is the reference (default: {','.join(POLICIES)})",
     )
-    parser.add_argument("--per-category", type=int, default=3, help="generated scenarios each")
+    parser.add_argument(
+        "--per-category", type=int, default=10, help="generated scenarios per category"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--snr", default="none,15", help="background noise SNRs in dB, cycled (none: clean)"

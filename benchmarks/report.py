@@ -142,6 +142,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         "Barge-in stop ms",
         "Response after interruption ms",
         "Backchannel false stops ↓",
+        "Backchannel hold ms",
         "RTF",
         "CPU ms per audio s",
     ]
@@ -154,6 +155,7 @@ def markdown(results: Mapping[str, Any]) -> str:
                 fmt_rate(s.get("takeover_rate")),
                 *(fmt_spread(s.get(key)) for key, _ in LATENCIES),
                 fmt_rate(s.get("backchannel_false_stop_rate")),
+                fmt_spread(s.get("backchannel_hold_ms")),
                 fmt_factor(s.get("real_time_factor")),
                 fmt_ms((s.get("cpu_ms_per_audio_s") or {}).get("median")),
             ]
@@ -163,6 +165,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         "",
         "Latencies are median / p95 in ms on the audio timeline (lower is better). "
         "TOR: the assistant took the turn during a mid-utterance pause. "
+        "Backchannel hold: how long the answer paused over an \"uh-huh\" it then went on from. "
         "RTF: median compute / audio time; CPU: median process CPU per second of audio. "
         f"{DASH}: no data.",
     ]

@@ -20,7 +20,7 @@ from benchmarks.scenarios import Placed, Scenario, UserSimulator
 from benchmarks.scoring import OutputSpan, score
 from duplex.clock import Clock
 from duplex.drive import Steps, drive
-from duplex.events import Event, ResponseDone, TurnMetrics
+from duplex.events import BackchannelIgnored, Event, ResponseDone, TurnMetrics
 from duplex.metrics import STAGES, TurnRecord, summarize
 
 # makes a session for one run of one policy
@@ -64,6 +64,7 @@ def run_one(make_session: SessionFactory, policy: str, scenario: Scenario, fast:
     run = Run(policy, scenario)
     simulator = UserSimulator(scenario)
     statuses: dict[int, str] = {}
+    holds: list[int] = []
 
     def on_event(event: Event) -> None:
         simulator.observe(event)
@@ -71,6 +72,8 @@ def run_one(make_session: SessionFactory, policy: str, scenario: Scenario, fast:
             statuses[event.response_id] = event.status
         elif isinstance(event, TurnMetrics):
             run.records.append(event.record)
+        elif isinstance(event, BackchannelIgnored):
+            holds.append(event.held_ms)
 
     cpu = time.process_time()
     result = drive(
@@ -82,7 +85,7 @@ def run_one(make_session: SessionFactory, policy: str, scenario: Scenario, fast:
         OutputSpan(rid, start, end, statuses.get(rid, "unfinished"))
         for rid, (start, end) in sorted(result.spans.items())
     ]
-    run.metrics = score(scenario.category, run.user, run.assistant)
+    run.metrics = score(scenario.category, run.user, run.assistant, holds)
     run.audio_ms, run.compute_ms = result.audio_ms, result.compute_ms
     return run
 
@@ -140,6 +143,7 @@ def summarize_runs(runs: Sequence[Run], policies: Sequence[str]) -> dict[str, An
                 m["response_after_interrupt_ms"] for m in metrics
             ).to_dict(),
             "backchannel_false_stop_rate": _rate([m["false_stop"] for m in metrics]),
+            "backchannel_hold_ms": summarize(m.get("backchannel_hold_ms") for m in metrics).to_dict(),
             "components": {
                 stage: summarize(s.get(stage) for s in stages).to_dict()
                 for stage in (name.removesuffix("_ms") for name in STAGES)

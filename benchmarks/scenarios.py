@@ -47,6 +47,10 @@ QUESTIONS = (
     "How do I make a cup of tea?",
     "What is the tallest mountain in the world?",
     "Can you tell me a fun fact about cats?",
+    "How many legs does a spider have?",
+    "What time does the sun set in winter?",
+    "Is it going to rain tomorrow?",
+    "Who wrote the play Romeo and Juliet?",
 )
 PAUSED = (
     ("I was thinking about", "going to the beach this weekend."),
@@ -55,6 +59,10 @@ PAUSED = (
     ("I would like to know", "what the weather is like in Spain."),
     ("So yesterday I went to", "the market and bought some apples."),
     ("What do you think about", "learning to play the piano?"),
+    ("I need a recipe for", "a quick vegetable soup."),
+    ("Could you remind me", "to call my sister at six?"),
+    ("The thing is, I", "never learned how to swim."),
+    ("How long does it take to", "fly from London to New York?"),
 )
 INTERRUPTIONS = (
     "Wait, stop. What about Spain?",

@@ -14,11 +14,14 @@ played, after any flush). Definitions, in ms on the input timeline:
   assistant audio after it.
 - backchannel false stop: an answer that was playing when the user said
   "uh-huh" was cut off (interrupted) because of it.
+- backchannel hold: how long an answer that went on over an "uh-huh" paused
+  for it (the session holds output while it decides, `policy.hold_on_overlap`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from benchmarks.scenarios import Placed
@@ -45,8 +48,16 @@ def _playing_at(spans: list[OutputSpan], ms: int) -> OutputSpan | None:
     return next((s for s in spans if s.start_ms <= ms < s.end_ms), None)
 
 
-def score(category: str, user: list[Placed], assistant: list[OutputSpan]) -> dict[str, Any]:
-    """The run's metrics; None where the run gives no sample for a metric."""
+def score(
+    category: str,
+    user: list[Placed],
+    assistant: list[OutputSpan],
+    holds_ms: Sequence[int] = (),
+) -> dict[str, Any]:
+    """The run's metrics; None where the run gives no sample for a metric.
+
+    `holds_ms`: the pauses of dismissed backchannels (`BackchannelIgnored.held_ms`).
+    """
     spans = sorted(assistant, key=lambda s: s.start_ms)
     out: dict[str, Any] = {
         "takeover": None,
@@ -54,6 +65,7 @@ def score(category: str, user: list[Placed], assistant: list[OutputSpan]) -> dic
         "barge_in_stop_ms": None,
         "response_after_interrupt_ms": None,
         "false_stop": None,
+        "backchannel_hold_ms": None,
     }
     question = [p for p in user if p.kind in ("question", "continuation")]
     if not question:
@@ -76,4 +88,6 @@ def score(category: str, user: list[Placed], assistant: list[OutputSpan]) -> dic
             playing = _playing_at(spans, cue.start_ms)
             if playing is not None:
                 out["false_stop"] = playing.status == "interrupted"
+                if not out["false_stop"]:
+                    out["backchannel_hold_ms"] = max(holds_ms, default=0)
     return out

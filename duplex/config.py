@@ -25,7 +25,7 @@ class VadSettings:
     backend: str = "silero"  # silero | webrtc
     threshold: float = 0.5  # speech probability that counts as voiced
     start_ms: int = 60  # voiced this long before speech starts
-    end_ms: int = 200  # unvoiced this long before speech ends
+    end_ms: int = 100  # unvoiced this long before speech ends (and the policy may decide)
     pre_roll_ms: int = 200  # audio kept before the onset for the recognizer
     webrtc_mode: int = 2  # WebRTC aggressiveness, 0..3
 
@@ -42,6 +42,7 @@ class PolicySettings:
     # while speaking: what to do when the user talks over the answer
     yield_threshold: float = 0.5  # P(speak) over the overlap that makes the assistant yield
     max_backchannel_ms: int = 1200  # overlap speech longer than this always yields
+    hold_on_overlap: bool = True  # pause output at the user's onset until yield or dismiss
     # speak slice
     audio_lead_ms: int = 480  # keep this much synthesized audio ahead of playout
     max_tokens_per_tick: int = 48  # bound on decoding work in one tick

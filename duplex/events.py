@@ -113,6 +113,7 @@ class BackchannelIgnored(Event):
     response_id: int
     text: str
     onset_ms: int
+    held_ms: int = 0  # how long output was paused over it (policy.hold_on_overlap)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -165,9 +165,10 @@ class Session:
         if self._clock_origin is None:
             self._clock_origin = self._clock.now_ms() - frame.end_ms
         events = self._hear(frame, vad)
-        if self._next_index % self._tick_frames == 0:
+        # a tick every tick_ms, and at once when speech stops: that is when a turn ends
+        if self._next_index % self._tick_frames == 0 or vad.stopped is not None:
             events += self._tick(frame.end_ms)
-        events += self._play(frame.end_ms)
+        events += self._play(frame.end_ms, vad)
         return events
 
     # per frame ------------------------------------------------------------
@@ -197,9 +198,13 @@ class Session:
                 self._record.vad_end_ms = frame.end_ms
         return events
 
-    def _play(self, position_ms: int) -> list[Event]:
+    def _play(self, position_ms: int, vad: VadStep) -> list[Event]:
         response = self._response
         if response is None or self.state is State.LISTENING:
+            return []
+        if self.settings.hold_on_overlap and (self.state is State.OVERLAP or vad.voiced):
+            # the user talks over the answer (or may be starting to, a voiced frame the
+            # VAD has not confirmed yet): hold it until yield or dismiss
             return []
         if response.queue:
             pcm, index = response.queue.popleft()
@@ -311,12 +316,14 @@ class Session:
         if decision is OverlapDecision.DISMISS:
             if self._record is not None:
                 self._record.backchannels += 1
+            held = self.settings.hold_on_overlap and not self._response.finished
             event = self._event(
                 BackchannelIgnored,
                 now_ms,
                 response_id=self._response.id,
                 text=self._overlap_text.strip(),
                 onset_ms=self._overlap_onset,
+                held_ms=max(0, self._timeline(now_ms) - self._output_end) if held else 0,
             )
             self.state, self._overlap_onset, self._overlap_text = State.SPEAKING, None, ""
             return [event]

@@ -17,7 +17,13 @@ While speaking, words the user says over the answer make it yield at once
 when P(speak) reaches `yield_threshold`, or when the overlap runs longer than
 `max_backchannel_ms` (no one says "uh-huh" for a second and a half); an
 overlap that ends before either is dismissed as a backchannel and the answer
-goes on.
+goes on. With `hold_on_overlap` (the default) the answer's audio pauses at
+the user's onset while this is decided, so a barge-in is silent within the
+VAD's onset time, and a dismissed backchannel resumes the answer exactly
+where it paused; nothing unheard is lost either way.
+
+Decisions wait for the VAD's end of speech (`vad.end_ms`, 100 ms of
+unvoiced frames); the session runs a tick the moment it fires.
 """
 
 from __future__ import annotations

@@ -63,6 +63,14 @@ REPEAT_PENALTY = 1.15
 REPEAT_WINDOW = 32
 
 
+NEVER_LAST = frozenset(
+    {
+        "a", "an", "the", "and", "but", "or", "because", "if", "than", "of", "my", "your",
+        "our", "their", "his", "her", "its", "um", "uh", "er",
+    }
+)  # fmt: skip
+
+
 def normalize_overlap(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s'-]", " ", text.lower())).strip()
 
@@ -73,10 +81,12 @@ def rule_state(user_text: str, overlap: bool) -> StateProbs:
     While listening: a turn that ends in final punctuation (. ? !) is complete
     (P(speak) 0.9: the policy then waits ~290 ms of silence), anything else is
     not (P(speak) 0.1: it waits ~1.8 s). Whisper punctuates in its final pass,
-    and puts a full stop after a trailing-off "I was thinking about" too, so
-    a statement whose last word rarely ends one (DANGLING: articles,
-    prepositions, conjunctions, "is", ...) or that ends in "..." counts as
-    unfinished; a question mark always counts as finished.
+    and puts a full stop or a question mark after a trailing-off "I was
+    thinking about" or "how long does it take to" too, so a turn whose last
+    word rarely ends one (DANGLING: articles, prepositions, conjunctions,
+    "is", ...) or that ends in "..." counts as unfinished. A question may end
+    in a preposition ("what are you thinking about?"), so after a question
+    mark only NEVER_LAST words (articles, conjunctions, possessives) do.
     While speaking: a short acknowledgement from BACKCHANNELS is dismissed,
     no words yet means keep listening, any other words interrupt.
     """
@@ -89,9 +99,8 @@ def rule_state(user_text: str, overlap: bool) -> StateProbs:
         return StateProbs(0.05, 0.9, 0.05)
     ending = user_text.rstrip()
     words = text.split()
-    if ending.endswith("?") or (
-        ending.endswith((".", "!")) and not ending.endswith("...") and words[-1] not in DANGLING
-    ):
+    dangling = NEVER_LAST if ending.endswith("?") else DANGLING
+    if ending.endswith((".", "!", "?")) and not ending.endswith("...") and words[-1] not in dangling:
         return StateProbs(0.1, 0.9, 0.0)
     return StateProbs(0.9, 0.1, 0.0)
 

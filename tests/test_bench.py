@@ -55,6 +55,9 @@ def test_backchannel_false_stop() -> None:
     stopped = score("backchannel", user, [OutputSpan(1, 2300, 3500, "interrupted")])
     missed = score("backchannel", user, [OutputSpan(1, 2300, 2900, "completed")])
     assert (kept["false_stop"], stopped["false_stop"], missed["false_stop"]) == (False, True, None)
+    held = score("backchannel", user, [OutputSpan(1, 2300, 6000, "completed")], [380])
+    assert (kept["backchannel_hold_ms"], held["backchannel_hold_ms"]) == (0, 380)
+    assert stopped["backchannel_hold_ms"] is None and missed["backchannel_hold_ms"] is None
 
 
 def test_summary_rates_and_ratios() -> None:

@@ -108,6 +108,7 @@ def test_rule_state() -> None:
     assert rule_state("and then I", overlap=False).speak < 0.5
     assert rule_state("I was thinking about.", overlap=False).speak < 0.5
     assert rule_state("What are you thinking about?", overlap=False).speak > 0.5
+    assert rule_state("What is the capital of?", overlap=False).speak < 0.5
     assert rule_state("So I went there...", overlap=False).speak < 0.5
     assert rule_state("Yeah.", overlap=True).dismiss > 0.5
     assert rule_state("Mm-hm, right", overlap=True).dismiss > 0.5

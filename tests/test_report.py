@@ -60,6 +60,7 @@ def _run(policy: str, scenario: str, category: str, **metrics: Any) -> dict[str,
         "barge_in_stop_ms": None,
         "response_after_interrupt_ms": None,
         "false_stop": None,
+        "backchannel_hold_ms": None,
     }
     base.update(metrics)
     return {
@@ -103,6 +104,7 @@ def results() -> dict[str, Any]:
             "barge_in_stop_ms": {"count": 1, "median": 140.0, "p95": 140.0},
             "response_after_interrupt_ms": _none_summary(),
             "backchannel_false_stop_rate": {"rate": 0.0, "count": 3},
+            "backchannel_hold_ms": {"count": 3, "median": 420.0, "p95": 610.0},
             "components": {
                 "vad_end": {"count": 4, "median": 210.0, "p95": 212.5},
                 "decision": {"count": 4, "median": 260.0, "p95": 300.0},
@@ -185,6 +187,7 @@ def test_markdown_main_table(results: dict[str, Any]) -> None:
         "140 / 140",
         D,
         "0% (0/3)",
+        "420 / 610",
         "0.11",
         "188",
     ]
@@ -194,6 +197,7 @@ def test_markdown_main_table(results: dict[str, Any]) -> None:
         "180 / 650",
         "95 / 95",
         "600 / 600",
+        D,
         D,
         "0.10",
         "180",
@@ -215,7 +219,7 @@ def test_markdown_tolerates_missing_sections(results: dict[str, Any]) -> None:
     results["summary"].pop("any-speech-interrupts")
     md = report.markdown(results)
     assert "## Relative to" not in md
-    assert _row(md, "any-speech-interrupts")[1:] == [D] * 7
+    assert _row(md, "any-speech-interrupts")[1:] == [D] * 8
 
 
 def test_sample_scenarios(results: dict[str, Any]) -> None:

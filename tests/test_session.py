@@ -2,9 +2,10 @@
 
 Timeline arithmetic used below: VAD starts after 60 ms voiced (onset = first
 voiced frame) and stops after 200 ms unvoiced (at the end of the last voiced
-frame); ticks run at every 160 ms boundary; the scripted recognizer reveals a
-word 160 ms after its end (or at the end of the utterance); the tone
-synthesizer speaks 200 ms per word.
+frame); ticks run at every 160 ms boundary and at the frame where speech
+stops; the scripted recognizer reveals a word 160 ms after its end (or at the
+end of the utterance); the tone synthesizer speaks 200 ms per word. Output
+pauses from the first voiced frame over it (hold_on_overlap).
 """
 
 from __future__ import annotations
@@ -45,23 +46,23 @@ def test_end_of_turn_takes_the_turn_after_a_short_silence() -> None:
     assert [e.audio_ms for e in h.of(SpeechStopped)] == [1000]
     [taken] = h.of(TurnTaken)
     assert isinstance(taken, TurnTaken)
-    # P(speak)=0.95 needs 2000 - 1900 * 0.95 = 195 ms; the tick at 1120 ms had
-    # not heard the last word yet, the tick at 1280 ms has 280 ms of silence.
-    assert (taken.audio_ms, taken.silence_ms, taken.required_silence_ms) == (1280, 280, 195)
+    # P(speak)=0.95 needs 2000 - 1900 * 0.95 = 195 ms; the tick run when speech
+    # stops (1200 ms) hears the last word with 200 ms of silence.
+    assert (taken.audio_ms, taken.silence_ms, taken.required_silence_ms) == (1200, 200, 195)
     [final] = h.of(TranscriptFinal)
     assert isinstance(final, TranscriptFinal) and final.text == "what time is it?"
     audio = h.of(ResponseAudio)
-    # 3 + 8 + 5 words at 200 ms = 3200 ms of answer, played without a gap from 1280 ms
-    assert [e.audio_ms for e in audio] == list(range(1280, 1280 + 3200, 20))
+    # 3 + 8 + 5 words at 200 ms = 3200 ms of answer, played without a gap from 1200 ms
+    assert [e.audio_ms for e in audio] == list(range(1200, 1200 + 3200, 20))
     [done] = h.of(ResponseDone)
     assert isinstance(done, ResponseDone)
     assert (done.status, done.played_ms, done.text) == ("completed", 3200, ANSWER)
     [metrics] = h.of(TurnMetrics)
     assert isinstance(metrics, TurnMetrics)
     record = metrics.record
-    assert record.end_of_turn_ms == 280
-    assert (record.vad_end_ms, record.decision_ms, record.first_output_ms) == (1200, 1280, 1280)
-    assert record.output_stopped_ms == 4480 and record.outcome == "completed"
+    assert record.end_of_turn_ms == 200
+    assert (record.vad_end_ms, record.decision_ms, record.first_output_ms) == (1200, 1200, 1200)
+    assert record.output_stopped_ms == 4400 and record.outcome == "completed"
     assert h.lm.turns() == [("user", "what time is it?"), ("assistant", ANSWER)]
     assert h.session.state is State.LISTENING
 
@@ -80,7 +81,7 @@ def test_mid_sentence_pause_is_not_a_takeover() -> None:
     # a 1200 ms pause after "the" (P(speak)=0.05 needs 1905 ms) does not take the turn
     assert [e.audio_ms for e in h.of(SpeechStarted)] == [0, 2000]
     [taken] = h.of(TurnTaken)
-    assert taken.audio_ms == 3040  # 2800 + 200 ms hangover, next tick with >= 195 ms silence
+    assert taken.audio_ms == 3000  # 2800 + 200 ms hangover: speech stops, 200 >= 195 ms
     [final] = h.of(TranscriptFinal)
     assert isinstance(final, TranscriptFinal) and final.text == "I went to the store yesterday."
 
@@ -95,48 +96,55 @@ def test_long_pause_reaches_the_cap_and_takes_the_turn() -> None:
     assert (taken.audio_ms, taken.silence_ms) == (2720, 1920)
 
 
-def test_barge_in_yields_within_one_frame_and_truncates_history() -> None:
+def test_barge_in_stops_output_at_the_onset_and_truncates_history() -> None:
     words = [*QUESTION, (2000, 2300, "wait,"), (2300, 2600, "stop.")]
     h = Harness(words)
     h.run(8000)
     [interrupted] = h.of(Interrupted)
     assert isinstance(interrupted, Interrupted)
-    # "wait," is revealed at the 2560 ms tick; the assistant yields there
-    assert (interrupted.onset_ms, interrupted.audio_ms) == (2000, 2560)
-    # played 1280..2560 ms: 30 frames of clause 1, 34 of the 80 of clause 2 (3.4 of 8 words)
-    assert interrupted.played_ms == 1280
-    assert interrupted.played_text == "It is noon. Anything else I"
-    # output stops at once: no assistant frame at or after the decision
+    # output holds once the first voiced frame (2000..2020 ms) is heard; "wait," is
+    # revealed at the 2560 ms tick and the assistant yields there, stopped where it held
+    assert (interrupted.onset_ms, interrupted.audio_ms, interrupted.stopped_ms) == (
+        2000,
+        2560,
+        2020,
+    )
+    # played 1200..2020 ms: 30 frames of clause 1, 11 of the 80 of clause 2 (1.1 of 8 words)
+    assert interrupted.played_ms == 820
+    assert interrupted.played_text == "It is noon. Anything"
+    # no assistant frame after the hold
     audio_times = [e.audio_ms for e in h.of(ResponseAudio) if e.response_id == 1]
-    assert audio_times == list(range(1280, 2560, 20))
+    assert audio_times == list(range(1200, 2020, 20))
     [done1] = [e for e in h.of(ResponseDone) if e.response_id == 1]
     assert isinstance(done1, ResponseDone) and done1.status == "interrupted"
     metrics = [e.record for e in h.of(TurnMetrics)]
-    assert metrics[0].barge_in_stop_ms == 560 and metrics[0].outcome == "interrupted"
+    assert metrics[0].barge_in_stop_ms == 20 and metrics[0].outcome == "interrupted"
     # the model's context holds only what the user heard, then the interruption
     turns = h.lm.turns()
     assert turns[:3] == [
         ("user", "what time is it?"),
-        ("assistant", "It is noon. Anything else I"),
+        ("assistant", "It is noon. Anything"),
         ("user", "wait, stop."),
     ]
     # and the interruption is answered as a new turn
     taken = h.of(TurnTaken)
     assert [t.response_id for t in taken] == [1, 2]
-    assert taken[1].audio_ms == 2880  # 2600 + 200 ms hangover, then the next tick
-    assert metrics[1].user_onset_ms == 2000 and metrics[1].end_of_turn_ms == 280
+    assert taken[1].audio_ms == 2800  # 2600 + 200 ms hangover
+    assert metrics[1].user_onset_ms == 2000 and metrics[1].end_of_turn_ms == 200
 
 
-def test_backchannel_is_dismissed_and_output_continues() -> None:
+def test_backchannel_is_dismissed_and_output_resumes_where_it_held() -> None:
     words = [*QUESTION, (2000, 2300, "uh-huh")]
     h = Harness(words)
     h.run(6000)
     [ignored] = h.of(BackchannelIgnored)
     assert isinstance(ignored, BackchannelIgnored)
-    assert (ignored.text, ignored.onset_ms, ignored.audio_ms) == ("uh-huh", 2000, 2560)
+    assert (ignored.text, ignored.onset_ms, ignored.audio_ms) == ("uh-huh", 2000, 2500)
+    assert ignored.held_ms == 480  # held at 2020 ms, resumed at 2500 when speech stopped
     assert h.of(Interrupted) == []
-    # the answer plays without a single missing frame
-    assert [e.audio_ms for e in h.of(ResponseAudio)] == list(range(1280, 4480, 20))
+    # the answer pauses over the "uh-huh" and goes on without a single missing frame
+    played = list(range(1200, 2020, 20)) + list(range(2500, 2500 + 3200 - 820, 20))
+    assert [e.audio_ms for e in h.of(ResponseAudio)] == played
     [done] = h.of(ResponseDone)
     assert isinstance(done, ResponseDone) and (done.status, done.text) == ("completed", ANSWER)
     # the overlap never entered the conversation
@@ -159,7 +167,7 @@ def test_user_silent_after_the_answer_gets_no_new_turn() -> None:
     h.run(10_000)
     assert len(h.of(TurnTaken)) == 1
     last_event = max(e.audio_ms for e in h.events)
-    assert last_event == 4480  # nothing happens in the 5.5 s of silence after the answer
+    assert last_event == 4400  # nothing happens in the 5.5 s of silence after the answer
     assert h.session.state is State.LISTENING
 
 
@@ -214,20 +222,20 @@ class SlowSynth(ToneSynth):
 
 def test_compute_lag_delays_output_and_barge_in_flushes_what_was_unheard() -> None:
     words = [*QUESTION, (2400, 2700, "wait,"), (2700, 3000, "stop.")]
-    h = Harness(words)
+    h = Harness(words, settings=PolicySettings(hold_on_overlap=False))  # plays on, then flushes
     h.session._tts = SlowSynth(h.clock)
     h.run(5000)
     audio = [e for e in h.of(ResponseAudio) if e.response_id == 1]
     starts = [e.audio_ms for e in audio]
     # output plays back to back, never before it was synthesized
     assert all(b - a >= 20 for a, b in itertools.pairwise(starts))
-    assert starts[0] == 1280 + 300
+    assert starts[0] == 1200 + 300
     [interrupted] = h.of(Interrupted)
     heard = [s for s in starts if s < interrupted.stopped_ms]
     assert len(heard) < len(starts)  # some frames were queued past the stop: flushed
     assert interrupted.played_ms == 20 * len(heard)
     record = h.of(TurnMetrics)[0].record
-    assert record.end_of_turn_ms == 580
+    assert record.end_of_turn_ms == 500
     assert record.output_stopped_ms == interrupted.stopped_ms
     assert h.lm.turns()[1] == ("assistant", interrupted.played_text)
 
@@ -240,12 +248,12 @@ def test_answer_is_written_speculatively_while_the_silence_runs() -> None:
     h.run(6000)
     [taken] = h.of(TurnTaken)
     assert (taken.audio_ms, taken.silence_ms) == (1600, 600)
-    # the answer was written and synthesized at the 1280 ms tick, held until the decision
+    # the answer was written and synthesized at the 1200 ms tick, held until the decision
     text_events = h.of(ResponseText)
-    assert text_events[0].audio_ms == 1280
+    assert text_events[0].audio_ms == 1200
     assert h.events.index(text_events[0]) > h.events.index(taken)
     [record] = [e.record for e in h.of(TurnMetrics)]
-    assert (record.first_token_ms, record.decision_ms, record.first_output_ms) == (1280, 1600, 1600)
+    assert (record.first_token_ms, record.decision_ms, record.first_output_ms) == (1200, 1600, 1600)
     assert h.lm.cancelled == 0
 
 
