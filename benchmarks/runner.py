@@ -20,7 +20,14 @@ from benchmarks.scenarios import Placed, Scenario, UserSimulator
 from benchmarks.scoring import OutputSpan, score
 from duplex.clock import Clock
 from duplex.drive import Steps, drive
-from duplex.events import BackchannelIgnored, Event, ResponseDone, TurnMetrics
+from duplex.events import (
+    BackchannelIgnored,
+    Event,
+    Interrupted,
+    ResponseDone,
+    TranscriptFinal,
+    TurnMetrics,
+)
 from duplex.metrics import STAGES, TurnRecord, summarize
 
 # makes a session for one run of one policy
@@ -35,6 +42,7 @@ class Run:
     assistant: list[OutputSpan] = field(default_factory=list)
     records: list[TurnRecord] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    heard: list[dict[str, Any]] = field(default_factory=list)  # what the runtime understood
     audio_ms: int = 0
     compute_ms: float = 0.0
     cpu_ms: float = 0.0
@@ -52,6 +60,7 @@ class Run:
             "metrics": self.metrics,
             "components": first,
             "turns": [r.to_dict() for r in self.records],
+            "heard": self.heard,
             "audio_ms": self.audio_ms,
             "compute_ms": self.compute_ms,
             "cpu_ms": self.cpu_ms,
@@ -74,6 +83,9 @@ def run_one(make_session: SessionFactory, policy: str, scenario: Scenario, fast:
             run.records.append(event.record)
         elif isinstance(event, BackchannelIgnored):
             holds.append(event.held_ms)
+        if isinstance(event, TranscriptFinal | BackchannelIgnored | Interrupted):
+            fields = {"text": event.text} if not isinstance(event, Interrupted) else {}
+            run.heard.append({"type": event.type, "audio_ms": event.audio_ms, **fields})
 
     cpu = time.process_time()
     result = drive(

@@ -91,10 +91,11 @@ class ResponseAudio(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class Interrupted(Event):
-    """The user barged in and the assistant yielded at `audio_ms`.
+    """The answer stopped before its end at `audio_ms`: a barge-in, or a client's cancel.
 
     Output sent to play from `stopped_ms` on must be flushed: the user never
-    heard it, and the conversation keeps only `played_text`.
+    heard it, and the conversation keeps only `played_text`. `onset_ms` is the
+    user's speech onset (for a cancel: when it was asked for).
     """
 
     type: ClassVar[str] = "interrupted"

@@ -259,7 +259,9 @@ class Session:
         if not self._user_text.strip():  # a cough or a click: no words, no turn
             self._record = None
             return []
-        silence = now_ms - (self._record.user_last_voiced_ms or now_ms)
+        if self._record.user_last_voiced_ms is None:  # typed words wait for `respond`
+            return []
+        silence = now_ms - self._record.user_last_voiced_ms
         if self.policy.take_turn(probs, silence):
             return self._take_turn(probs, silence, now_ms)
         if self._speculative is None and probs.speak >= self.settings.speculate_threshold:
@@ -331,35 +333,39 @@ class Session:
 
     def _yield(self, now_ms: int) -> list[Event]:
         """Barge-in: stop output now, keep only what was heard, the user has the turn."""
-        response, onset = self._response, self._overlap_onset
-        assert response is not None and onset is not None
+        onset = self._overlap_onset
+        assert onset is not None
+        if self._record is not None:
+            self._record.barge_in_onset_ms = onset
+        events = self._stop_output("interrupted", now_ms, onset)
+        self._continue_user_turn(onset)
+        return events
+
+    def _stop_output(self, status: str, now_ms: int, onset: int) -> list[Event]:
+        """Stop the answer where playout is, keep only what was heard in the LM."""
+        response = self._response
+        assert response is not None
         stopped = min(self._timeline(now_ms), self._output_end)
         response.flush_after(stopped)
         self._output_end = stopped
         played_text = response.played_text()
         self._lm.truncate(played_text)
-        events: list[Event] = [
-            self._event(
-                Interrupted,
-                now_ms,
-                response_id=response.id,
-                played_ms=response.played_ms,
-                played_text=played_text,
-                onset_ms=onset,
-                stopped_ms=stopped,
-            ),
-        ]
-        if self._record is not None:
-            self._record.barge_in_onset_ms = onset
-        events += self._end_response("interrupted", now_ms, stopped)
-        self._continue_user_turn(onset)
-        return events
+        event = self._event(
+            Interrupted,
+            now_ms,
+            response_id=response.id,
+            played_ms=response.played_ms,
+            played_text=played_text,
+            onset_ms=onset,
+            stopped_ms=stopped,
+        )
+        return [event, *self._end_response(status, now_ms, stopped)]
 
     def _speak_slice(self, response: _Response, now_ms: int) -> list[Event]:
         events: list[Event] = []
         budget = self.settings.max_tokens_per_tick
-        while (
-            response.generating and response.queued_ms < self.settings.audio_lead_ms and budget > 0
+        while response.generating and (
+            not response.queue or (response.queued_ms < self.settings.audio_lead_ms and budget > 0)
         ):
             text, done = self._lm.speak(self.settings.tokens_per_call)
             budget -= self.settings.tokens_per_call
@@ -376,6 +382,59 @@ class Session:
                 response.enqueue(clause, self._tts.synthesize(clause))
                 if self._record is not None and self._record.first_tts_audio_ms is None:
                     self._record.first_tts_audio_ms = self._timeline(now_ms)
+        return events
+
+    # a client's explicit requests, run between frames ---------------------------
+
+    @property
+    def position_ms(self) -> int:
+        """The input timeline position: the end of the last frame taken."""
+        return self._next_index * FRAME_MS
+
+    def add_user_text(self, text: str) -> list[Event]:
+        """A typed message joins the user's open turn, as if it had been heard.
+
+        Typed words never end a turn by silence: `respond` does (or speech that
+        follows). Typing over an answer cancels it first.
+        """
+        now = self.position_ms
+        events = self.cancel() if self._response is not None else []
+        if self._speculative is not None:
+            self._discard_speculation()
+        words = text.strip()
+        if not words:
+            return events
+        if self._record is None:
+            self._record = TurnRecord(self._responses + 1, user_onset_ms=now)
+        words = (" " if self._user_text.strip() else "") + words
+        self._user_text += words
+        self._probs = self._lm.listen(words)
+        return [*events, self._event(TranscriptDelta, now, text=words)]
+
+    def respond(self) -> list[Event]:
+        """Take the turn now, whatever the policy says (a client's explicit request)."""
+        now = self.position_ms
+        if self._response is not None:
+            raise ValueError("a response is already in progress; cancel it first")
+        if self._record is None:
+            self._record = TurnRecord(self._responses + 1, user_onset_ms=now)
+        silence = now - (self._record.user_last_voiced_ms or now)
+        events = self._take_turn(self._probs, silence, now)
+        return events + self._speak_slice(self._response, now) if self._response else events
+
+    def cancel(self) -> list[Event]:
+        """Stop the answer being written or played; the LM keeps what was heard."""
+        now = self.position_ms
+        if self._speculative is not None:
+            self._discard_speculation()
+        if self._response is None:
+            return []
+        onset = self._overlap_onset
+        events = self._stop_output("cancelled", now, now)
+        if onset is not None:
+            self._continue_user_turn(onset)  # the user is talking: their turn goes on
+        else:
+            self._response, self.state = None, State.LISTENING
         return events
 
     # turn bookkeeping -------------------------------------------------------
