@@ -39,7 +39,7 @@ bench: setup
 	$(BIN)/duplex bench
 
 lint: setup
-	$(BIN)/ruff check duplex models benchmarks tests
+	$(BIN)/ruff check duplex models server benchmarks tests
 	$(BIN)/mypy
 
 clean:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -111,6 +112,30 @@ def _train_state_head(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from server.app import Limits, run
+
+    limits = Limits(
+        max_sessions=args.max_sessions,
+        max_message_bytes=args.max_message_bytes,
+        idle_timeout_s=args.idle_timeout,
+        max_session_s=args.max_session,
+    )
+    return run(settings, args.host, args.port, args.token or os.environ.get("DUPLEX_TOKEN"), limits)
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--token", help="required from clients (Bearer); needed for a non-loopback bind"
+    )
+    parser.add_argument("--max-sessions", type=int, default=4)
+    parser.add_argument("--max-message-bytes", type=int, default=1 << 20)
+    parser.add_argument("--idle-timeout", type=float, default=120.0, help="seconds")
+    parser.add_argument("--max-session", type=float, default=3600.0, help="seconds")
+
+
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conversations", type=int, default=400, help="dialogues to learn from")
     parser.add_argument("--seed", type=int, default=0)
@@ -127,7 +152,11 @@ COMMANDS: dict[str, Subcommand] = {
     "run": Subcommand(
         "hold a spoken exchange with the embedded models, from a recording", _run, _run_arguments
     ),
-    "serve": Subcommand("serve the runtime over websockets", _not_yet("duplex serve")),
+    "serve": Subcommand(
+        "serve the runtime over websockets: OpenAI Realtime, a device stream, a web client",
+        _serve,
+        _serve_arguments,
+    ),
     "chat": Subcommand("talk to it through your microphone and speaker", _not_yet("duplex chat")),
     "bench": Subcommand(
         "measure how well it holds a conversation: scenarios, policies side by side",

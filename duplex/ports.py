@@ -83,6 +83,10 @@ class DuplexLM(Protocol):
         """End the assistant's turn at the words the user actually heard."""
         ...
 
+    def set_instructions(self, text: str) -> None:
+        """Replace the system prompt, keeping the conversation (between answers only)."""
+        ...
+
 
 class Synthesizer(Protocol):
     """Text to speech, one clause at a time."""

@@ -144,6 +144,10 @@ class Session:
         self._probs = StateProbs(1.0, 0.0, 0.0)
 
     @property
+    def lm(self) -> DuplexLM:
+        return self._lm
+
+    @property
     def frames_seen(self) -> int:
         return self._next_index
 
@@ -421,6 +425,28 @@ class Session:
         silence = now - (self._record.user_last_voiced_ms or now)
         events = self._take_turn(self._probs, silence, now)
         return events + self._speak_slice(self._response, now) if self._response else events
+
+    def commit(self) -> list[Event]:
+        """End the user's utterance now (manual turns): its words join the open turn."""
+        words = self._recognizer.finish()
+        self._utterance_ended = False
+        if not words.strip():
+            return []
+        if self._record is None:
+            self._record = TurnRecord(self._responses + 1, user_onset_ms=self.position_ms)
+        self._user_text += words
+        if self._speculative is None:
+            self._probs = self._lm.listen(words)
+        return [self._event(TranscriptDelta, self.position_ms, text=words)]
+
+    def clear_input(self) -> None:
+        """Drop the utterance being recognized (words not yet heard by the LM)."""
+        self._recognizer.reset()
+        self._utterance_ended = False
+
+    def set_instructions(self, text: str) -> None:
+        """A new system prompt for the rest of the conversation (between answers)."""
+        self._lm.set_instructions(text)
 
     def cancel(self) -> list[Event]:
         """Stop the answer being written or played; the LM keeps what was heard."""

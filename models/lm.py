@@ -184,6 +184,19 @@ class LlamaDuplexLM:
         self._append(
             _TURN_START.format(role="system") + self.system_prompt + _TURN_END, hidden=False
         )
+        self._system_tokens = len(self.tokens)
+
+    def set_instructions(self, text: str) -> None:
+        """A new system prompt; the conversation so far is kept and re-read after it."""
+        if self._answer is not None:
+            raise ValueError("instructions can change between answers only")
+        rest = self.tokens[self._system_tokens :]
+        self.system_prompt = text
+        self._cut(0)
+        self._append(_TURN_START.format(role="system") + text + _TURN_END, hidden=False)
+        self._system_tokens = len(self.tokens)
+        if rest:
+            self._eval(rest, hidden=True)
 
     # the DuplexLM port --------------------------------------------------------
 

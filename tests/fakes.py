@@ -92,6 +92,7 @@ class ScriptedLM:
     history: list[list[str]] = field(default_factory=list)
     overlaps: list[str] = field(default_factory=list)
     cancelled: int = 0
+    instructions: str = ""
     _words: list[str] = field(default_factory=list)
 
     def listen(self, text: str) -> StateProbs:
@@ -125,6 +126,9 @@ class ScriptedLM:
     def truncate(self, played_text: str) -> None:
         assert self.history[-1][0] == "assistant"
         self.history[-1][1] = played_text
+
+    def set_instructions(self, text: str) -> None:
+        self.instructions = text
 
     def turns(self) -> list[tuple[str, str]]:
         return [(role, text.strip()) for role, text in self.history]
@@ -180,9 +184,14 @@ class Harness:
         self.events: list[Event] = []
 
     def run(self, total_ms: int, spans: Iterable[tuple[int, int]] | None = None) -> list[Event]:
-        """Feed `total_ms` of user audio (voiced where the words are, by default)."""
+        """Feed user audio up to `total_ms` (voiced where the words are, by default).
+
+        A later call goes on from where the previous one stopped.
+        """
         spans = [(s, e) for s, e, _ in self.words] if spans is None else spans
         for frame in frames_of(user_audio(spans, total_ms)):
+            if frame.index < self.session.frames_seen:
+                continue
             # a frame arrives when it ends; a session behind the audio catches up at once
             self.clock.advance(max(0.0, frame.end_ms - self.clock.now_ms()))
             self.events += self.session.step(frame)

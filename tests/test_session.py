@@ -267,3 +267,34 @@ def test_speculative_answer_is_discarded_when_the_user_goes_on() -> None:
     assert h.lm.turns()[0] == ("user", "what time is it? and tomorrow?")
     assert [role for role, _ in h.lm.turns()] == ["user", "assistant"]
     assert h.of(ResponseText)[0].audio_ms > 2200  # nothing of the draft was sent
+
+
+def test_typed_text_waits_for_respond_then_is_answered() -> None:
+    h = Harness([])
+    h.run(400)
+    h.events += h.session.add_user_text("what time is it?")
+    h.run(1000)
+    assert h.of(TurnTaken) == []  # typed words never end a turn by silence
+    h.events += h.session.respond()
+    with pytest.raises(ValueError, match="already in progress"):
+        h.session.respond()
+    h.run(6000)
+    [taken] = h.of(TurnTaken)
+    assert taken.audio_ms == 1000
+    [done] = h.of(ResponseDone)
+    assert done.status == "completed" and h.lm.turns()[0] == ("user", "what time is it?")
+
+
+def test_cancel_stops_the_answer_where_it_played() -> None:
+    h = Harness(QUESTION)
+    h.run(2000)
+    h.events += h.session.cancel()
+    [interrupted] = h.of(Interrupted)
+    assert interrupted.stopped_ms == 2000 and interrupted.played_ms == 800
+    [done] = h.of(ResponseDone)
+    assert done.status == "cancelled" and done.text == "It is noon. Anything"
+    assert h.lm.turns()[1] == ("assistant", "It is noon. Anything")
+    h.run(4000)
+    # the frame sent for 2000 ms is flushed by the Interrupted; nothing is sent after it
+    assert [e.audio_ms for e in h.of(ResponseAudio)] == list(range(1200, 2020, 20))
+    assert h.session.state is State.LISTENING and h.session.cancel() == []

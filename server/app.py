@@ -1,0 +1,409 @@
+"""`duplex serve`: the runtime as a websocket service.
+
+Routes: `/v1/realtime` (OpenAI Realtime protocol), `/v1/stream` (the lean
+device protocol), `/` (the browser client), `/healthz`, `/metrics`
+(Prometheus). Every session runs on its own worker thread; the event loop
+only moves bytes, so one slow session never stalls another.
+
+Limits, each with a clear error: at most `max_sessions` at once (a newcomer
+gets an error event and close code 1013); messages over `max_message_bytes`
+are refused with an error event (the session goes on), and over four times
+that the connection is closed (1009) before the message is read into memory;
+idle and total session timeouts (1008); at most `max_queued_audio_ms` of
+audio waiting to be processed (faster-than-real-time audio past that is
+refused with an error event); at most `max_outbox` messages waiting for a
+client that reads too slowly (then 1008).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import json
+import logging
+import mimetypes
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from prometheus_client import Counter, Gauge, generate_latest
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from duplex.events import Event, TurnMetrics
+from duplex.metrics import LatencyMetrics
+from duplex.session import Session
+from server.protocol import (
+    CLOSE_FULL,
+    CLOSE_POLICY,
+    ClientError,
+    Outbox,
+)
+from server.realtime import RealtimeProtocol
+from server.stream import StreamProtocol
+from server.worker import SessionWorker
+
+log = logging.getLogger(__name__)
+
+WEB_ROOT = Path(__file__).resolve().parents[1] / "client" / "web"
+REALTIME, STREAM = "/v1/realtime", "/v1/stream"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_sessions: int = 4
+    max_message_bytes: int = 1 << 20
+    idle_timeout_s: float = 120.0
+    max_session_s: float = 3600.0
+    max_queued_audio_ms: int = 2000
+    max_outbox: int = 4000
+
+
+class Sessions(Protocol):
+    """Where sessions come from: the real models, shared, with one LM per session."""
+
+    def acquire(self) -> Session: ...
+
+    def release(self, session: Session) -> None: ...
+
+    def load(self) -> None: ...
+
+
+class Wire(Protocol):
+    def opened(self) -> None: ...
+
+    def receive(self, message: str | bytes) -> None: ...
+
+    def events(self, events: list[Event]) -> None: ...
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class DuplexServer:
+    """The websocket server; `await start()`, then `port` is the bound port."""
+
+    def __init__(
+        self,
+        sessions: Sessions,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        token: str | None = None,
+        limits: Limits | None = None,
+        model_name: str = "duplex",
+    ) -> None:
+        if not is_loopback(host) and not token:
+            raise ValueError(
+                f"binding {host} exposes the server beyond this machine: set a token "
+                "(--token or DUPLEX_TOKEN)"
+            )
+        self.sessions, self.host, self.token = sessions, host, token
+        self.limits = limits or Limits()
+        self.model_name = model_name
+        self._port = port
+        self._server: Server | None = None
+        self._active: set[str] = set()
+        self._ids = itertools.count(1)
+        self._started = time.monotonic()
+        self.latency = LatencyMetrics()
+        registry = self.latency.registry
+        self._m_active = Gauge("duplex_sessions_active", "Open sessions.", registry=registry)
+        self._m_sessions = Counter(
+            "duplex_sessions", "Sessions by how they ended.", ["end"], registry=registry
+        )
+        self._m_errors = Counter(
+            "duplex_errors", "Error events sent, by code.", ["code"], registry=registry
+        )
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            return self._port
+        return int(next(iter(self._server.sockets)).getsockname()[1])
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.sessions.load)
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self._port,
+            process_request=self._process_request,
+            select_subprotocol=_select_subprotocol,
+            max_size=4 * self.limits.max_message_bytes,
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    # HTTP ------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlparse(request.path).path
+        if path == "/healthz":
+            return _json(connection, HTTPStatus.OK, self.health())
+        if path in (REALTIME, STREAM, "/metrics") and not self._authorized(request.headers):
+            return _json(
+                connection,
+                HTTPStatus.UNAUTHORIZED,
+                {"error": "a valid token is required: Authorization: Bearer <token>"},
+            )
+        if path == "/metrics":
+            body = generate_latest(self.latency.registry)
+            return _response(HTTPStatus.OK, body, "text/plain; version=0.0.4")
+        if path in (REALTIME, STREAM):
+            return None  # the websocket handshake goes on
+        return self._static(path)
+
+    def _authorized(self, headers: Headers) -> bool:
+        if not self.token:
+            return True
+        if headers.get("Authorization", "") == f"Bearer {self.token}":
+            return True
+        offered = [p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        return f"openai-insecure-api-key.{self.token}" in offered
+
+    def _static(self, path: str) -> Response:
+        name = "index.html" if path in ("", "/") else path.lstrip("/")
+        file = (WEB_ROOT / name).resolve()
+        if WEB_ROOT not in file.parents or not file.is_file():
+            return _response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+        kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        return _response(HTTPStatus.OK, file.read_bytes(), kind)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok" if len(self._active) < self.limits.max_sessions else "full",
+            "sessions": len(self._active),
+            "max_sessions": self.limits.max_sessions,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+        }
+
+    # websockets ------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        path = urlparse(ws.request.path).path
+        if len(self._active) >= self.limits.max_sessions:
+            error = ClientError(
+                "server_error",
+                "server_full",
+                f"the server holds its maximum of {self.limits.max_sessions} sessions; "
+                "try again later",
+            )
+            self._m_sessions.labels(end="rejected_full").inc()
+            await ws.send(json.dumps({"type": "error", "error": error.to_dict()}))
+            await ws.close(CLOSE_FULL, "server full")
+            return
+        session_id = f"sess_{next(self._ids):04d}"
+        self._active.add(session_id)
+        self._m_active.inc()
+        end = "closed"
+        try:
+            session = await asyncio.to_thread(self.sessions.acquire)
+            end = await self._converse(ws, path, session, session_id)
+        finally:
+            self._active.discard(session_id)
+            self._m_active.dec()
+            self._m_sessions.labels(end=end).inc()
+
+    async def _converse(
+        self, ws: ServerConnection, path: str, session: Session, session_id: str
+    ) -> str:
+        loop = asyncio.get_running_loop()
+        outbox = Outbox(self.limits.max_outbox)
+        wire: Wire
+        closed = threading.Event()
+
+        def emit(events: list[Event]) -> None:
+            if not closed.is_set():
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody listens
+                    loop.call_soon_threadsafe(deliver, events)
+
+        def deliver(events: list[Event]) -> None:
+            for event in events:
+                if isinstance(event, TurnMetrics):
+                    self.latency.observe(event.record)
+            wire.events(events)
+
+        workers: list[SessionWorker] = []
+
+        def start_worker(rate: int) -> SessionWorker:
+            workers.append(
+                SessionWorker(
+                    session,
+                    emit,
+                    rate=rate,
+                    max_queued_ms=self.limits.max_queued_audio_ms,
+                    name=session_id,
+                    on_exit=lambda: self.sessions.release(session),
+                )
+            )
+            return workers[-1]
+
+        if path == REALTIME:
+            headers = ws.request.headers if ws.request else Headers()
+            beta = "realtime=v1" in headers.get("OpenAI-Beta", "") or (
+                "openai-beta.realtime-v1" in headers.get("Sec-WebSocket-Protocol", "")
+            )
+            wire = RealtimeProtocol(
+                start_worker(24_000),
+                outbox,
+                model=self.model_name,
+                settings=session.settings,
+                beta=beta,
+                session_id=session_id,
+            )
+        else:
+            wire = StreamProtocol(start_worker, outbox, session_id=session_id)
+        sender = asyncio.create_task(self._send_loop(ws, outbox))
+        wire.opened()
+        try:
+            return await self._receive_loop(ws, wire, outbox)
+        finally:
+            closed.set()
+            for worker in workers:  # each gives the session back when its thread ends
+                worker.close(wait=False)
+            if not workers:
+                self.sessions.release(session)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await sender
+
+    async def _receive_loop(self, ws: ServerConnection, wire: Wire, outbox: Outbox) -> str:
+        """Messages to the protocol until the client leaves or a limit closes the connection."""
+        last_message = [time.monotonic()]
+        watchdog = asyncio.create_task(self._watchdog(ws, outbox, last_message))
+        try:
+            async for message in ws:
+                last_message[0] = time.monotonic()
+                if len(message) > self.limits.max_message_bytes:
+                    error = ClientError(
+                        "invalid_request_error",
+                        "message_too_large",
+                        f"messages are limited to {self.limits.max_message_bytes} bytes",
+                    )
+                    outbox.put({"type": "error", "error": error.to_dict()})
+                    continue
+                wire.receive(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            watchdog.cancel()
+        return watchdog.result() if watchdog.done() and not watchdog.cancelled() else "closed"
+
+    async def _watchdog(
+        self, ws: ServerConnection, outbox: Outbox, last_message: list[float]
+    ) -> str:
+        """Close the connection on a slow reader, an idle client or the session time limit."""
+        started = time.monotonic()
+        while True:
+            try:
+                await asyncio.wait_for(outbox.overflowed.wait(), 0.5)
+                await ws.close(CLOSE_POLICY, "client reads too slowly")
+                return "slow_reader"
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            if now - started > self.limits.max_session_s:
+                await ws.close(CLOSE_POLICY, "session time limit reached")
+                return "time_limit"
+            if now - last_message[0] > self.limits.idle_timeout_s:
+                await ws.close(CLOSE_POLICY, "idle timeout")
+                return "idle"
+
+    async def _send_loop(self, ws: ServerConnection, outbox: Outbox) -> None:
+        while True:
+            message = await outbox.get()
+            if isinstance(message, dict):
+                if message.get("type") == "error":
+                    self._m_errors.labels(code=str(message["error"].get("code"))).inc()
+                await ws.send(json.dumps(message))
+            else:
+                await ws.send(message)
+
+
+def _select_subprotocol(
+    connection: ServerConnection, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
+    """The OpenAI browser client offers `realtime` (with its key); others offer none."""
+    return Subprotocol("realtime") if "realtime" in offered else None
+
+
+def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _json(connection: ServerConnection, status: HTTPStatus, data: dict[str, Any]) -> Response:
+    return _response(status, json.dumps(data).encode(), "application/json")
+
+
+class StackSessions:
+    """Sessions on the embedded speech stack: shared ASR and voice, a pooled LM each."""
+
+    def __init__(self, settings: Any) -> None:
+        from models.stack import SpeechStack
+
+        self.stack = SpeechStack(settings)
+        self._lms: list[Any] = []
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        self.stack.load()
+
+    def acquire(self) -> Session:
+        from duplex.clock import RealClock
+
+        with self._lock:
+            lm = self._lms.pop() if self._lms else None
+        return self.stack.new_session(RealClock(), lm=lm)
+
+    def release(self, session: Session) -> None:
+        with self._lock:
+            self._lms.append(session.lm)
+
+
+def run(settings: Any, host: str, port: int, token: str | None, limits: Limits) -> int:
+    """Serve until interrupted."""
+    server = DuplexServer(StackSessions(settings), host=host, port=port, token=token, limits=limits)
+
+    async def main() -> None:
+        await server.start()
+        log.info("duplex serve: listening on ws://%s:%d", host, server.port)
+        print(f"duplex serve: http://{host}:{server.port}/  (ws {REALTIME}, {STREAM})", flush=True)
+        assert server._server is not None
+        await server._server.serve_forever()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+    return 0

@@ -1,0 +1,101 @@
+"""What both wire protocols share: client errors, field checks, the bounded outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# close codes (RFC 6455 and the private 4000-4999 range)
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008  # a limit was broken: too slow a reader, too long a session
+CLOSE_TOO_BIG = 1009
+CLOSE_FULL = 1013  # try again later: the server holds its maximum of sessions
+CLOSE_UNAUTHORIZED = 4001
+
+
+@dataclass
+class ClientError(Exception):
+    """A problem with what the client sent; answered with an error event, never fatal."""
+
+    type: str
+    code: str
+    message: str
+    param: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self, event_id: str | None = None) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "code": self.code,
+            "message": self.message,
+            "param": self.param,
+            "event_id": event_id,
+        }
+
+
+def parse_object(message: str) -> dict[str, Any]:
+    """A client's JSON text message, which must be an object."""
+    try:
+        event = json.loads(message)
+    except json.JSONDecodeError as error:
+        raise ClientError(
+            "invalid_request_error", "invalid_json", f"message is not JSON: {error.msg}"
+        ) from None
+    if not isinstance(event, dict):
+        raise ClientError(
+            "invalid_request_error", "invalid_event", "a client event is a JSON object"
+        )
+    return event
+
+
+def require(event: dict[str, Any], key: str, kind: type[T]) -> T:
+    """`event[key]`, which must be present and of `kind` (an int is not a bool)."""
+    value = event.get(key)
+    if value is None:
+        raise ClientError("invalid_request_error", "missing_field", f"{key} is required", key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ClientError(
+            "invalid_request_error",
+            "invalid_type",
+            f"{key} must be {_kind_name(kind)}, got {type(value).__name__}",
+            key,
+        )
+    return value
+
+
+def _kind_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", dict: "an object", list: "a list"}.get(
+        kind, kind.__name__
+    )
+
+
+class Outbox:
+    """Messages waiting for one client, bounded.
+
+    A client that reads too slowly lets messages pile up; past `limit` the
+    outbox is marked overflowed and the connection is closed (CLOSE_POLICY)
+    rather than buffering without end or stalling the session.
+    """
+
+    def __init__(self, limit: int = 2000) -> None:
+        self.limit = limit
+        self.overflowed = asyncio.Event()
+        self._queue: asyncio.Queue[dict[str, Any] | bytes] = asyncio.Queue()
+
+    def put(self, message: dict[str, Any] | bytes) -> None:
+        if self._queue.qsize() >= self.limit:
+            self.overflowed.set()
+            return
+        self._queue.put_nowait(message)
+
+    async def get(self) -> dict[str, Any] | bytes:
+        return await self._queue.get()
+
+    def pending(self) -> int:
+        return self._queue.qsize()

@@ -1,0 +1,584 @@
+"""`/v1/realtime`: the OpenAI Realtime websocket protocol, the part a voice client uses.
+
+Client events are validated and mapped onto the session's worker; session
+events are mapped onto server events. Audio is base64 PCM16 mono at 24 kHz
+both ways. A client that sends `OpenAI-Beta: realtime=v1` gets the beta
+event names (`response.audio.delta`, `conversation.item.created`); others
+get the GA names (`response.output_audio.delta`, `conversation.item.added`).
+Events of our own (per-turn metrics, dismissed backchannels, barge-ins) use
+a `duplex.` prefix that stock clients ignore.
+
+Bad input never ends the session: each problem is answered with an `error`
+event carrying type, code, message, param and the client's event_id.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from duplex.audio import StreamResampler, float_to_pcm16, pcm16_to_float
+from duplex.config import PolicySettings
+from duplex.events import (
+    BackchannelIgnored,
+    Error,
+    Event,
+    Interrupted,
+    ResponseAudio,
+    ResponseDone,
+    ResponseText,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptDelta,
+    TranscriptFinal,
+    TurnMetrics,
+    TurnTaken,
+)
+from duplex.session import Session
+from duplex.tdm import FixedSilence, Policy, TurnPolicy
+from server.protocol import ClientError, Outbox, parse_object, require
+from server.worker import Backpressure, SessionWorker, respond
+
+RATE = 24_000
+EAGERNESS_MAX_SILENCE_MS = {"low": 3000, "medium": 2000, "auto": 2000, "high": 800}
+
+
+class ManualTurns(TurnPolicy):
+    """`turn_detection: null`: the client commits and asks for responses itself."""
+
+    def take_turn(self, probs: Any, silence_ms: float) -> bool:
+        return False
+
+
+def _ids(prefix: str) -> Callable[[], str]:
+    counter = itertools.count(1)
+    return lambda: f"{prefix}_{next(counter):04d}"
+
+
+@dataclass
+class _Answer:
+    response_id: str
+    item_id: str
+    transcript: str = ""
+    audio_ms: int = 0
+    resampler: StreamResampler = field(default_factory=lambda: StreamResampler(16_000, RATE))
+
+
+class RealtimeProtocol:
+    """One `/v1/realtime` connection: client events in, server events out."""
+
+    def __init__(
+        self,
+        worker: SessionWorker,
+        outbox: Outbox,
+        *,
+        model: str,
+        settings: PolicySettings,
+        beta: bool,
+        session_id: str,
+    ) -> None:
+        self.worker, self.outbox, self.beta = worker, outbox, beta
+        self._settings = settings
+        self._item_id, self._response_id, self._event_id = _ids("item"), _ids("resp"), _ids("event")
+        self._answers: dict[int, _Answer] = {}
+        self._sent_ms: dict[str, int] = {}  # assistant item -> audio sent (ms)
+        self._user_item: str | None = None
+        self._last_item: str | None = None
+        self.config: dict[str, Any] = {
+            "id": session_id,
+            "object": "realtime.session",
+            "type": "realtime",
+            "model": model,
+            "instructions": "",
+            "output_modalities": ["audio"],
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcm", "rate": RATE},
+                    "turn_detection": {"type": "semantic_vad", "eagerness": "auto"},
+                },
+                "output": {"format": {"type": "audio/pcm", "rate": RATE}, "voice": "joe"},
+            },
+        }
+
+    # client -> server ------------------------------------------------------------
+
+    def opened(self) -> None:
+        self.send("session.created", session=self.config)
+
+    def receive(self, message: str | bytes) -> None:
+        """One client message; problems become `error` events, the session goes on."""
+        event_id = None
+        try:
+            if isinstance(message, bytes):
+                raise ClientError(
+                    "invalid_request_error",
+                    "binary_not_supported",
+                    "send JSON text messages; audio goes in input_audio_buffer.append",
+                )
+            event = parse_object(message)
+            event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+            kind = require(event, "type", str)
+            handler = self._handlers().get(kind)
+            if handler is None:
+                raise ClientError(
+                    "invalid_request_error",
+                    "unknown_event",
+                    f"unknown client event type {kind!r}",
+                    "type",
+                )
+            handler(event)
+        except ClientError as error:
+            self.send_error(error, event_id)
+
+    def _handlers(self) -> dict[str, Callable[[dict[str, Any]], None]]:
+        return {
+            "session.update": self._session_update,
+            "input_audio_buffer.append": self._append,
+            "input_audio_buffer.commit": self._commit,
+            "input_audio_buffer.clear": self._clear,
+            "conversation.item.create": self._item_create,
+            "conversation.item.truncate": self._truncate,
+            "response.create": self._response_create,
+            "response.cancel": self._response_cancel,
+        }
+
+    def _session_update(self, event: dict[str, Any]) -> None:
+        session = require(event, "session", dict)
+        instructions = session.get("instructions")
+        if instructions is not None and not isinstance(instructions, str):
+            raise ClientError(
+                "invalid_request_error",
+                "invalid_type",
+                "instructions must be a string",
+                "session.instructions",
+            )
+        audio = _object(session.get("audio"))
+        audio_in = _object(audio.get("input"))
+        turn = audio_in.get("turn_detection", session.get("turn_detection", ...))
+        for key in ("input_audio_format", "output_audio_format"):  # beta names
+            fmt = session.get(key)
+            if fmt is not None and fmt != "pcm16":
+                raise ClientError(
+                    "invalid_request_error",
+                    "unsupported_audio_format",
+                    f"{key} must be pcm16 (24 kHz mono)",
+                    f"session.{key}",
+                )
+        for where in (audio_in, _object(audio.get("output"))):
+            fmt = where.get("format")
+            if isinstance(fmt, dict) and (fmt.get("type"), fmt.get("rate", RATE)) != (
+                "audio/pcm",
+                RATE,
+            ):
+                raise ClientError(
+                    "invalid_request_error",
+                    "unsupported_audio_format",
+                    "audio format must be audio/pcm at 24000 Hz",
+                    "session.audio",
+                )
+        if turn is not ...:
+            policy = self._policy(turn)
+            self.worker.call(lambda s: _set_policy(s, policy))
+            self.config["audio"]["input"]["turn_detection"] = turn
+        if instructions is not None:
+            self.config["instructions"] = instructions
+            self.worker.call(lambda s: _set_instructions(s, instructions))
+        self.send("session.updated", session=self.config)
+
+    def _policy(self, turn: Any) -> Policy:
+        if turn is None:
+            return ManualTurns(self._settings)
+        if not isinstance(turn, dict) or turn.get("type") not in ("server_vad", "semantic_vad"):
+            raise ClientError(
+                "invalid_request_error",
+                "invalid_value",
+                "turn_detection.type must be server_vad or semantic_vad (or null)",
+                "session.audio.input.turn_detection",
+            )
+        if turn["type"] == "server_vad":
+            silence = turn.get("silence_duration_ms", 500)
+            if not isinstance(silence, int) or not 0 <= silence <= 10_000:
+                raise ClientError(
+                    "invalid_request_error",
+                    "invalid_value",
+                    "silence_duration_ms must be an integer 0..10000",
+                    "session.audio.input.turn_detection.silence_duration_ms",
+                )
+            return FixedSilence(self._settings, silence_ms=silence)
+        eagerness = turn.get("eagerness", "auto")
+        if eagerness not in EAGERNESS_MAX_SILENCE_MS:
+            raise ClientError(
+                "invalid_request_error",
+                "invalid_value",
+                "eagerness must be low, medium, high or auto",
+                "session.audio.input.turn_detection.eagerness",
+            )
+        cap = EAGERNESS_MAX_SILENCE_MS[eagerness]
+        return TurnPolicy(replace(self._settings, max_silence_ms=cap))
+
+    def _append(self, event: dict[str, Any]) -> None:
+        audio = require(event, "audio", str)
+        try:
+            pcm = base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError):
+            raise ClientError(
+                "invalid_request_error", "invalid_base64", "audio is not valid base64", "audio"
+            ) from None
+        if len(pcm) % 2:
+            raise ClientError(
+                "invalid_request_error",
+                "invalid_audio",
+                f"audio has {len(pcm)} bytes; PCM16 needs an even count",
+                "audio",
+            )
+        try:
+            self.worker.push_audio(pcm)
+        except Backpressure as error:
+            raise ClientError(
+                "invalid_request_error", "input_audio_buffer_full", str(error), "audio"
+            ) from None
+
+    def _commit(self, event: dict[str, Any]) -> None:
+        """Manual turns: what was said so far is the user's message."""
+        self.worker.call(_commit)
+
+    def _clear(self, event: dict[str, Any]) -> None:
+        self.worker.call(_clear)
+        self.send("input_audio_buffer.cleared")
+
+    def _item_create(self, event: dict[str, Any]) -> None:
+        item = require(event, "item", dict)
+        if item.get("type", "message") != "message" or item.get("role") != "user":
+            raise ClientError(
+                "invalid_request_error",
+                "unsupported_item",
+                "only user messages can be created",
+                "item.role",
+            )
+        content = item.get("content")
+        if not isinstance(content, list) or not content:
+            raise ClientError(
+                "invalid_request_error",
+                "invalid_type",
+                "item.content must be a non-empty list",
+                "item.content",
+            )
+        texts = [c.get("text") for c in content if isinstance(c, dict)]
+        if not all(isinstance(t, str) for t in texts) or len(texts) != len(content):
+            raise ClientError(
+                "invalid_request_error",
+                "unsupported_content",
+                "item.content parts must be {type: input_text, text}",
+                "item.content",
+            )
+        text = " ".join(t for t in texts if t)
+        item_id = item.get("id") if isinstance(item.get("id"), str) else self._item_id()
+        self.worker.call(lambda s: _typed(s, text))
+        full = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "user",
+            "status": "completed",
+            "content": [{"type": "input_text", "text": text}],
+        }
+        self._item_added(full)
+
+    def _truncate(self, event: dict[str, Any]) -> None:
+        item_id = require(event, "item_id", str)
+        end = require(event, "audio_end_ms", int)
+        if item_id not in self._sent_ms:
+            raise ClientError(
+                "invalid_request_error",
+                "item_not_found",
+                f"no assistant audio item {item_id!r}",
+                "item_id",
+            )
+        if not 0 <= end <= self._sent_ms[item_id]:
+            raise ClientError(
+                "invalid_request_error",
+                "invalid_value",
+                f"audio_end_ms {end} is beyond the {self._sent_ms[item_id]} ms "
+                "of audio sent for this item",
+                "audio_end_ms",
+            )
+        answer = next((a for a in self._answers.values() if a.item_id == item_id), None)
+        if answer is not None:  # still playing: stop it where the client says it is
+            self.worker.call(lambda s: s.cancel())
+        self.send("conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=end)
+
+    def _response_create(self, event: dict[str, Any]) -> None:
+        response = event.get("response", {})
+        if not isinstance(response, dict):
+            raise ClientError(
+                "invalid_request_error", "invalid_type", "response must be an object", "response"
+            )
+        self.worker.call(respond)
+
+    def _response_cancel(self, event: dict[str, Any]) -> None:
+        self.worker.call(lambda s: s.cancel())
+
+    # server -> client ------------------------------------------------------------
+
+    def send(self, kind: str, **fields: Any) -> None:
+        self.outbox.put({"type": kind, "event_id": self._event_id(), **fields})
+
+    def send_error(self, error: ClientError, event_id: str | None = None) -> None:
+        self.send("error", error=error.to_dict(event_id))
+
+    def _name(self, ga: str, beta: str) -> str:
+        return beta if self.beta else ga
+
+    def _item_added(self, item: dict[str, Any]) -> None:
+        previous, self._last_item = self._last_item, item["id"]
+        if self.beta:
+            self.send("conversation.item.created", previous_item_id=previous, item=item)
+        else:
+            self.send("conversation.item.added", previous_item_id=previous, item=item)
+            if item.get("status") == "completed":
+                self.send("conversation.item.done", previous_item_id=previous, item=item)
+
+    def events(self, events: list[Event]) -> None:
+        """Session events (already on the event loop) as server events."""
+        for event in events:
+            handler = _MAPPERS.get(type(event))
+            if handler is not None:
+                handler(self, event)
+
+    def _speech_started(self, event: SpeechStarted) -> None:
+        if self._user_item is None:
+            self._user_item = self._item_id()
+        self.send(
+            "input_audio_buffer.speech_started",
+            audio_start_ms=event.audio_ms,
+            item_id=self._user_item,
+        )
+
+    def _speech_stopped(self, event: SpeechStopped) -> None:
+        self.send(
+            "input_audio_buffer.speech_stopped",
+            audio_end_ms=event.audio_ms,
+            item_id=self._user_item or self._item_id(),
+        )
+
+    def _transcript_delta(self, event: TranscriptDelta) -> None:
+        if self._user_item is None:
+            self._user_item = self._item_id()
+        self.send(
+            "conversation.item.input_audio_transcription.delta",
+            item_id=self._user_item,
+            content_index=0,
+            delta=event.text,
+        )
+
+    def _transcript_final(self, event: TranscriptFinal) -> None:
+        item_id, self._user_item = self._user_item or self._item_id(), None
+        self.send("input_audio_buffer.committed", previous_item_id=self._last_item, item_id=item_id)
+        self._item_added(
+            {
+                "id": item_id,
+                "object": "realtime.item",
+                "type": "message",
+                "role": "user",
+                "status": "completed",
+                "content": [{"type": "input_audio", "transcript": event.text}],
+            }
+        )
+        self.send(
+            "conversation.item.input_audio_transcription.completed",
+            item_id=item_id,
+            content_index=0,
+            transcript=event.text,
+        )
+
+    def _turn_taken(self, event: TurnTaken) -> None:
+        answer = _Answer(self._response_id(), self._item_id())
+        self._answers[event.response_id] = answer
+        self._sent_ms[answer.item_id] = 0
+        item = {
+            "id": answer.item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "assistant",
+            "status": "in_progress",
+            "content": [],
+        }
+        self.send("response.created", response=self._response(answer, "in_progress", []))
+        self._item_added(item)
+        self.send(
+            "response.output_item.added", response_id=answer.response_id, output_index=0, item=item
+        )
+        self.send(
+            "response.content_part.added",
+            response_id=answer.response_id,
+            item_id=answer.item_id,
+            output_index=0,
+            content_index=0,
+            part={"type": "audio", "transcript": ""},
+        )
+
+    def _text(self, event: ResponseText) -> None:
+        answer = self._answers.get(event.response_id)
+        if answer is None:
+            return
+        answer.transcript += event.text
+        self.send(
+            self._name("response.output_audio_transcript.delta", "response.audio_transcript.delta"),
+            response_id=answer.response_id,
+            item_id=answer.item_id,
+            output_index=0,
+            content_index=0,
+            delta=event.text,
+        )
+
+    def _audio(self, event: ResponseAudio) -> None:
+        answer = self._answers.get(event.response_id)
+        if answer is None:
+            return
+        pcm = float_to_pcm16(answer.resampler.process(pcm16_to_float(event.pcm)))
+        answer.audio_ms += 20
+        self._sent_ms[answer.item_id] = answer.audio_ms
+        self.send(
+            self._name("response.output_audio.delta", "response.audio.delta"),
+            response_id=answer.response_id,
+            item_id=answer.item_id,
+            output_index=0,
+            content_index=0,
+            delta=base64.b64encode(pcm.tobytes()).decode(),
+        )
+
+    def _interrupted(self, event: Interrupted) -> None:
+        answer = self._answers.get(event.response_id)
+        self.send(
+            "duplex.interrupted",
+            response_id=answer.response_id if answer else None,
+            item_id=answer.item_id if answer else None,
+            played_ms=event.played_ms,
+            played_text=event.played_text,
+            stopped_ms=event.stopped_ms,
+        )
+
+    def _done(self, event: ResponseDone) -> None:
+        answer = self._answers.pop(event.response_id, None)
+        if answer is None:
+            return
+        tail = float_to_pcm16(answer.resampler.flush())
+        if tail.size:
+            self.send(
+                self._name("response.output_audio.delta", "response.audio.delta"),
+                response_id=answer.response_id,
+                item_id=answer.item_id,
+                output_index=0,
+                content_index=0,
+                delta=base64.b64encode(tail.tobytes()).decode(),
+            )
+        where = {
+            "response_id": answer.response_id,
+            "item_id": answer.item_id,
+            "output_index": 0,
+            "content_index": 0,
+        }
+        self.send(self._name("response.output_audio.done", "response.audio.done"), **where)
+        self.send(
+            self._name("response.output_audio_transcript.done", "response.audio_transcript.done"),
+            transcript=event.text,
+            **where,
+        )
+        part = {"type": "audio", "transcript": event.text}
+        self.send("response.content_part.done", part=part, **where)
+        status = "completed" if event.status == "completed" else "cancelled"
+        item = {
+            "id": answer.item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "assistant",
+            "status": "completed" if status == "completed" else "incomplete",
+            "content": [
+                {"type": "output_audio" if not self.beta else "audio", "transcript": event.text}
+            ],
+        }
+        self.send(
+            "response.output_item.done", response_id=answer.response_id, output_index=0, item=item
+        )
+        if not self.beta:
+            self.send("conversation.item.done", previous_item_id=None, item=item)
+        response = self._response(answer, status, [item])
+        if status == "cancelled":
+            reason = "turn_detected" if event.status == "interrupted" else "client_cancelled"
+            response["status_details"] = {"type": "cancelled", "reason": reason}
+        self.send("response.done", response=response)
+
+    def _response(self, answer: _Answer, status: str, output: list[Any]) -> dict[str, Any]:
+        return {
+            "id": answer.response_id,
+            "object": "realtime.response",
+            "status": status,
+            "status_details": None,
+            "output": output,
+            "conversation_id": self.config["id"],
+        }
+
+    def _backchannel(self, event: BackchannelIgnored) -> None:
+        answer = self._answers.get(event.response_id)
+        self.send(
+            "duplex.backchannel_ignored",
+            text=event.text,
+            held_ms=event.held_ms,
+            response_id=answer.response_id if answer else None,
+        )
+
+    def _metrics(self, event: TurnMetrics) -> None:
+        self.send("duplex.turn_metrics", metrics=event.record.to_dict())
+
+    def _error(self, event: Error) -> None:
+        self.send_error(ClientError("server_error", event.code, event.message))
+
+
+_MAPPERS: dict[type[Event], Callable[[RealtimeProtocol, Any], None]] = {
+    SpeechStarted: RealtimeProtocol._speech_started,
+    SpeechStopped: RealtimeProtocol._speech_stopped,
+    TranscriptDelta: RealtimeProtocol._transcript_delta,
+    TranscriptFinal: RealtimeProtocol._transcript_final,
+    TurnTaken: RealtimeProtocol._turn_taken,
+    ResponseText: RealtimeProtocol._text,
+    ResponseAudio: RealtimeProtocol._audio,
+    Interrupted: RealtimeProtocol._interrupted,
+    ResponseDone: RealtimeProtocol._done,
+    BackchannelIgnored: RealtimeProtocol._backchannel,
+    TurnMetrics: RealtimeProtocol._metrics,
+    Error: RealtimeProtocol._error,
+}
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+# commands run on the worker thread -----------------------------------------------------
+
+
+def _set_policy(session: Session, policy: Policy) -> list[Event]:
+    session.policy = policy
+    return []
+
+
+def _set_instructions(session: Session, instructions: str) -> list[Event]:
+    session.set_instructions(instructions)
+    return []
+
+
+def _typed(session: Session, text: str) -> list[Event]:
+    return [e for e in session.add_user_text(text) if not isinstance(e, TranscriptDelta)]
+
+
+def _commit(session: Session) -> list[Event]:
+    return session.commit()
+
+
+def _clear(session: Session) -> list[Event]:
+    session.clear_input()
+    return []

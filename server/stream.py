@@ -1,0 +1,135 @@
+"""`/v1/stream`: the lean protocol for devices (see docs/protocol.md).
+
+After a JSON `hello` that fixes the sample rates, binary messages are raw
+PCM16 LE mono both ways; JSON text messages carry control and events. On a
+barge-in the server sends `clear` so the device flushes its playback buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from duplex.audio import SAMPLE_RATE, StreamResampler, check_rate, float_to_pcm16, pcm16_to_float
+from duplex.events import Event, Interrupted, ResponseAudio, ResponseDone
+from duplex.session import Session
+from server.protocol import ClientError, Outbox, parse_object, require
+from server.worker import Backpressure, SessionWorker, respond
+
+RATES = (8000, 16000, 22050, 24000, 44100, 48000)
+
+
+class StreamProtocol:
+    """One `/v1/stream` connection."""
+
+    def __init__(
+        self,
+        start_worker: Callable[[int], SessionWorker],
+        outbox: Outbox,
+        *,
+        session_id: str,
+    ) -> None:
+        self._start_worker = start_worker
+        self.outbox = outbox
+        self.session_id = session_id
+        self.worker: SessionWorker | None = None
+        self._output: StreamResampler | None = None
+        self._output_rate = SAMPLE_RATE
+
+    def opened(self) -> None:
+        """Nothing until the client's hello."""
+
+    def receive(self, message: str | bytes) -> None:
+        try:
+            if isinstance(message, bytes):
+                self._audio(message)
+            else:
+                self._control(parse_object(message))
+        except ClientError as error:
+            self.outbox.put({"type": "error", "error": error.to_dict()})
+
+    def _audio(self, pcm: bytes) -> None:
+        if self.worker is None:
+            raise ClientError(
+                "invalid_request_error", "audio_before_hello", "send hello before audio"
+            )
+        if len(pcm) % 2:
+            raise ClientError(
+                "invalid_request_error",
+                "invalid_audio",
+                f"audio message has {len(pcm)} bytes; PCM16 needs an even count",
+            )
+        try:
+            self.worker.push_audio(pcm)
+        except Backpressure as error:
+            raise ClientError("invalid_request_error", "input_full", str(error)) from None
+
+    def _control(self, event: dict[str, Any]) -> None:
+        kind = require(event, "type", str)
+        if kind == "hello":
+            self._hello(event)
+            return
+        if self.worker is None:
+            raise ClientError("invalid_request_error", "hello_first", "send hello first", "type")
+        commands: dict[str, Callable[[Session], list[Event]]] = {
+            "respond": respond,
+            "cancel": lambda s: s.cancel(),
+        }
+        if kind == "text":
+            text = require(event, "text", str)
+            self.worker.call(lambda s: s.add_user_text(text))
+        elif kind in commands:
+            self.worker.call(commands[kind])
+        else:
+            raise ClientError(
+                "invalid_request_error", "unknown_event", f"unknown message type {kind!r}", "type"
+            )
+
+    def _hello(self, event: dict[str, Any]) -> None:
+        if self.worker is not None:
+            raise ClientError("invalid_request_error", "hello_twice", "hello was already sent")
+        rates = {}
+        for key in ("sample_rate", "output_sample_rate"):
+            rate = event.get(key, SAMPLE_RATE)
+            if not isinstance(rate, int) or isinstance(rate, bool) or rate not in RATES:
+                raise ClientError(
+                    "invalid_request_error",
+                    "invalid_value",
+                    f"{key} must be one of {', '.join(map(str, RATES))}",
+                    key,
+                )
+            rates[key] = check_rate(rate)
+        self._output_rate = rates["output_sample_rate"]
+        self.worker = self._start_worker(rates["sample_rate"])
+        self.outbox.put(
+            {
+                "type": "ready",
+                "session_id": self.session_id,
+                "sample_rate": rates["sample_rate"],
+                "output_sample_rate": self._output_rate,
+                "frame_ms": 20,
+            }
+        )
+
+    def events(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, ResponseAudio):
+                if self._output is None:
+                    self._output = StreamResampler(SAMPLE_RATE, self._output_rate)
+                pcm = float_to_pcm16(self._output.process(pcm16_to_float(event.pcm)))
+                if pcm.size:
+                    self.outbox.put(pcm.astype("<i2").tobytes())
+                continue
+            if isinstance(event, Interrupted):
+                self._output = None  # what the resampler holds was never heard
+                self.outbox.put({"type": "clear", "response_id": event.response_id})
+            elif isinstance(event, ResponseDone):
+                self._flush_output()
+            self.outbox.put(event.to_dict())
+
+    def _flush_output(self) -> None:
+        if self._output is not None:
+            tail = float_to_pcm16(self._output.flush())
+            if tail.size:
+                self.outbox.put(tail.astype("<i2").tobytes())
+            self._output = None

@@ -1,0 +1,370 @@
+"""The websocket server, live on loopback with the real models.
+
+One server (module fixture) runs on its own thread and event loop; each test
+talks to it as a client would: the official OpenAI SDK for `/v1/realtime`,
+raw websockets for `/v1/stream` and for bad input, plain HTTP for health and
+metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from duplex.audio import SAMPLE_RATE, Int16Array, float_to_pcm16, pcm16_to_float, resample
+from duplex.config import Settings
+from server.app import DuplexServer, Limits, StackSessions
+
+QUESTION = "What is the capital of France?"
+
+
+class LiveServer:
+    """A DuplexServer on a background thread with its own event loop."""
+
+    def __init__(self, server: DuplexServer) -> None:
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(server.start())
+            started.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert started.wait(120), "server did not start"
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def sessions() -> StackSessions:
+    return StackSessions(Settings())
+
+
+@pytest.fixture(scope="module")
+def live(sessions: StackSessions) -> Iterator[LiveServer]:
+    server = LiveServer(
+        DuplexServer(sessions, port=0, limits=Limits(max_sessions=3, max_message_bytes=200_000))
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def question(sessions: StackSessions) -> Int16Array:
+    """The question at 16 kHz, with a second of silence after it."""
+    sessions.load()
+    pcm = sessions.stack.voice.synthesize(QUESTION)
+    return np.concatenate([np.zeros(8000, np.int16), pcm, np.zeros(SAMPLE_RATE * 3, np.int16)])
+
+
+def at_rate(pcm: Int16Array, rate: int) -> bytes:
+    if rate == SAMPLE_RATE:
+        return pcm.astype("<i2").tobytes()
+    out = resample(pcm16_to_float(pcm), SAMPLE_RATE, rate)
+    return float_to_pcm16(out).astype("<i2").tobytes()
+
+
+def http(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+async def paced(chunks: list[bytes], send: Any, chunk_ms: int = 100) -> None:
+    """Send audio at about real time, as a microphone would."""
+    for chunk in chunks:
+        await send(chunk)
+        await asyncio.sleep(chunk_ms / 1000 * 0.9)
+
+
+def chunked(data: bytes, rate: int, chunk_ms: int = 100) -> list[bytes]:
+    step = rate * 2 * chunk_ms // 1000
+    return [data[i : i + step] for i in range(0, len(data), step)]
+
+
+# HTTP ---------------------------------------------------------------------------------
+
+
+def test_health_and_metrics(live: LiveServer) -> None:
+    status, body = http(f"http://{live.url}/healthz")
+    health = json.loads(body)
+    assert status == 200 and health["status"] == "ok" and health["max_sessions"] == 3
+    status, body = http(f"http://{live.url}/metrics")
+    assert status == 200
+    assert b"duplex_sessions_active" in body and b"duplex_end_of_turn_latency_seconds" in body
+    assert http(f"http://{live.url}/no/such/thing")[0] == 404
+    assert http(f"http://{live.url}/../pyproject.toml")[0] == 404
+
+
+# /v1/realtime through the official SDK --------------------------------------------------
+
+
+def test_openai_sdk_realtime_turn(live: LiveServer, question: Int16Array) -> None:
+    from openai import AsyncOpenAI
+
+    async def main() -> dict[str, Any]:
+        client = AsyncOpenAI(api_key="unused", base_url=f"http://{live.url}/v1")
+        seen: dict[str, Any] = {"types": [], "audio": b"", "transcript": "", "heard": ""}
+        async with client.realtime.connect(model="duplex") as conn:
+            await conn.session.update(
+                session={
+                    "type": "realtime",
+                    "instructions": "You are a helpful voice assistant. Answer in one sentence.",
+                    "audio": {"input": {"turn_detection": {"type": "semantic_vad"}}},
+                }
+            )
+            audio = chunked(at_rate(question, 24_000), 24_000)
+
+            async def send(chunk: bytes) -> None:
+                await conn.input_audio_buffer.append(audio=base64.b64encode(chunk).decode())
+
+            sender = asyncio.create_task(paced(audio, send))
+            deadline = time.monotonic() + 60
+            async for event in conn:
+                seen["types"].append(event.type)
+                if event.type == "response.output_audio.delta":
+                    seen["audio"] += base64.b64decode(event.delta)
+                elif event.type == "response.output_audio_transcript.delta":
+                    seen["transcript"] += event.delta
+                elif event.type == "conversation.item.input_audio_transcription.completed":
+                    seen["heard"] = event.transcript
+                elif event.type == "response.done":
+                    seen["status"] = event.response.status
+                    break
+                assert time.monotonic() < deadline, "no response.done within 60 s"
+            sender.cancel()
+        return seen
+
+    seen = asyncio.run(main())
+    types = seen["types"]
+    assert types[0] == "session.created" and "session.updated" in types
+    for kind in (
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "response.created",
+        "response.output_audio.delta",
+        "response.output_audio_transcript.done",
+    ):
+        assert kind in types, kind
+    assert "capital" in seen["heard"].lower()
+    assert seen["status"] == "completed" and seen["transcript"].strip()
+    assert len(seen["audio"]) > 24_000 * 2 // 2  # over half a second of 24 kHz audio
+
+
+# /v1/stream --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stream_url(live: LiveServer) -> str:
+    return f"ws://{live.url}/v1/stream"
+
+
+async def _events_until(ws: ClientConnection, kind: str, seconds: float) -> AsyncIterator[Any]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        message = await asyncio.wait_for(ws.recv(), deadline - time.monotonic())
+        yield message
+        if isinstance(message, str) and json.loads(message)["type"] == kind:
+            return
+    raise AssertionError(f"no {kind} within {seconds} s")
+
+
+def test_stream_protocol_turn(stream_url: str, question: Int16Array) -> None:
+    async def main() -> tuple[list[dict[str, Any]], int]:
+        events: list[dict[str, Any]] = []
+        audio_bytes = 0
+        async with connect(stream_url) as ws:
+            await ws.send(json.dumps({"type": "hello", "sample_rate": 16000}))
+            ready = json.loads(await ws.recv())
+            assert ready["type"] == "ready" and ready["output_sample_rate"] == 16000
+            sender = asyncio.create_task(paced(chunked(at_rate(question, 16000), 16000), ws.send))
+            async for message in _events_until(ws, "turn_metrics", 60):
+                if isinstance(message, bytes):
+                    audio_bytes += len(message)
+                else:
+                    events.append(json.loads(message))
+            sender.cancel()
+        return events, audio_bytes
+
+    events, audio_bytes = asyncio.run(main())
+    kinds = [e["type"] for e in events]
+    for kind in ("speech_started", "speech_stopped", "transcript_final", "turn_taken"):
+        assert kind in kinds, kind
+    final = next(e for e in events if e["type"] == "transcript_final")
+    assert "capital" in final["text"].lower()
+    assert audio_bytes > 16000  # half a second of answer at 16 kHz
+    metrics = events[-1]
+    assert metrics["end_of_turn_ms"] is not None and metrics["outcome"] == "completed"
+
+
+# bad input ---------------------------------------------------------------------------
+
+
+def test_bad_input_gets_errors_and_the_session_goes_on(live: LiveServer) -> None:
+    bad: list[tuple[str | bytes, str]] = [
+        ("{not json", "invalid_json"),
+        ("[1, 2]", "invalid_event"),
+        (json.dumps({"type": "no.such.event"}), "unknown_event"),
+        (json.dumps({"type": "session.update", "session": "x"}), "invalid_type"),
+        (json.dumps({"type": "input_audio_buffer.append", "audio": 5}), "invalid_type"),
+        (json.dumps({"type": "input_audio_buffer.append", "audio": "@@@"}), "invalid_base64"),
+        (json.dumps({"type": "input_audio_buffer.append", "audio": "AAAA"}), "invalid_audio"),
+        (
+            json.dumps({"type": "conversation.item.truncate", "item_id": "x", "audio_end_ms": 1}),
+            "item_not_found",
+        ),
+        (
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {
+                        "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}
+                    },
+                }
+            ),
+            "unsupported_audio_format",
+        ),
+        (b"\x00\x01", "binary_not_supported"),
+        ("x" * 250_000, "message_too_large"),
+    ]
+
+    async def main() -> list[dict[str, Any]]:
+        errors = []
+        async with connect(f"ws://{live.url}/v1/realtime") as ws:
+            assert json.loads(await ws.recv())["type"] == "session.created"
+            for message, _ in bad:
+                await ws.send(message)
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                errors.append(reply)
+            await ws.send(json.dumps({"type": "session.update", "session": {"instructions": "Hi"}}))
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert reply["type"] == "session.updated", reply
+            assert reply["session"]["instructions"] == "Hi"
+        return errors
+
+    errors = asyncio.run(main())
+    for (_, code), reply in zip(bad, errors, strict=True):
+        assert reply["type"] == "error", reply
+        assert reply["error"]["code"] == code, reply
+        assert set(reply["error"]) >= {"type", "code", "message", "param"}
+
+
+def test_stream_bad_input(stream_url: str) -> None:
+    async def main() -> list[str]:
+        codes = []
+        async with connect(stream_url) as ws:
+            for message in (b"\x00\x00", json.dumps({"type": "respond"})):
+                await ws.send(message)
+                codes.append(json.loads(await ws.recv())["error"]["code"])
+            await ws.send(json.dumps({"type": "hello", "sample_rate": 12345}))
+            codes.append(json.loads(await ws.recv())["error"]["code"])
+            await ws.send(json.dumps({"type": "hello", "sample_rate": 24000}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+            await ws.send(b"\x00\x00\x00")
+            codes.append(json.loads(await ws.recv())["error"]["code"])
+        return codes
+
+    assert asyncio.run(main()) == [
+        "audio_before_hello",
+        "hello_first",
+        "invalid_value",
+        "invalid_audio",
+    ]
+
+
+# limits and security -----------------------------------------------------------------
+
+
+def test_full_server_refuses_with_a_clear_error(live: LiveServer) -> None:
+    async def main() -> tuple[dict[str, Any], int | None]:
+        url = f"ws://{live.url}/v1/realtime"
+        async with connect(url) as a, connect(url) as b, connect(url) as c:
+            for ws in (a, b, c):
+                assert json.loads(await ws.recv())["type"] == "session.created"
+            async with connect(url) as d:
+                error = json.loads(await d.recv())
+                try:
+                    await d.recv()
+                except ConnectionClosed as closed:
+                    assert closed.rcvd is not None
+                    return error, closed.rcvd.code
+        return error, None
+
+    error, code = asyncio.run(main())
+    assert error["error"]["code"] == "server_full" and code == 1013
+
+
+def test_client_vanishing_mid_answer_frees_its_session(
+    live: LiveServer, question: Int16Array
+) -> None:
+    async def main() -> None:
+        async with connect(f"ws://{live.url}/v1/stream") as ws:
+            await ws.send(json.dumps({"type": "hello"}))
+            await ws.recv()
+            sender = asyncio.create_task(paced(chunked(at_rate(question, 16000), 16000), ws.send))
+            async for _message in _events_until(ws, "turn_taken", 60):
+                pass
+            sender.cancel()
+            # leave without a word, mid-answer
+
+    asyncio.run(main())
+    deadline = time.monotonic() + 15
+    while json.loads(http(f"http://{live.url}/healthz")[1])["sessions"] and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+    assert json.loads(http(f"http://{live.url}/healthz")[1])["sessions"] == 0
+
+
+def test_token_is_required_beyond_loopback_and_checked(sessions: StackSessions) -> None:
+    with pytest.raises(ValueError, match="token"):
+        DuplexServer(sessions, host="0.0.0.0")
+    live = LiveServer(DuplexServer(sessions, port=0, token="s3cret"))
+    try:
+        assert http(f"http://{live.url}/metrics")[0] == 401
+        assert http(f"http://{live.url}/metrics", {"Authorization": "Bearer s3cret"})[0] == 200
+
+        async def main() -> str:
+            url = f"ws://{live.url}/v1/realtime"
+            with pytest.raises(Exception, match="401"):
+                async with connect(url):
+                    pass
+            async with connect(url, additional_headers={"Authorization": "Bearer s3cret"}) as ws:
+                first = str(json.loads(await ws.recv())["type"])
+            # the subprotocol a browser's OpenAI client uses
+            protocols = ["realtime", "openai-insecure-api-key.s3cret"]
+            async with connect(url, subprotocols=protocols) as ws:  # type: ignore[arg-type]
+                assert ws.subprotocol == "realtime"
+                return first + " " + str(json.loads(await ws.recv())["type"])
+
+        assert asyncio.run(main()) == "session.created session.created"
+    finally:
+        live.stop()
