@@ -41,6 +41,12 @@ def test_models_command_lists_every_part(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_unfinished_commands_answer_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve"]) == 2
+    assert main(["chat"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not available" in err
+
+
+def test_serve_refuses_a_public_bind_without_a_token(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "token" in err
