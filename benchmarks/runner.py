@@ -155,7 +155,9 @@ def summarize_runs(runs: Sequence[Run], policies: Sequence[str]) -> dict[str, An
                 m["response_after_interrupt_ms"] for m in metrics
             ).to_dict(),
             "backchannel_false_stop_rate": _rate([m["false_stop"] for m in metrics]),
-            "backchannel_hold_ms": summarize(m.get("backchannel_hold_ms") for m in metrics).to_dict(),
+            "backchannel_hold_ms": summarize(
+                m.get("backchannel_hold_ms") for m in metrics
+            ).to_dict(),
             "components": {
                 stage: summarize(s.get(stage) for s in stages).to_dict()
                 for stage in (name.removesuffix("_ms") for name in STAGES)

@@ -20,8 +20,8 @@ played, after any flush). Definitions, in ms on the input timeline:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from benchmarks.scenarios import Placed

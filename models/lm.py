@@ -100,7 +100,8 @@ def rule_state(user_text: str, overlap: bool) -> StateProbs:
     ending = user_text.rstrip()
     words = text.split()
     dangling = NEVER_LAST if ending.endswith("?") else DANGLING
-    if ending.endswith((".", "!", "?")) and not ending.endswith("...") and words[-1] not in dangling:
+    finished = ending.endswith((".", "!", "?")) and not ending.endswith("...")
+    if finished and words[-1] not in dangling:
         return StateProbs(0.1, 0.9, 0.0)
     return StateProbs(0.9, 0.1, 0.0)
 

@@ -368,3 +368,73 @@ def test_token_is_required_beyond_loopback_and_checked(sessions: StackSessions) 
         assert asyncio.run(main()) == "session.created session.created"
     finally:
         live.stop()
+
+
+# fuzzing -----------------------------------------------------------------------------
+
+CLIENT_TYPES = [
+    "session.update",
+    "input_audio_buffer.append",
+    "input_audio_buffer.commit",
+    "input_audio_buffer.clear",
+    "conversation.item.create",
+    "conversation.item.truncate",
+    "response.create",
+    "response.cancel",
+    "no.such.type",
+]
+
+
+def test_random_events_never_break_the_server(live: LiveServer, question: Int16Array) -> None:
+    """Random client events on one session while another completes a spoken turn."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=8,
+    )
+    fields = ("audio", "session", "item", "item_id", "audio_end_ms", "response", "event_id")
+    event = st.fixed_dictionaries(
+        {"type": st.sampled_from(CLIENT_TYPES)}, optional={f: values for f in fields}
+    )
+    message = st.one_of(
+        event.map(json.dumps), st.text(max_size=40), st.binary(max_size=40)
+    )
+
+    async def spoken_turn() -> str:
+        async with connect(f"ws://{live.url}/v1/stream") as ws:
+            await ws.send(json.dumps({"type": "hello"}))
+            await ws.recv()
+            sender = asyncio.create_task(paced(chunked(at_rate(question, 16000), 16000), ws.send))
+            kinds: list[str] = []
+            async for reply in _events_until(ws, "turn_metrics", 120):
+                if isinstance(reply, str):
+                    kinds.append(json.loads(reply)["type"])
+            sender.cancel()
+            return kinds[-1]
+
+    turn: list[str] = []
+    other = threading.Thread(target=lambda: turn.append(asyncio.run(spoken_turn())))
+    other.start()
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(message, min_size=5, max_size=25))
+    def fuzz(messages: list[str | bytes]) -> None:
+        async def main() -> str:
+            async with connect(f"ws://{live.url}/v1/realtime") as ws:
+                for m in messages:
+                    await ws.send(m)
+                await ws.send(json.dumps({"type": "session.update", "session": {}}))
+                while True:  # the session still answers, after whatever came before
+                    reply = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                    if reply["type"] == "session.updated":
+                        return str(reply["type"])
+
+        assert asyncio.run(main()) == "session.updated"
+
+    fuzz()
+    other.join(180)
+    assert turn == ["turn_metrics"]
+    assert json.loads(http(f"http://{live.url}/healthz")[1])["status"] == "ok"
