@@ -155,8 +155,8 @@ class DuplexServer:
             await self._server.wait_closed()
 
     async def serve_forever(self) -> None:
-        await self.start()
-        assert self._server is not None
+        """After `start()`: serve until cancelled."""
+        assert self._server is not None, "start() the server first"
         await self._server.serve_forever()
 
     # HTTP ------------------------------------------------------------------------
@@ -164,10 +164,9 @@ class DuplexServer:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlparse(request.path).path
         if path == "/healthz":
-            return _json(connection, HTTPStatus.OK, self.health())
+            return _json(HTTPStatus.OK, self.health())
         if path in (REALTIME, STREAM, "/metrics") and not self._authorized(request.headers):
             return _json(
-                connection,
                 HTTPStatus.UNAUTHORIZED,
                 {"error": "a valid token is required: Authorization: Bearer <token>"},
             )
@@ -364,7 +363,7 @@ def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
     return Response(status.value, status.phrase, headers, body)
 
 
-def _json(connection: ServerConnection, status: HTTPStatus, data: dict[str, Any]) -> Response:
+def _json(status: HTTPStatus, data: dict[str, Any]) -> Response:
     return _response(status, json.dumps(data).encode(), "application/json")
 
 
@@ -401,8 +400,7 @@ def run(settings: Any, host: str, port: int, token: str | None, limits: Limits) 
         await server.start()
         log.info("duplex serve: listening on ws://%s:%d", host, server.port)
         print(f"duplex serve: http://{host}:{server.port}/  (ws {REALTIME}, {STREAM})", flush=True)
-        assert server._server is not None
-        await server._server.serve_forever()
+        await server.serve_forever()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())

@@ -96,6 +96,3 @@ class Outbox:
 
     async def get(self) -> dict[str, Any] | bytes:
         return await self._queue.get()
-
-    def pending(self) -> int:
-        return self._queue.qsize()

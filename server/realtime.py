@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from duplex.audio import StreamResampler, float_to_pcm16, pcm16_to_float
+from duplex.audio import FRAME_MS, Float32Array, StreamResampler, float_to_pcm16, pcm16_to_float
 from duplex.config import PolicySettings
 from duplex.events import (
     BackchannelIgnored,
@@ -244,7 +244,7 @@ class RealtimeProtocol:
 
     def _commit(self, event: dict[str, Any]) -> None:
         """Manual turns: what was said so far is the user's message."""
-        self.worker.call(_commit)
+        self.worker.call(Session.commit)
 
     def _clear(self, event: dict[str, Any]) -> None:
         self.worker.call(_clear)
@@ -439,17 +439,21 @@ class RealtimeProtocol:
         answer = self._answers.get(event.response_id)
         if answer is None:
             return
-        pcm = float_to_pcm16(answer.resampler.process(pcm16_to_float(event.pcm)))
-        answer.audio_ms += 20
+        answer.audio_ms += FRAME_MS
         self._sent_ms[answer.item_id] = answer.audio_ms
-        self.send(
-            self._name("response.output_audio.delta", "response.audio.delta"),
-            response_id=answer.response_id,
-            item_id=answer.item_id,
-            output_index=0,
-            content_index=0,
-            delta=base64.b64encode(pcm.tobytes()).decode(),
-        )
+        self._send_audio(answer, answer.resampler.process(pcm16_to_float(event.pcm)))
+
+    def _send_audio(self, answer: _Answer, samples: Float32Array) -> None:
+        pcm = float_to_pcm16(samples)
+        if pcm.size:
+            self.send(
+                self._name("response.output_audio.delta", "response.audio.delta"),
+                response_id=answer.response_id,
+                item_id=answer.item_id,
+                output_index=0,
+                content_index=0,
+                delta=base64.b64encode(pcm.tobytes()).decode(),
+            )
 
     def _interrupted(self, event: Interrupted) -> None:
         answer = self._answers.get(event.response_id)
@@ -466,16 +470,7 @@ class RealtimeProtocol:
         answer = self._answers.pop(event.response_id, None)
         if answer is None:
             return
-        tail = float_to_pcm16(answer.resampler.flush())
-        if tail.size:
-            self.send(
-                self._name("response.output_audio.delta", "response.audio.delta"),
-                response_id=answer.response_id,
-                item_id=answer.item_id,
-                output_index=0,
-                content_index=0,
-                delta=base64.b64encode(tail.tobytes()).decode(),
-            )
+        self._send_audio(answer, answer.resampler.flush())
         where = {
             "response_id": answer.response_id,
             "item_id": answer.item_id,
@@ -573,10 +568,6 @@ def _set_instructions(session: Session, instructions: str) -> list[Event]:
 
 def _typed(session: Session, text: str) -> list[Event]:
     return [e for e in session.add_user_text(text) if not isinstance(e, TranscriptDelta)]
-
-
-def _commit(session: Session) -> list[Event]:
-    return session.commit()
 
 
 def _clear(session: Session) -> list[Event]:
