@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the runtime and its tests need (installed with apt-get if missing):
-# a C++ toolchain and cmake build llama.cpp (llama-cpp-python ships no wheel).
-SYSTEM_PACKAGES := build-essential cmake
+# a C++ toolchain and cmake build llama.cpp (llama-cpp-python ships no wheel);
+# chromium runs the browser client's test.
+SYSTEM_PACKAGES := build-essential cmake chromium
 # llama.cpp without its multimodal library, which duplex does not use: a faster build.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 TORCH := torch==2.13.0

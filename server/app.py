@@ -348,8 +348,14 @@ class DuplexServer:
 def _select_subprotocol(
     connection: ServerConnection, offered: Sequence[Subprotocol]
 ) -> Subprotocol | None:
-    """The OpenAI browser client offers `realtime` (with its key); others offer none."""
-    return Subprotocol("realtime") if "realtime" in offered else None
+    """The OpenAI browser client offers `realtime`, ours `duplex` (each with its key).
+
+    A browser that offered subprotocols fails the handshake unless one is chosen.
+    """
+    for name in ("realtime", "duplex"):
+        if name in offered:
+            return Subprotocol(name)
+    return None
 
 
 def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
