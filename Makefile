@@ -40,7 +40,7 @@ bench: setup
 	$(BIN)/duplex bench
 
 lint: setup
-	$(BIN)/ruff check duplex models server benchmarks tests
+	$(BIN)/ruff check duplex models server client benchmarks tests
 	$(BIN)/mypy
 
 clean:

@@ -27,6 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--sessions", type=int, default=1, help="concurrent sessions")
     parser.add_argument(
+        "--server",
+        metavar="URL",
+        help="bench a running `duplex serve` instead of the in-process engine, in real time: "
+        "ws://HOST:PORT/v1/stream or ws://HOST:PORT/v1/realtime",
+    )
+    parser.add_argument(
+        "--token", default=os.environ.get("DUPLEX_TOKEN"), help="the server's token, if it has one"
+    )
+    parser.add_argument(
         "--policies",
         default=",".join(POLICIES),
         help=f"comma-separated, the first is the reference (default: {','.join(POLICIES)})",
@@ -64,11 +73,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError(f"unknown policy {unknown}; choose from {', '.join(POLICIES)}")
     if args.sessions < 1:
         raise ValueError("--sessions must be at least 1")
+    if args.server and args.fast:
+        raise ValueError("--server runs in real time (the server keeps its own clock): drop --fast")
     snrs = [None if s.strip().lower() == "none" else float(s) for s in args.snr.split(",")]
     console = Console(stderr=True)
     stack = SpeechStack(settings)
     with console.status("loading the models and rendering scenarios"):
-        stack.load()
+        if not args.server:
+            stack.load()
         if args.scenarios:
             chosen = scenarios.load_dir(args.scenarios)
         else:
@@ -81,10 +93,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             )
     per_thread = threading.local()  # one LM (one KV cache) per concurrent session, reused
 
-    def make_session(clock: Clock, policy: str) -> Steps:
+    def in_process(clock: Clock, policy: str) -> Steps:
         if not hasattr(per_thread, "lm"):
             per_thread.lm = stack.new_lm()
         return stack.new_session(clock, lm=per_thread.lm, policy=POLICIES[policy](settings.policy))
+
+    make_session: runner.SessionFactory = in_process
+    memory = None
+    if args.server:
+        from benchmarks import remote
+
+        make_session = remote.session_factory(args.server, args.token, policies)
+        memory = remote.MemoryWatch(args.server, args.token)
 
     total = len(chosen) * len(policies)
     with Progress(
@@ -113,6 +133,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         sessions=args.sessions,
         cpus=len(os.sched_getaffinity(0)),
     )
+    if args.server and memory is not None:
+        data["server"] = {"url": args.server, "memory": memory.stop(args.sessions)}
     paths = report.write_all(data, args.out)
     print(report.markdown(data))
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))

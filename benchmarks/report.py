@@ -160,6 +160,8 @@ def markdown(results: Mapping[str, Any]) -> str:
                 fmt_ms((s.get("cpu_ms_per_audio_s") or {}).get("median")),
             ]
         )
+    if results.get("server"):  # RTF and CPU would be the client's, not the server's
+        header, rows = header[:-2], [row[:-2] for row in rows]
     lines += _table(header, rows)
     lines += [
         "",
@@ -169,9 +171,19 @@ def markdown(results: Mapping[str, Any]) -> str:
         "RTF: median compute / audio time; CPU: median process CPU per second of audio. "
         f"{DASH}: no data.",
     ]
-    peak = max((float(s.get("peak_rss_mb") or 0) for s in summary.values()), default=0.0)
-    if peak:
-        lines += ["", f"Peak memory of the benchmark process: {peak:.0f} MB."]
+    server = results.get("server")
+    if server:
+        memory = server.get("memory") or {}
+        lines += [
+            "",
+            f"Server `{server.get('url')}`: memory {memory.get('baseline_mb', 0):.0f} MB idle, "
+            f"{memory.get('peak_mb', 0):.0f} MB at peak, "
+            f"{memory.get('per_session_mb', 0):.0f} MB per concurrent session.",
+        ]
+    else:
+        peak = max((float(s.get("peak_rss_mb") or 0) for s in summary.values()), default=0.0)
+        if peak:
+            lines += ["", f"Peak memory of the benchmark process: {peak:.0f} MB."]
 
     ratios: Mapping[str, Any] = results.get("ratios") or {}
     others = [p for p in policies if p in ratios and p != reference]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -27,6 +27,13 @@ class Steps(Protocol):
     """
 
     def step(self, frame: Frame) -> list[Event]: ...
+
+
+@runtime_checkable
+class Closes(Protocol):
+    """A session holding a connection or a thread, released when the drive ends."""
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -62,31 +69,35 @@ def drive(
     result = DriveResult()
     output: list[tuple[int, Int16Array]] = []
     start = clock.now_ms()
-    for frame in frames:
-        arrival = start + frame.end_ms
-        t0 = time.perf_counter()
-        if isinstance(clock, ChargedClock):
-            clock.advance(max(0.0, arrival - clock.now_ms()))
-            with clock.charging():
-                events = session.step(frame)
-        else:
-            time.sleep(max(0.0, (arrival - clock.now_ms()) / 1000))
+    try:
+        for frame in frames:
+            arrival = start + frame.end_ms
             t0 = time.perf_counter()
-            events = session.step(frame)
-        result.compute_ms += (time.perf_counter() - t0) * 1000
-        for event in events:
-            if isinstance(event, ResponseAudio):  # audio_ms is where it plays
-                output.append((event.audio_ms, event.pcm))
-                first = result.spans.get(event.response_id, (event.audio_ms, 0))[0]
-                result.spans[event.response_id] = (first, event.audio_ms + FRAME_MS)
-            elif isinstance(event, Interrupted):  # the device flushes what it had queued
-                output = [(p, pcm) for p, pcm in output if p < event.stopped_ms]
-                first = result.spans.get(event.response_id, (event.stopped_ms, 0))[0]
-                result.spans[event.response_id] = (first, event.stopped_ms)
-            if on_event is not None:
-                on_event(event)
-        result.events += events
-        result.audio_ms = frame.end_ms
+            if isinstance(clock, ChargedClock):
+                clock.advance(max(0.0, arrival - clock.now_ms()))
+                with clock.charging():
+                    events = session.step(frame)
+            else:
+                time.sleep(max(0.0, (arrival - clock.now_ms()) / 1000))
+                t0 = time.perf_counter()
+                events = session.step(frame)
+            result.compute_ms += (time.perf_counter() - t0) * 1000
+            for event in events:
+                if isinstance(event, ResponseAudio):  # audio_ms is where it plays
+                    output.append((event.audio_ms, event.pcm))
+                    first = result.spans.get(event.response_id, (event.audio_ms, 0))[0]
+                    result.spans[event.response_id] = (first, event.audio_ms + FRAME_MS)
+                elif isinstance(event, Interrupted):  # the device flushes what it had queued
+                    output = [(p, pcm) for p, pcm in output if p < event.stopped_ms]
+                    first = result.spans.get(event.response_id, (event.stopped_ms, 0))[0]
+                    result.spans[event.response_id] = (first, event.stopped_ms)
+                if on_event is not None:
+                    on_event(event)
+            result.events += events
+            result.audio_ms = frame.end_ms
+    finally:
+        if isinstance(session, Closes):
+            session.close()
     end = max((p + FRAME_MS for p, _ in output), default=0)
     result.output = _place(output, max(result.audio_ms, end))
     return result

@@ -8,7 +8,7 @@ the terminal and the speaker, the benchmark onto latency numbers.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -151,3 +151,38 @@ class Error(Event):
     type: ClassVar[str] = "error"
     code: str
     message: str
+
+
+_BY_TYPE: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (
+        SpeechStarted,
+        SpeechStopped,
+        TranscriptDelta,
+        TranscriptFinal,
+        TurnTaken,
+        ResponseText,
+        Interrupted,
+        BackchannelIgnored,
+        ResponseDone,
+        TurnMetrics,
+        Error,
+    )
+}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event | None:
+    """The inverse of `Event.to_dict` (a remote session's JSON events); None for other types.
+
+    Audio travels separately (binary), so `ResponseAudio` is not rebuilt here.
+    Raises KeyError or TypeError on a known type with missing or odd fields.
+    """
+    cls = _BY_TYPE.get(str(data.get("type")))
+    if cls is None:
+        return None
+    if cls is TurnMetrics:
+        names = {f.name for f in fields(TurnRecord)}
+        record = TurnRecord(**{k: v for k, v in data.items() if k in names})
+        return TurnMetrics(audio_ms=data["audio_ms"], clock_ms=data["clock_ms"], record=record)
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

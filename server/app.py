@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from prometheus_client import Counter, Gauge, generate_latest
+from prometheus_client import Counter, Gauge, ProcessCollector, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -124,6 +124,7 @@ class DuplexServer:
         self._started = time.monotonic()
         self.latency = LatencyMetrics()
         registry = self.latency.registry
+        ProcessCollector(registry=registry)  # process_resident_memory_bytes, cpu seconds
         self._m_active = Gauge("duplex_sessions_active", "Open sessions.", registry=registry)
         self._m_sessions = Counter(
             "duplex_sessions", "Sessions by how they ended.", ["end"], registry=registry
@@ -277,7 +278,9 @@ class DuplexServer:
                 session_id=session_id,
             )
         else:
-            wire = StreamProtocol(start_worker, outbox, session_id=session_id)
+            wire = StreamProtocol(
+                start_worker, outbox, session_id=session_id, settings=session.settings
+            )
         sender = asyncio.create_task(self._send_loop(ws, outbox))
         wire.opened()
         try:

@@ -41,7 +41,7 @@ from duplex.events import (
 from duplex.session import Session
 from duplex.tdm import FixedSilence, Policy, TurnPolicy
 from server.protocol import ClientError, Outbox, parse_object, require
-from server.worker import Backpressure, SessionWorker, respond
+from server.worker import Backpressure, SessionWorker, respond, set_policy
 
 RATE = 24_000
 EAGERNESS_MAX_SILENCE_MS = {"low": 3000, "medium": 2000, "auto": 2000, "high": 800}
@@ -182,7 +182,7 @@ class RealtimeProtocol:
                 )
         if turn is not ...:
             policy = self._policy(turn)
-            self.worker.call(lambda s: _set_policy(s, policy))
+            self.worker.call(lambda s: set_policy(s, policy))
             self.config["audio"]["input"]["turn_detection"] = turn
         if instructions is not None:
             self.config["instructions"] = instructions
@@ -463,6 +463,7 @@ class RealtimeProtocol:
             item_id=answer.item_id if answer else None,
             played_ms=event.played_ms,
             played_text=event.played_text,
+            onset_ms=event.onset_ms,
             stopped_ms=event.stopped_ms,
         )
 
@@ -522,6 +523,7 @@ class RealtimeProtocol:
         self.send(
             "duplex.backchannel_ignored",
             text=event.text,
+            onset_ms=event.onset_ms,
             held_ms=event.held_ms,
             response_id=answer.response_id if answer else None,
         )
@@ -554,11 +556,6 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 # commands run on the worker thread -----------------------------------------------------
-
-
-def _set_policy(session: Session, policy: Policy) -> list[Event]:
-    session.policy = policy
-    return []
 
 
 def _set_instructions(session: Session, instructions: str) -> list[Event]:

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from duplex.audio import SAMPLE_RATE, StreamResampler, check_rate, float_to_pcm16, pcm16_to_float
+from duplex.config import PolicySettings
 from duplex.events import Event, Interrupted, ResponseAudio, ResponseDone
 from duplex.session import Session
+from duplex.tdm import POLICIES
 from server.protocol import ClientError, Outbox, parse_object, require
-from server.worker import Backpressure, SessionWorker, respond
+from server.worker import Backpressure, SessionWorker, respond, set_policy
 
 RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 
@@ -28,8 +30,10 @@ class StreamProtocol:
         outbox: Outbox,
         *,
         session_id: str,
+        settings: PolicySettings,
     ) -> None:
         self._start_worker = start_worker
+        self._settings = settings
         self.outbox = outbox
         self.session_id = session_id
         self.worker: SessionWorker | None = None
@@ -99,8 +103,19 @@ class StreamProtocol:
                     key,
                 )
             rates[key] = check_rate(rate)
+        policy = event.get("policy")
+        if policy is not None and policy not in POLICIES:
+            raise ClientError(
+                "invalid_request_error",
+                "invalid_value",
+                f"policy must be one of {', '.join(POLICIES)}",
+                "policy",
+            )
         self._output_rate = rates["output_sample_rate"]
         self.worker = self._start_worker(rates["sample_rate"])
+        if policy is not None:
+            chosen = POLICIES[policy](self._settings)
+            self.worker.call(lambda s: set_policy(s, chosen))
         self.outbox.put(
             {
                 "type": "ready",

@@ -180,3 +180,9 @@ def respond(session: Session) -> list[Event]:
                 message=str(error),
             )
         ]
+
+
+def set_policy(session: Session, policy: Any) -> list[Event]:
+    """Switch the session's turn-taking policy (a client's choice), from the next tick."""
+    session.policy = policy
+    return []

@@ -23,6 +23,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from benchmarks import remote, scenarios
+from benchmarks.runner import run_one
+from client.remote import RemoteError, RemoteSession
 from duplex.audio import SAMPLE_RATE, Int16Array, float_to_pcm16, pcm16_to_float, resample
 from duplex.config import Settings
 from server.app import DuplexServer, Limits, StackSessions
@@ -411,3 +414,35 @@ def test_random_events_never_break_the_server(live: LiveServer, question: Int16A
     other.join(180)
     assert turn == ["turn_metrics"]
     assert json.loads(http(f"http://{live.url}/healthz")[1])["status"] == "ok"
+
+
+# `duplex bench --server`: the benchmark's session interface over both protocols ----------
+
+
+@pytest.mark.parametrize("path", ["/v1/stream", "/v1/realtime"])
+def test_bench_drives_a_remote_session(
+    live: LiveServer, sessions: StackSessions, path: str
+) -> None:
+    sessions.load()
+    scenario = next(
+        s
+        for s in scenarios.generate(sessions.stack.voice, per_category=1, snrs=(None,))
+        if s.category == "interruption"
+    )
+    url = f"ws://{live.url}{path}"
+    run = run_one(remote.session_factory(url, None, ["duplex"]), "duplex", scenario, fast=False)
+    assert [h["type"] for h in run.heard][:1] == ["transcript_final"], run.heard
+    assert run.assistant and run.assistant[0].status == "interrupted", run.assistant
+    assert run.metrics["end_of_turn_ms"] is not None and run.metrics["end_of_turn_ms"] > 0
+    assert run.metrics["barge_in_stop_ms"] is not None, run.metrics
+    assert run.records, "the server's turn metrics arrive"
+    assert remote.server_rss_mb(url) > 100
+
+
+def test_remote_session_refusals_are_clear(live: LiveServer) -> None:
+    with pytest.raises(ValueError, match="/v1/stream"):
+        remote.session_factory(f"ws://{live.url}/v1/realtime", None, ["any-speech-interrupts"])
+    with pytest.raises(RemoteError, match="cannot reach"):
+        RemoteSession("ws://127.0.0.1:9/v1/stream")
+    with pytest.raises(RemoteError, match="refused the session: policy must be"):
+        RemoteSession(f"ws://{live.url}/v1/stream", policy="no-such-policy")

@@ -1,0 +1,1 @@
+"""Clients of duplex: the remote session (benchmark, local assistant) and the browser page."""
