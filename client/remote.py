@@ -107,6 +107,7 @@ class RemoteSession:
         self._pending = np.zeros(0, np.int16)  # received, less than one frame
         self._play_end = 0  # where the queued output ends on the input timeline (ms)
         self._played: dict[int, int] = {}  # ms of audio placed, per response
+        self._cleared_at: int | None = None  # where a `clear` silenced the output
         try:
             self._ws = self._run(self._open(policy, token), timeout_s)
         except BaseException:
@@ -262,10 +263,16 @@ class RemoteSession:
         self._response = None
         return events
 
-    def _flush(self, now: int) -> None:
-        """A barge-in or cancel: nothing queued from here on is played."""
+    def _flush(self, now: int) -> int:
+        """A barge-in or cancel: nothing queued from here on is played.
+
+        Returns where the output went silent: now, or earlier where the
+        server had already stopped sending (it holds at the user's onset).
+        """
+        stopped = min(now, self._play_end)
         self._pending = np.zeros(0, np.int16)
         self._play_end = now
+        return stopped
 
     def _message(self, data: dict[str, Any], now: int) -> list[Event]:
         if data.get("type") == "error":
@@ -284,16 +291,16 @@ class RemoteSession:
         return self._realtime_event(data, now)
 
     def _stream_event(self, data: dict[str, Any], now: int) -> list[Event]:
-        if data.get("type") == "clear":
-            self._flush(now)
+        if data.get("type") == "clear":  # the interrupted event follows
+            self._cleared_at = self._flush(now)
             return []
         event = event_from_dict(data)
         if isinstance(event, TurnTaken):
             self._response = event.response_id
         elif isinstance(event, Interrupted):
-            self._flush(now)
-            self._response = None
-            return [replace(event, stopped_ms=now)]
+            stopped = self._flush(now) if self._cleared_at is None else self._cleared_at
+            self._response = self._cleared_at = None
+            return [replace(event, stopped_ms=stopped)]
         elif isinstance(event, ResponseDone):
             return [*self._finish(now), event]
         return [] if event is None else [event]
@@ -312,7 +319,7 @@ class RemoteSession:
             pcm = np.frombuffer(base64.b64decode(data["delta"]), "<i2")
             return self._audio(float_to_pcm16(self._output.process(pcm16_to_float(pcm))), now)
         elif kind == "duplex.interrupted":
-            self._flush(now)
+            stopped = self._flush(now)
             rid, self._response, self._output = self._id(data), None, None
             return [
                 Interrupted(
@@ -321,7 +328,7 @@ class RemoteSession:
                     played_ms=data["played_ms"],
                     played_text=data["played_text"],
                     onset_ms=data["onset_ms"],
-                    stopped_ms=now,
+                    stopped_ms=stopped,
                 )
             ]
         elif kind == "response.done":
