@@ -45,6 +45,9 @@ class PolicySettings:
     hold_on_overlap: bool = True  # pause output at the user's onset until yield or dismiss
     # speak slice
     audio_lead_ms: int = 480  # keep this much synthesized audio ahead of playout
+    # output is sent at most this far ahead of the clock: a cushion against the
+    # device running dry, paid for in barge-in latency (sent audio plays out)
+    send_ahead_ms: int = 60
     # bound on decoding work in one tick once audio is queued, so the loop keeps hearing
     # the user (8 tokens ~ 75 ms on 2 cores); the first clause is written in one go
     max_tokens_per_tick: int = 8
@@ -101,6 +104,7 @@ class Settings:
                 0.0 < p.yield_threshold <= 1.0,
                 f"policy.yield_threshold must be in (0, 1], got {p.yield_threshold}",
             ),
+            (p.send_ahead_ms >= 0, f"policy.send_ahead_ms must be >= 0, got {p.send_ahead_ms}"),
             (
                 p.tokens_per_call > 0 and p.max_tokens_per_tick >= p.tokens_per_call,
                 "policy.max_tokens_per_tick must be >= policy.tokens_per_call > 0",

@@ -172,6 +172,8 @@ class Session:
         # a tick every tick_ms, and at once when speech stops: that is when a turn ends
         if self._next_index % self._tick_frames == 0 or vad.stopped is not None:
             events += self._tick(frame.end_ms)
+        elif self.state is State.LISTENING and not self._utterance_ended:
+            events += self._decide(frame.end_ms)
         events += self._play(frame.end_ms, vad)
         return events
 
@@ -210,12 +212,16 @@ class Session:
             # the user talks over the answer (or may be starting to, a voiced frame the
             # VAD has not confirmed yet): hold it until yield or dismiss
             return []
-        if response.queue:
+        now = self._timeline(position_ms)
+        if response.queue and self._output_end <= now + self.settings.send_ahead_ms:
+            # after a stall the loop catches up on input faster than real time; sending
+            # one output frame per input frame then would queue that much at the device,
+            # and a barge-in could not stop it
             pcm, index = response.queue.popleft()
             clause = response.clauses[index]
             clause.played += 1
             # it plays after what was sent before it, and not before it was made
-            start = max(self._timeline(position_ms), self._output_end)
+            start = max(now, self._output_end)
             self._output_end = start + FRAME_MS
             response.sent.append((start, index))
             if self._record is not None and self._record.first_output_ms is None:
@@ -225,7 +231,7 @@ class Session:
                     ResponseAudio, start, response_id=response.id, pcm=pcm, text=clause.text
                 )
             ]
-        if response.finished:
+        if response.finished and not response.queue:
             return self._finish_response(position_ms)
         return []
 
@@ -257,8 +263,13 @@ class Session:
         self._user_text += words
         if self._speculative is None:  # while one is written, the LM is in the answer
             self._probs = self._lm.listen(words)
+        return self._decide(now_ms)
+
+    def _decide(self, now_ms: int) -> list[Event]:
+        """While listening: take the turn now? Checked at every tick and, once the
+        user's words are all in, at every frame between ticks: only the silence grows."""
         probs = self._probs
-        if self._vad.in_speech:
+        if self._record is None or self._vad.in_speech:
             return []
         if not self._user_text.strip():  # a cough or a click: no words, no turn
             self._record = None

@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import io
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,8 @@ DANGLING = frozenset(
     }
 )  # fmt: skip
 
+_FINAL_MARKS = re.compile(r"[.?!]+\s*$")  # what the end probability is read before
+
 REPEAT_PENALTY = 1.15
 REPEAT_WINDOW = 32
 
@@ -75,12 +78,34 @@ def normalize_overlap(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s'-]", " ", text.lower())).strip()
 
 
-def rule_state(user_text: str, overlap: bool) -> StateProbs:
-    """The end-of-turn rule used until the learned state head is trained.
+# P(end) -> P(speak): odds of 1 at P(end) = 10^-2.7 = 0.002, times 10^1.5 per decade
+END_MIDPOINT_LOG10 = -2.7
+END_ODDS_PER_DECADE_LOG10 = 1.5
+MAX_SPEAK = 0.98  # the cap: even a sure end waits ~140 ms of silence
 
-    While listening: a turn that ends in final punctuation (. ? !) is complete
-    (P(speak) 0.9: the policy then waits ~290 ms of silence), anything else is
-    not (P(speak) 0.1: it waits ~1.8 s). Whisper punctuates in its final pass,
+
+def speak_from_end(p_end: float) -> float:
+    """The LM's end-of-utterance probability as P(speak), on a log scale.
+
+    Measured on the benchmark's sentences (tests/test_lm.py): words before a
+    mid-sentence pause ("Can you tell me") get P(end) <= 0.002, finished
+    questions 0.004-0.9. P(end) 0.001 maps to 0.26 (the policy waits ~1.5 s),
+    0.004 to 0.74 (~600 ms), 0.01 and above to >= 0.92 (<= 250 ms).
+    """
+    level = math.log10(max(p_end, 1e-9))
+    speak = 1.0 / (1.0 + 10 ** (-END_ODDS_PER_DECADE_LOG10 * (level - END_MIDPOINT_LOG10)))
+    return min(MAX_SPEAK, speak)
+
+
+def rule_state(user_text: str, overlap: bool, p_end: float | None = None) -> StateProbs:
+    """The end-of-turn rule: Whisper's punctuation, the LM's own P(end) where given.
+
+    While listening: a turn that ends in final punctuation (. ? !) is complete;
+    its P(speak) is `speak_from_end(p_end)`, the LM's probability that the
+    words (without that final mark) end the turn, or 0.9 without one.
+    Anything else is not complete (P(speak) 0.1: the policy waits ~1.8 s).
+    Punctuation alone cannot tell "Can you tell me?" from "Why is the sky
+    blue?"; the LM's next-token distribution can. Whisper punctuates in its final pass,
     and puts a full stop or a question mark after a trailing-off "I was
     thinking about" or "how long does it take to" too, so a turn whose last
     word rarely ends one (DANGLING: articles, prepositions, conjunctions,
@@ -102,7 +127,8 @@ def rule_state(user_text: str, overlap: bool) -> StateProbs:
     dangling = NEVER_LAST if ending.endswith("?") else DANGLING
     finished = ending.endswith((".", "!", "?")) and not ending.endswith("...")
     if finished and words[-1] not in dangling:
-        return StateProbs(0.1, 0.9, 0.0)
+        speak = 0.9 if p_end is None else speak_from_end(p_end)
+        return StateProbs(1.0 - speak, speak, 0.0)
     return StateProbs(0.9, 0.1, 0.0)
 
 
@@ -163,6 +189,8 @@ class LlamaDuplexLM:
         self._n_vocab = self._llm.n_vocab()
         self.hidden_size = self._llm.n_embd()
         self._end_token = self._token_id("<|im_end|>")
+        self._end_tokens = [self._end_token, *(self._token_id(mark) for mark in ".?!")]
+        self._p_end: float | None = None
         self._max_response = max_response_tokens
         self._temperature = temperature
         self._rng = np.random.default_rng(seed)
@@ -208,8 +236,22 @@ class LlamaDuplexLM:
         text = self._styled(text)
         if text.strip():
             self._user_text += text
-            self._append(text, hidden=True)
+            # P(end) is read before a final mark: the recognizer puts one after
+            # "Can you tell me" too, the LM's next token knows better
+            body = _FINAL_MARKS.sub("", text)
+            if body:
+                self._append(body, hidden=True)
+            self._p_end = self.end_probability()
+            if len(body) < len(text):
+                self._append(text[len(body) :], hidden=True)
         return self._state(self._user_text, overlap=False)
+
+    def end_probability(self) -> float:
+        """P(the next token ends the sentence or the turn) at the end of the cache."""
+        logits = self._logits
+        top = float(logits.max())
+        total = float(np.exp(logits - top).sum())
+        return float(np.exp(logits[self._end_tokens] - top).sum()) / total
 
     def overlap(self, text: str) -> StateProbs:
         mark, logits, hidden = len(self.tokens), self._logits, self.hidden
@@ -222,7 +264,7 @@ class LlamaDuplexLM:
 
     def _state(self, text: str, overlap: bool) -> StateProbs:
         if self.state_head is None:
-            return rule_state(text, overlap)
+            return rule_state(text, overlap, None if overlap else self._p_end)
         return self.state_head(self.hidden)
 
     def _styled(self, text: str) -> str:
@@ -336,7 +378,7 @@ class LlamaDuplexLM:
         self._append(_TURN_START.format(role=role), hidden=role == "user")
         self._open_role = role
         if role == "user":
-            self._user_text = ""
+            self._user_text, self._p_end = "", None
 
     def _close_turn(self) -> None:
         if self._open_role is not None:

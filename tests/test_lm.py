@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.scenarios import PAUSED, QUESTIONS
 from models.lm import LlamaDuplexLM, rule_state
 from models.weights import LM, WeightsMissing
 
@@ -140,3 +141,20 @@ def test_cancelled_answer_leaves_the_user_turn_as_it_was() -> None:
     plain.listen(" going to the beach.")
     assert lm.text() == plain.text()
     _close(lm.logits(), plain.logits())
+
+
+def test_end_probability_tells_a_pause_from_a_finished_question() -> None:
+    """The benchmark's sentences: the words before each mid-sentence pause, as the
+    recognizer punctuates them, must not look finished; each whole question must."""
+    lm = _lm()
+    for first, _rest in PAUSED:
+        for mark in ("?", "."):
+            lm.reset()
+            speak = lm.listen(first + mark).speak
+            print(f"{speak:.2f}  {first}{mark}")
+            assert speak < 0.5, f"{first}{mark}"
+    for question in QUESTIONS:
+        lm.reset()
+        speak = lm.listen(question).speak
+        print(f"{speak:.2f}  {question}")
+        assert speak > 0.5, question

@@ -240,6 +240,23 @@ def test_compute_lag_delays_output_and_barge_in_flushes_what_was_unheard() -> No
     assert h.lm.turns()[1] == ("assistant", interrupted.played_text)
 
 
+def test_output_is_not_sent_far_ahead_after_a_stall() -> None:
+    """After a synthesis stall the loop catches up on input faster than real time;
+    output must not run ahead of the clock by more than send_ahead_ms, or the
+    device would queue it and a barge-in could not stop it."""
+
+    def lead(settings: PolicySettings) -> float:
+        h = Harness(QUESTION, settings=settings)
+        h.session._tts = SlowSynth(h.clock)
+        h.run(5000)
+        audio = h.of(ResponseAudio)
+        assert audio
+        return max(e.audio_ms - e.clock_ms for e in audio)
+
+    assert lead(PolicySettings()) <= PolicySettings().send_ahead_ms
+    assert lead(PolicySettings(send_ahead_ms=10_000)) > 200  # without the bound: queued
+
+
 SLOW_ENDPOINT = PolicySettings(min_silence_ms=500, max_silence_ms=2000)  # p=.95 needs 575 ms
 
 
@@ -247,13 +264,14 @@ def test_answer_is_written_speculatively_while_the_silence_runs() -> None:
     h = Harness(QUESTION, settings=SLOW_ENDPOINT)
     h.run(6000)
     [taken] = h.of(TurnTaken)
-    assert (taken.audio_ms, taken.silence_ms) == (1600, 600)
+    # decided at the first frame with enough silence, not at the next tick
+    assert (taken.audio_ms, taken.silence_ms) == (1580, 580)
     # the answer was written and synthesized at the 1200 ms tick, held until the decision
     text_events = h.of(ResponseText)
     assert text_events[0].audio_ms == 1200
     assert h.events.index(text_events[0]) > h.events.index(taken)
     [record] = [e.record for e in h.of(TurnMetrics)]
-    assert (record.first_token_ms, record.decision_ms, record.first_output_ms) == (1200, 1600, 1600)
+    assert (record.first_token_ms, record.decision_ms, record.first_output_ms) == (1200, 1580, 1580)
     assert h.lm.cancelled == 0
 
 
