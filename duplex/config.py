@@ -43,6 +43,9 @@ class PolicySettings:
     yield_threshold: float = 0.5  # P(speak) over the overlap that makes the assistant yield
     max_backchannel_ms: int = 1200  # overlap speech longer than this always yields
     hold_on_overlap: bool = True  # pause output at the user's onset until yield or dismiss
+    # words said over the answer that the recognizer decoded with a lower mean token
+    # log-probability are a guess at a non-word sound ("mm-hm"): never a reason to yield
+    min_overlap_confidence: float = -0.45
     # speak slice
     audio_lead_ms: int = 480  # keep this much synthesized audio ahead of playout
     # output is sent at most this far ahead of the clock: a cushion against the

@@ -26,6 +26,10 @@ class VoiceActivity(Protocol):
 class Recognizer(Protocol):
     """Streaming speech recognition of the user's current utterance."""
 
+    # the latest decode's mean token log-probability (0 is sure; about -0.45 and
+    # below, words guessed for a sound that was no word)
+    last_confidence: float
+
     def accept(self, frame: Frame) -> None:
         """Audio of the current utterance, pre-roll included, in timeline order."""
         ...

@@ -324,6 +324,9 @@ class Session:
         self._overlap_text += words
         probs = self._lm.overlap(self._overlap_text)
         ended = not self._vad.in_speech
+        if self._recognizer.last_confidence < self.settings.min_overlap_confidence:
+            # the recognizer guessed words for a sound: not words to yield to
+            probs = StateProbs(listen=probs.listen + probs.speak, speak=0.0, dismiss=probs.dismiss)
         overlap_ms = (
             self._overlap_end if ended and self._overlap_end else now_ms
         ) - self._overlap_onset

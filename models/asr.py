@@ -209,6 +209,7 @@ class Hypothesis:
     words: list[str]  # surface words, punctuation kept
     samples: int  # how much of the segment it heard
     degenerate: bool  # repeated itself or ran out of tokens (then `words` are cut)
+    logprob: float = 0.0  # the decoder's mean log-probability per token
 
 
 def resolve_device(device: str) -> str:
@@ -292,6 +293,10 @@ class WhisperRecognizer:
         self.beam_size = beam_size
         self.stats = AsrStats()
         self.last_final = ""  # the final transcript of the last finished utterance
+        # the latest decode's mean token log-probability: below about -0.45 Whisper
+        # guessed words for a sound that was no word ("mm-hm" -> "and then make them.",
+        # -0.58; clear words score -0.1 to -0.4)
+        self.last_confidence = 0.0
         self._chunks: list[Int16Array] = []
         self._size = 0  # samples in the current segment
         self._previous: Hypothesis | None = None  # the last decode of the current segment
@@ -316,9 +321,10 @@ class WhisperRecognizer:
         if self._size:
             previous = self._previous
             if previous and previous.samples == self._size and not previous.degenerate:
-                final = previous.words  # nothing new was heard since the last decode
+                hypothesis = previous  # nothing new was heard since the last decode
             else:
-                final = self._decode(self._pcm(), final=True).words
+                hypothesis = self._decode(self._pcm(), final=True)
+            final = hypothesis.words
             self._final_parts.append(" ".join(final))
             words += final[len(self._committed) :]
         self.last_final = " ".join(p for p in self._final_parts if p)
@@ -363,23 +369,24 @@ class WhisperRecognizer:
 
     def transcribe(self, audio: Float32Array, window_s: int | None = None) -> tuple[str, bool]:
         """One decode of `audio` (at most 30 s): (text, degenerate). For tests and benchmarks."""
-        words, degenerate = self._run(audio, window_s or self.window_s(audio.size))
+        words, degenerate, _ = self._run(audio, window_s or self.window_s(audio.size))
         return " ".join(words), degenerate
 
     def _decode(self, pcm: Int16Array, *, final: bool) -> Hypothesis:
         audio = pcm16_to_float(pcm)
-        words, degenerate = self._run(audio, self.window_s(audio.size))
+        words, degenerate, logprob = self._run(audio, self.window_s(audio.size))
         if degenerate:
             self.stats.degenerate += 1
             if final and self.window_s(audio.size) < FULL_WINDOW_S:
                 self.stats.fallbacks += 1
-                words, degenerate = self._run(audio, FULL_WINDOW_S)
+                words, degenerate, logprob = self._run(audio, FULL_WINDOW_S)
         if degenerate:
             cut = repetition_start([_key(w) for w in words])
             words = words[:cut] if cut is not None else words
-        return Hypothesis(words, audio.size, degenerate)
+        self.last_confidence = logprob
+        return Hypothesis(words, audio.size, degenerate, logprob)
 
-    def _run(self, audio: Float32Array, window_s: int) -> tuple[list[str], bool]:
+    def _run(self, audio: Float32Array, window_s: int) -> tuple[list[str], bool, float]:
         import ctranslate2
 
         started = time.perf_counter()
@@ -414,10 +421,10 @@ class WhisperRecognizer:
         if no_speech > _NO_SPEECH_ALONE or (
             no_speech > _NO_SPEECH_PROB and avg_logprob < _NO_SPEECH_LOGPROB
         ):
-            return [], False
+            return [], False, 0.0
         words = text.split()
         looped = repetition_start([_key(w) for w in words]) is not None
-        return words, looped or len(tokens) >= budget
+        return words, looped or len(tokens) >= budget, float(avg_logprob)
 
     # -- LocalAgreement-2 and segments ------------------------------------------------
 

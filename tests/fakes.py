@@ -43,6 +43,7 @@ class ScriptedRecognizer:
     lag_ms: int = 160
     heard_until: int = 0
     emitted: set[int] = field(default_factory=set)
+    last_confidence: float = 0.0  # a word scripted as "~word" is a guess: -1.0
 
     def accept(self, frame: Frame) -> None:
         self.heard_until = max(self.heard_until, frame.end_ms)
@@ -52,7 +53,8 @@ class ScriptedRecognizer:
         for i, (_, end, text) in enumerate(self.words):
             if i not in self.emitted and end <= until:
                 self.emitted.add(i)
-                out += " " + text
+                self.last_confidence = -1.0 if text.startswith("~") else 0.0
+                out += " " + text.removeprefix("~")
         return out
 
     def stable(self) -> str:

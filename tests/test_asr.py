@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from duplex.audio import SAMPLE_RATE, Int16Array, frames_of, pcm16_to_float, read_wav
+from duplex.config import PolicySettings
 from duplex.ports import Recognizer
 from models.asr import (
     FULL_WINDOW_S,
@@ -251,3 +252,19 @@ def test_bad_settings_fail_with_one_line() -> None:
         WhisperRecognizer(interval_ms=0)
     with pytest.raises(ValueError, match="min_window_s"):
         WhisperRecognizer(min_window_s=45)
+
+
+
+def test_confidence_tells_a_guessed_sound_from_words(recognizer: WhisperRecognizer) -> None:
+    """The shipped voice's "mm-hm" comes out as made-up words, decoded unsure; the
+    session does not yield to such words (policy.min_overlap_confidence)."""
+    from models.tts import PiperSynthesizer
+
+    voice = PiperSynthesizer()
+    threshold = PolicySettings().min_overlap_confidence
+    for sound in ("mm-hm", "Mm-hm."):
+        stream(recognizer, voice.synthesize(sound))
+        assert recognizer.last_confidence < threshold, sound
+    for words in ("Wait, stop. What about Spain?", "No, no. I meant something else.", "Stop."):
+        stream(recognizer, voice.synthesize(words))
+        assert recognizer.last_confidence > threshold, words

@@ -133,6 +133,17 @@ def test_barge_in_stops_output_at_the_onset_and_truncates_history() -> None:
     assert metrics[1].user_onset_ms == 2000 and metrics[1].end_of_turn_ms == 200
 
 
+def test_words_the_recognizer_only_guessed_over_the_answer_do_not_stop_it() -> None:
+    """Whisper hears a "mm-hm" as "and then make some", unsure: a sound, not words."""
+    guessed = Harness([*QUESTION, (2000, 2700, "~and then make some.")])
+    guessed.run(6000)
+    assert guessed.of(Interrupted) == []
+    assert [e.text for e in guessed.of(BackchannelIgnored)] == ["and then make some."]
+    sure = Harness([*QUESTION, (2000, 2700, "and then make some.")])
+    sure.run(6000)
+    assert len(sure.of(Interrupted)) == 1  # the same words, recognized with confidence
+
+
 def test_backchannel_is_dismissed_and_output_resumes_where_it_held() -> None:
     words = [*QUESTION, (2000, 2300, "uh-huh")]
     h = Harness(words)
