@@ -137,6 +137,7 @@ class Assistant:
         index = 0
         try:
             with stream:
+                self._write({"type": "ready", "latency_ms": delay_ms})
                 while not self._stop.is_set():
                     if deadline is not None and time.monotonic() >= deadline:
                         break

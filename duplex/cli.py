@@ -20,17 +20,6 @@ from duplex.config import Settings, load_settings, parse_assignments
 Command = Callable[[argparse.Namespace, Settings], int]
 
 
-class UserError(Exception):
-    """A problem the user can fix; shown as one line, no traceback."""
-
-
-def _not_yet(what: str) -> Command:
-    def command(args: argparse.Namespace, settings: Settings) -> int:
-        raise UserError(f"{what} is not available in duplex {__version__} yet")
-
-    return command
-
-
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from duplex import run_file
 
@@ -136,6 +125,18 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-session", type=float, default=3600.0, help="seconds")
 
 
+def _chat(args: argparse.Namespace, settings: Settings) -> int:
+    from client import chat
+
+    return chat.run(args, settings)
+
+
+def _chat_arguments(parser: argparse.ArgumentParser) -> None:
+    from client import chat
+
+    chat.add_arguments(parser)
+
+
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conversations", type=int, default=400, help="dialogues to learn from")
     parser.add_argument("--seed", type=int, default=0)
@@ -157,7 +158,11 @@ COMMANDS: dict[str, Subcommand] = {
         _serve,
         _serve_arguments,
     ),
-    "chat": Subcommand("talk to it through your microphone and speaker", _not_yet("duplex chat")),
+    "chat": Subcommand(
+        "talk to it through your microphone and speaker, interrupting at will",
+        _chat,
+        _chat_arguments,
+    ),
     "bench": Subcommand(
         "measure how well it holds a conversation: scenarios, policies side by side",
         _bench,
@@ -212,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides["device"] = args.device
         settings = load_settings(args.config, overrides)
         return COMMANDS[args.command].run(args, settings)
-    except (UserError, ValueError, RuntimeError) as error:
+    except (ValueError, RuntimeError) as error:  # problems a user can fix: one line
         if args.verbose:
             raise
         print(f"duplex {args.command}: {error}", file=sys.stderr)

@@ -40,10 +40,12 @@ def test_models_command_lists_every_part(capsys: pytest.CaptureFixture[str]) -> 
         assert weights.package[:12] in out
 
 
-def test_unfinished_commands_answer_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["chat"]) == 2
+def test_chat_with_a_missing_device_answers_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["chat", "--quiet", "--input-device", "no-such-microphone"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "not available" in err
+    assert len(err.splitlines()) == 1 and ("audio devices" in err or "PortAudio" in err), err
 
 
 def test_serve_refuses_a_public_bind_without_a_token(capsys: pytest.CaptureFixture[str]) -> None:
