@@ -1,12 +1,16 @@
 """`duplex chat`: the voice assistant on this machine's microphone and speaker.
 
-One sounddevice stream carries input and output in one callback, 20 ms
-blocks at 16 kHz. The callback only moves samples: it hands each captured
-block, with the block it played at the same moment, to a bounded queue, and
-plays the next queued block of the answer (or silence). A worker thread
-cancels the echo, steps the engine (in-process, or a server through
-`client.remote`) and queues what it says. A barge-in empties the output
-queue, so the speaker goes quiet within one block.
+Two sounddevice streams, one for the microphone and one for the speaker,
+run in 20 ms blocks at 16 kHz. (One full-duplex stream was the plan, but on
+ALSA's PulseAudio plugin its input fell 0.5-1.9 s behind the output after
+the start-up underrun, by PortAudio's own timestamps, and stayed there;
+separate streams settle at 20 ms.) The callbacks only move samples: the
+input one queues each captured block, the output one plays the next block
+of the answer (or silence) and queues what it played as the echo
+canceller's reference. A worker thread feeds the canceller, steps the
+engine (in-process, or a server through `client.remote`) and queues what it
+says. A barge-in empties the output queue: the speaker goes quiet within
+one block.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from duplex.events import Event, Interrupted, ResponseAudio
 
 log = logging.getLogger(__name__)
 
-MAX_QUEUED_BLOCKS = 100  # 2 s of microphone waiting for the engine; older blocks are dropped
+MAX_QUEUED_BLOCKS = 100  # 2 s of microphone waiting for the engine; newer blocks are dropped
+RECENT_PLAYBACK_BLOCKS = 10  # the echo of what played this long ago may still be arriving
 
 
 class DevicesUnavailable(RuntimeError):
@@ -96,60 +101,56 @@ class Assistant:
         self.echo = EchoStats()
         self.gate = EchoGate()
         self.dropped_blocks = 0
-        self.underruns = 0
-        self._input: queue.Queue[tuple[Int16Array, Int16Array]] = queue.Queue(MAX_QUEUED_BLOCKS)
+        self._delay_ms = 0.0  # input plus output latency, from PortAudio: the echo's delay
+        self._input: queue.Queue[Int16Array] = queue.Queue(MAX_QUEUED_BLOCKS)
+        self._played: deque[Int16Array] = deque(maxlen=MAX_QUEUED_BLOCKS)  # the reference
+        self._recent: deque[Int16Array] = deque(maxlen=RECENT_PLAYBACK_BLOCKS)
         self._output: deque[Int16Array] = deque()
+        self._input_ms = self._output_ms = 0.0
         self._stop = threading.Event()
 
-    # the audio callback: no allocation beyond a copy, no locks, no waiting ---------------
+    # the audio callbacks: no allocation beyond a copy, no locks, no waiting -------------
 
-    def _callback(self, indata: Any, outdata: Any, frames: int, _time: Any, _status: Any) -> None:
+    def _capture(self, indata: Any, frames: int, times: Any, _status: Any) -> None:
+        self._input_ms = (times.currentTime - times.inputBufferAdcTime) * 1000
+        try:
+            self._input.put_nowait(indata[:, 0].copy())
+        except queue.Full:
+            self.dropped_blocks += 1
+
+    def _play(self, outdata: Any, frames: int, times: Any, _status: Any) -> None:
+        self._output_ms = (times.outputBufferDacTime - times.currentTime) * 1000
         try:
             played = self._output.popleft()
         except IndexError:
             played = np.zeros(frames, np.int16)
         outdata[:, 0] = played
-        try:
-            self._input.put_nowait((indata[:, 0].copy(), played))
-        except queue.Full:
-            self.dropped_blocks += 1
+        self._played.append(played)
 
     # the worker ---------------------------------------------------------------------
 
     def run(self, seconds: float | None = None) -> None:
         """Open the devices and talk until `stop()`, Ctrl-C or `seconds`."""
-        try:
-            stream = self.sd.Stream(
-                samplerate=SAMPLE_RATE,
-                blocksize=FRAME_SAMPLES,
-                channels=1,
-                dtype="int16",
-                latency="low",
-                device=self._devices,
-                callback=self._callback,
-            )
-        except Exception as error:  # PortAudioError, ValueError: no such device
-            raise DevicesUnavailable(f"cannot open the audio devices: {error}") from None
+        self._check_devices()  # a missing device fails before the models load
         engine = self._make_engine()
-        delay_ms = round(sum(stream.latency) * 1000) if isinstance(stream.latency, tuple) else 0
-        canceller = EchoCanceller(delay_ms) if self._echo_cancel else None
+        streams = self._open_streams()
+        canceller = None
+        if self._echo_cancel:
+            canceller = EchoCanceller()
+            canceller.capture(np.zeros(FRAME_SAMPLES, np.int16))  # load its library now
         deadline = None if seconds is None else time.monotonic() + seconds
         index = 0
         try:
-            with stream:
-                self._write({"type": "ready", "latency_ms": delay_ms})
+            with streams[0], streams[1]:
+                self._write({"type": "ready"})
                 while not self._stop.is_set():
                     if deadline is not None and time.monotonic() >= deadline:
                         break
                     try:
-                        captured, played = self._input.get(timeout=0.1)
+                        captured = self._input.get(timeout=0.1)
                     except queue.Empty:
                         continue
-                    heard = captured
-                    if canceller is not None:
-                        heard = canceller.process(captured, played)
-                        self.echo.add(captured, heard, played)
-                        heard = self.gate(heard, played)
+                    heard = self._cancel_echo(canceller, captured)
                     self._handle(engine.step(Frame(index, heard)))
                     index += 1
         finally:
@@ -160,6 +161,45 @@ class Assistant:
                              "gated_blocks": self.gate.gated,
                              "dropped_blocks": self.dropped_blocks})  # fmt: skip
                 self._events_file.close()
+
+    def _check_devices(self) -> None:
+        settings = {"samplerate": SAMPLE_RATE, "channels": 1, "dtype": "int16"}
+        try:
+            self.sd.check_input_settings(device=self._devices[0], **settings)
+            self.sd.check_output_settings(device=self._devices[1], **settings)
+        except Exception as error:  # PortAudioError, ValueError: no such device
+            raise DevicesUnavailable(f"cannot open the audio devices: {error}") from None
+
+    def _open_streams(self) -> tuple[Any, Any]:
+        common = {
+            "samplerate": SAMPLE_RATE,
+            "blocksize": FRAME_SAMPLES,
+            "channels": 1,
+            "dtype": "int16",
+            "latency": "low",
+        }
+        try:
+            microphone = self.sd.InputStream(
+                device=self._devices[0], callback=self._capture, **common
+            )
+            speaker = self.sd.OutputStream(device=self._devices[1], callback=self._play, **common)
+        except Exception as error:  # PortAudioError, ValueError: no such device
+            raise DevicesUnavailable(f"cannot open the audio devices: {error}") from None
+        return microphone, speaker
+
+    def _cancel_echo(self, canceller: EchoCanceller | None, captured: Int16Array) -> Int16Array:
+        """What the microphone heard, less the assistant's own voice."""
+        if canceller is None:
+            return captured
+        while self._played:  # the reference first: everything played up to now
+            played = self._played.popleft()
+            canceller.reverse(played)
+            self._recent.append(played)
+        canceller.delay_ms = round(self._input_ms + self._output_ms)
+        cleaned = canceller.capture(captured)
+        recent = max(self._recent, key=rms_db, default=np.zeros(0, np.int16))
+        self.echo.add(captured, cleaned, recent)
+        return self.gate(cleaned, recent)
 
     def stop(self) -> None:
         self._stop.set()

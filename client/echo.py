@@ -24,6 +24,7 @@ from duplex.audio import Int16Array
 
 APM_RATE = 16_000
 APM_SAMPLES = APM_RATE // 100  # the module works in 10 ms frames
+MAX_DELAY_HINT_MS = 500  # the module refuses larger hints (it searches for the delay itself)
 
 
 class EchoUnavailable(RuntimeError):
@@ -31,11 +32,10 @@ class EchoUnavailable(RuntimeError):
 
 
 class EchoCanceller:
-    """WebRTC AEC3: `process(captured, played)` returns the microphone without the echo.
-
-    `captured` and `played` are the same block of time (a multiple of 10 ms
-    at 16 kHz): what the microphone took in and what the speaker was given.
-    `delay_ms` is a hint for the echo path (output plus input latency).
+    """WebRTC AEC3: `reverse(played)` gives it what the speaker played, `capture(captured)`
+    returns the microphone without that echo. Blocks are multiples of 10 ms at 16 kHz;
+    feed the reference up to now before each captured block. `delay_ms` hints the
+    echo path's delay (output plus input latency); the module refines it itself.
     """
 
     def __init__(self, delay_ms: int = 0, *, noise_suppression: bool = False) -> None:
@@ -51,26 +51,28 @@ class EchoCanceller:
         )
         self.delay_ms = delay_ms
 
-    def process(self, captured: Int16Array, played: Int16Array) -> Int16Array:
-        if captured.size != played.size or captured.size % APM_SAMPLES:
-            raise ValueError(
-                f"blocks must be equal multiples of {APM_SAMPLES} samples, "
-                f"got {captured.size} and {played.size}"
-            )
+    def reverse(self, played: Int16Array) -> None:
+        for start in range(0, _whole(played), APM_SAMPLES):
+            self._apm.process_reverse_stream(self._frame(played[start : start + APM_SAMPLES]))
+
+    def capture(self, captured: Int16Array) -> Int16Array:
         out = np.empty_like(captured)
-        for start in range(0, captured.size, APM_SAMPLES):
-            end = start + APM_SAMPLES
-            reference = self._frame(played[start:end])
-            self._apm.process_reverse_stream(reference)
-            near = self._frame(captured[start:end])
-            self._apm.set_stream_delay_ms(self.delay_ms)
+        for start in range(0, _whole(captured), APM_SAMPLES):
+            near = self._frame(captured[start : start + APM_SAMPLES])
+            self._apm.set_stream_delay_ms(min(MAX_DELAY_HINT_MS, max(0, self.delay_ms)))
             self._apm.process_stream(near)
-            out[start:end] = np.frombuffer(near.data, dtype=np.int16)
+            out[start : start + APM_SAMPLES] = np.frombuffer(near.data, dtype=np.int16)
         return out
 
     def _frame(self, samples: Int16Array) -> Any:
         data = bytearray(samples.astype("<i2").tobytes())
         return self._rtc.AudioFrame(data, APM_RATE, 1, APM_SAMPLES)
+
+
+def _whole(block: Int16Array) -> int:
+    if block.size % APM_SAMPLES:
+        raise ValueError(f"blocks must be multiples of {APM_SAMPLES} samples, got {block.size}")
+    return block.size
 
 
 def rms_db(samples: Int16Array) -> float:
