@@ -58,7 +58,8 @@ class _Response:
     """An answer being written, synthesized and played."""
 
     id: int
-    splitter: ClauseSplitter = field(default_factory=ClauseSplitter)
+    # the first clause is written and synthesized while the user waits: 4 words at most
+    splitter: ClauseSplitter = field(default_factory=lambda: ClauseSplitter(first_words=4))
     clauses: list[_Clause] = field(default_factory=list)
     queue: deque[tuple[Int16Array, int]] = field(default_factory=deque)
     sent: list[tuple[int, int]] = field(default_factory=list)  # (play start ms, clause) per frame

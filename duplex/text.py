@@ -12,12 +12,17 @@ class ClauseSplitter:
 
     A clause ends at punctuation followed by whitespace, or after `max_words`
     complete words, so the first audio does not wait for a long sentence.
+    The first clause may be cut sooner, after `first_words` (default
+    `max_words`): it is written and synthesized while the user waits.
     """
 
-    def __init__(self, max_words: int = 8) -> None:
-        if max_words < 1:
-            raise ValueError(f"max_words must be at least 1, got {max_words}")
+    def __init__(self, max_words: int = 8, first_words: int | None = None) -> None:
+        first_words = max_words if first_words is None else first_words
+        if max_words < 1 or first_words < 1:
+            raise ValueError(f"max_words must be at least 1, got {min(max_words, first_words)}")
         self.max_words = max_words
+        self.first_words = first_words
+        self._first = True
         self._buffer = ""
 
     def push(self, text: str) -> list[str]:
@@ -32,16 +37,19 @@ class ClauseSplitter:
         return [rest] if rest else []
 
     def _next_clause(self) -> str | None:
+        limit = self.first_words if self._first else self.max_words
         match = _BOUNDARY.search(self._buffer)
         # complete words are those followed by whitespace
         words = list(re.finditer(r"\S+(?=\s)", self._buffer))
-        if match and len(self._buffer[: match.end()].split()) <= self.max_words:
+        if match and len(self._buffer[: match.end()].split()) <= limit:
             end = match.end()
-        elif len(words) >= self.max_words:
-            end = words[self.max_words - 1].end()
+        elif len(words) >= limit:
+            end = words[limit - 1].end()
         else:
             return None
         clause, self._buffer = self._buffer[:end].strip(), self._buffer[end:]
+        if clause:
+            self._first = False
         return clause or None
 
 

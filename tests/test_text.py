@@ -163,3 +163,9 @@ def test_played_words_single_word(fraction: float, expected: str) -> None:
 def test_played_words_empty_and_whitespace() -> None:
     assert played_words("", 0.7) == ""
     assert played_words("  a   b  ", 1.0) == "a b"
+
+
+def test_first_clause_can_be_cut_sooner() -> None:
+    splitter = ClauseSplitter(max_words=8, first_words=3)
+    clauses = splitter.push("The capital of France is Paris and it is lovely in spring ")
+    assert clauses == ["The capital of", "France is Paris and it is lovely in"]
