@@ -241,12 +241,17 @@ class LlamaDuplexLM:
             body = _FINAL_MARKS.sub("", text)
             if body:
                 self._append(body, hidden=True)
-            self._p_end = self.end_probability()
+            self._p_end = self._end_probability()
             if len(body) < len(text):
                 self._append(text[len(body) :], hidden=True)
         return self._state(self._user_text, overlap=False)
 
-    def end_probability(self) -> float:
+    @property
+    def p_end(self) -> float | None:
+        """P(the user's words so far end the turn), read before their final mark."""
+        return self._p_end
+
+    def _end_probability(self) -> float:
         """P(the next token ends the sentence or the turn) at the end of the cache."""
         logits = self._logits
         top = float(logits.max())

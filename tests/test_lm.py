@@ -158,3 +158,30 @@ def test_end_probability_tells_a_pause_from_a_finished_question() -> None:
         speak = lm.listen(question).speak
         print(f"{speak:.2f}  {question}")
         assert speak > 0.5, question
+
+
+def test_end_probability_separates_whole_turns_from_prefixes_on_held_out_dialogue() -> None:
+    """Zero-shot (nothing is trained here), on chitchat-dataset conversations: P(end)
+    after every word of a user turn, with the turn's final mark removed."""
+    from models.state_data import build, split
+    from models.state_training import roc_auc
+
+    lm = _lm()
+    conversations = build(seed=0, max_conversations=150)
+    held_out = split([c.key for c in conversations])
+    scores: list[float] = []
+    whole: list[bool] = []
+    for conversation in conversations:
+        if conversation.key not in held_out:
+            continue
+        for turn in conversation.turns[0:8:2]:  # the first four user turns
+            words = turn.rstrip(".?!").split()
+            lm.reset()
+            for i, word in enumerate(words):
+                lm.listen((" " if i else "") + word)
+                assert lm.p_end is not None
+                scores.append(lm.p_end)
+                whole.append(i == len(words) - 1)
+    auc = roc_auc(np.array(scores, dtype=np.float32), np.array(whole))
+    print(f"end-of-turn ROC AUC {auc:.3f} on {len(scores)} prefixes, {sum(whole)} whole turns")
+    assert auc >= 0.85
