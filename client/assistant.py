@@ -10,7 +10,8 @@ of the answer (or silence) and queues what it played as the echo
 canceller's reference. A worker thread feeds the canceller, steps the
 engine (in-process, or a server through `client.remote`) and queues what it
 says. A barge-in empties the output queue: the speaker goes quiet within
-one block.
+one block, and the session keeps in the history only what had been heard
+(it is told how far playback runs behind what it sent).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ import numpy as np
 
 from client.conversation import Conversation
 from client.echo import EchoCanceller, EchoGate, rms_db
-from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE, Frame, Int16Array
+from duplex.audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Frame, Int16Array
 from duplex.drive import Closes, Steps
 from duplex.events import Event, Interrupted, ResponseAudio
+from duplex.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,10 @@ class Assistant:
                     except queue.Empty:
                         continue
                     heard = self._cancel_echo(canceller, captured)
+                    if isinstance(engine, Session):  # what is queued or in the device is unheard
+                        engine.output_delay_ms = round(
+                            self._output_ms + len(self._output) * FRAME_MS
+                        )
                     self._handle(engine.step(Frame(index, heard)))
                     index += 1
         finally:

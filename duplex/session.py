@@ -130,6 +130,9 @@ class Session:
         self._next_index = 0
         self._clock_origin: float | None = None
         self._output_end = 0  # where the output already sent to play ends (timeline ms)
+        # how long after it is sent a frame is heard: the device's output latency and
+        # queue, set by a client that measures it (the local assistant does)
+        self.output_delay_ms = 0
         self._utterance_ended = False
         # the open user turn
         self._user_text = ""
@@ -365,7 +368,8 @@ class Session:
         response = self._response
         assert response is not None
         stopped = min(self._timeline(now_ms), self._output_end)
-        response.flush_after(stopped)
+        # frames sent in the device's last output_delay_ms had not been heard yet
+        response.flush_after(stopped - self.output_delay_ms)
         self._output_end = stopped
         played_text = response.played_text()
         self._lm.truncate(played_text)

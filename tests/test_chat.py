@@ -22,9 +22,12 @@ import pytest
 
 from client.echo import rms_db
 from duplex.audio import SAMPLE_RATE, Int16Array
+from duplex.config import Settings
 from models.asr import WhisperRecognizer
 from models.tts import PiperSynthesizer
+from server.app import DuplexServer, StackSessions
 from tests import pulse
+from tests.live import LiveServer
 
 Events = list[dict[str, Any]]
 
@@ -43,11 +46,11 @@ def speech_wav(voice: PiperSynthesizer, text: str, path: Path) -> Path:
 class Chat:
     """A `duplex chat` process and its events file."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *options: str) -> None:
         self.path = tmp / "events.jsonl"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "duplex.cli", "chat", "--quiet", "--events", str(self.path),
-             "--seconds", "240"],
+             "--seconds", "240", *options],
             stderr=subprocess.PIPE,
             text=True,
         )  # fmt: skip
@@ -73,13 +76,16 @@ class Chat:
         return self.events(), err
 
 
-@pytest.fixture
-def chat(voice: PiperSynthesizer, tmp_path: Path) -> Iterator[Chat]:
-    process = Chat(tmp_path)
+def started(process: Chat) -> Iterator[Chat]:
     process.wait(lambda e: any(x["type"] == "ready" for x in e), 90, "ready")
     yield process
     if process.process.poll() is None:
         process.process.kill()
+
+
+@pytest.fixture
+def chat(voice: PiperSynthesizer, tmp_path: Path) -> Iterator[Chat]:
+    yield from started(Chat(tmp_path))
 
 
 def count(events: Events, kind: str) -> int:
@@ -100,6 +106,21 @@ def spoken_words(pcm: Int16Array) -> str:
 def test_answers_a_spoken_question_through_real_devices(
     chat: Chat, voice: PiperSynthesizer, tmp_path: Path
 ) -> None:
+    asks_and_hears_an_answer(chat, voice, tmp_path)
+
+
+def test_remote_mode_talks_through_a_server(voice: PiperSynthesizer, tmp_path: Path) -> None:
+    """`duplex chat --server`: the devices here, the models in a `duplex serve`."""
+    server = LiveServer(DuplexServer(StackSessions(Settings()), port=0))
+    try:
+        url = f"ws://{server.url}/v1/stream"
+        for chat in started(Chat(tmp_path, "--server", url)):
+            asks_and_hears_an_answer(chat, voice, tmp_path)
+    finally:
+        server.stop()
+
+
+def asks_and_hears_an_answer(chat: Chat, voice: PiperSynthesizer, tmp_path: Path) -> None:
     recorder = pulse.Recorder()
     pulse.play(speech_wav(voice, "What is the capital of France?", tmp_path / "q.wav")).wait(30)
     events = chat.wait(lambda e: count(e, "response_done") >= 1, 60, "answer")

@@ -83,3 +83,26 @@ def test_echo_gate_silences_residual_echo_and_passes_the_user() -> None:
         assert not gate(residual, loud).any()  # the assistant's own residue: silence
     assert gate(loud, loud).any()  # a user as loud as the speaker is heard
     assert gate.gated == 20 and gate.residual_db < -30
+
+
+def test_terminal_view_shows_state_words_and_latency() -> None:
+    from rich.console import Console
+
+    from client.ui import render
+    from duplex.events import TurnMetrics
+    from duplex.metrics import TurnRecord
+
+    c = Conversation()
+    c.apply(TranscriptFinal(**AT, text="What time is it?"))
+    c.apply(TurnTaken(**AT, response_id=1, p_speak=0.9, silence_ms=200, required_silence_ms=190))
+    c.apply(ResponseText(**AT, response_id=1, text=" It is three o'clock."))
+    c.apply(Interrupted(**AT, response_id=1, played_ms=400, played_text="It is three",
+                        onset_ms=0, stopped_ms=0))  # fmt: skip
+    record = TurnRecord(1, user_last_voiced_ms=1000, first_output_ms=1480, outcome="interrupted")
+    c.apply(TurnMetrics(**AT, record=record))
+    console = Console(record=True, width=100)
+    console.print(render(c))
+    text = console.export_text()
+    shown = ("yielded", "What time is it?", "It is three", "o'clock.", "480 ms", "interrupted")
+    for part in shown:
+        assert part in text, part

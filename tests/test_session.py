@@ -231,6 +231,24 @@ class SlowSynth(ToneSynth):
         return super().synthesize(text)
 
 
+def test_device_output_delay_counts_as_unheard_at_a_barge_in() -> None:
+    """The local assistant tells the session how far its speaker runs behind: what
+    was sent in that time had not been heard when the user spoke."""
+    words = [*QUESTION, (2400, 2700, "wait,"), (2700, 3000, "stop.")]
+
+    def interrupted(delay_ms: int) -> Interrupted:
+        h = Harness(words)
+        h.session.output_delay_ms = delay_ms
+        h.run(5000)
+        [event] = h.of(Interrupted)
+        assert isinstance(event, Interrupted)
+        return event
+
+    now, later = interrupted(0), interrupted(200)
+    assert later.played_ms == now.played_ms - 200
+    assert later.stopped_ms == now.stopped_ms  # the device still stops where it was told
+
+
 def test_compute_lag_delays_output_and_barge_in_flushes_what_was_unheard() -> None:
     words = [*QUESTION, (2400, 2700, "wait,"), (2700, 3000, "stop.")]
     h = Harness(words, settings=PolicySettings(hold_on_overlap=False))  # plays on, then flushes
