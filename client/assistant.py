@@ -145,6 +145,9 @@ class Assistant:
         try:
             with streams[0], streams[1]:
                 self._write({"type": "ready"})
+                self.conversation.status = "ready: talk any time"
+                if self._on_change is not None:
+                    self._on_change(self.conversation)
                 while not self._stop.is_set():
                     if deadline is not None and time.monotonic() >= deadline:
                         break

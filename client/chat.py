@@ -89,7 +89,7 @@ class _LiveView:
         from client.ui import render
 
         self._render = render
-        self._live = Live(render(Conversation(), status="loading"), refresh_per_second=10)
+        self._live = Live(render(Conversation()), refresh_per_second=10)
 
     def __enter__(self) -> _LiveView:
         self._live.__enter__()

@@ -39,6 +39,7 @@ class Conversation:
     lines: list[Line] = field(default_factory=list)
     turns: list[dict[str, float | str | None]] = field(default_factory=list)
     user_speaking: bool = False
+    status: str = "loading the models"
     _user: Line | None = None
     _answer: Line | None = None
 

@@ -18,10 +18,10 @@ STATE_STYLE = {
 }
 
 
-def render(conversation: Conversation, *, status: str = "", last_lines: int = 12) -> RenderableType:
+def render(conversation: Conversation, *, last_lines: int = 12) -> RenderableType:
     style = STATE_STYLE.get(conversation.state, "")
     state = Text(f" {conversation.state} ", style=f"bold reverse {style}")
-    header = Text.assemble(state, "  ", (status, "dim"))
+    header = Text.assemble(state, "  ", (conversation.status, "dim"))
     words = Text()
     for line in conversation.lines[-last_lines:]:
         if line.speaker == "note":
