@@ -42,6 +42,9 @@ class PolicySettings:
     # while speaking: what to do when the user talks over the answer
     yield_threshold: float = 0.5  # P(speak) over the overlap that makes the assistant yield
     max_backchannel_ms: int = 1200  # overlap speech longer than this always yields
+    # after a barge-in the user has the floor and usually goes on ("Wait. Stop. What
+    # about Spain?"): the turn is not taken back before this much silence
+    after_barge_in_silence_ms: int = 600
     hold_on_overlap: bool = True  # pause output at the user's onset until yield or dismiss
     # words said over the answer that the recognizer decoded with a lower mean token
     # log-probability are a guess at a non-word sound ("mm-hm"): never a reason to yield

@@ -146,6 +146,7 @@ class Session:
         # an answer written while the silence threshold is still running
         self._speculative: _Response | None = None
         self._probs = StateProbs(1.0, 0.0, 0.0)
+        self._after_barge_in = False
 
     @property
     def lm(self) -> DuplexLM:
@@ -281,6 +282,8 @@ class Session:
         if self._record.user_last_voiced_ms is None:  # typed words wait for `respond`
             return []
         silence = now_ms - self._record.user_last_voiced_ms
+        if self._after_barge_in and silence < self.settings.after_barge_in_silence_ms:
+            return []  # who interrupts goes on ("Wait. Stop. What about Spain?"): room for it
         if self.policy.take_turn(probs, silence):
             return self._take_turn(probs, silence, now_ms)
         if self._speculative is None and probs.speak >= self.settings.speculate_threshold:
@@ -305,6 +308,7 @@ class Session:
         self._speculative = None
         self._record.response_id = response.id
         self._record.decision_ms = self._timeline(now_ms)
+        self._after_barge_in = False
         events = [
             self._event(TranscriptFinal, now_ms, text=self._user_text.strip()),
             self._event(
@@ -361,6 +365,7 @@ class Session:
             self._record.barge_in_onset_ms = onset
         events = self._stop_output("interrupted", now_ms, onset)
         self._continue_user_turn(onset)
+        self._after_barge_in = True  # the new turn began by interrupting
         return events
 
     def _stop_output(self, status: str, now_ms: int, onset: int) -> list[Event]:
