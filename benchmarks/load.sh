@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 duplex=${DUPLEX:-.venv/bin/duplex}
 mkdir -p out/load
-for n in "${@:-1 2 3 4 6}"; do
+[ $# -gt 0 ] || set -- 1 2 3 4 6
+for n in "$@"; do
   port=$((8800 + n))
   "$duplex" serve --port "$port" --max-sessions $((n + 1)) > "out/load/serve-$n.log" 2>&1 &
   server=$!
