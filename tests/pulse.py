@@ -84,16 +84,24 @@ def play(path: Path, device: str = "mic") -> subprocess.Popen[bytes]:
 
 
 class Recorder:
-    """Records a source (the virtual speaker's monitor) as 16 kHz mono PCM16."""
+    """Records a source (the virtual speaker's monitor) as 16 kHz mono PCM16.
 
-    def __init__(self, source: str = "spk.monitor") -> None:
+    parec writes to a file, not a pipe: a pipe nobody reads fills after 2 s
+    of audio and parec then stops recording.
+    """
+
+    def __init__(self, path: Path, source: str = "spk.monitor") -> None:
+        self._path = path
+        self._file = path.open("wb")
         self._process = subprocess.Popen(
             ["parec", f"--device={source}", "--format=s16le", f"--rate={SAMPLE_RATE}",
              "--channels=1", "--latency-msec=20"],
-            stdout=subprocess.PIPE,
+            stdout=self._file,
         )  # fmt: skip
 
     def stop(self) -> Int16Array:
         self._process.terminate()
-        data, _ = self._process.communicate(timeout=10)
+        self._process.wait(timeout=10)
+        self._file.close()
+        data = self._path.read_bytes()
         return np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.int16)

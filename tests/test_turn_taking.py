@@ -24,6 +24,7 @@ from duplex.events import Event, Interrupted, ResponseText
 from duplex.tdm import POLICIES
 from models.lm import LlamaDuplexLM
 from models.stack import SpeechStack
+from models.tts import PiperSynthesizer
 
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
 
@@ -65,35 +66,44 @@ def run(stack: SpeechStack, lm: LlamaDuplexLM, scenario: Scenario) -> tuple[Run,
     return run_one(make, "duplex", scenario, fast=True), recorded[0].events
 
 
-def say(stack: SpeechStack, kind: str, text: str, **timing: int) -> Cue:
-    return Cue(kind, text, speak(stack.voice, text), **timing)
+@pytest.fixture(scope="module")
+def voice() -> PiperSynthesizer:
+    """The shipped voice without its random variation: the same audio every run."""
+    return PiperSynthesizer(noise_scale=0.0, noise_w=0.0)
+
+
+def say(voice: PiperSynthesizer, kind: str, text: str, **timing: int) -> Cue:
+    return Cue(kind, text, speak(voice, text), **timing)
 
 
 @pytest.mark.parametrize("pause_ms", [600, 1000])
 def test_a_mid_sentence_pause_is_not_taken_over(
-    stack: SpeechStack, lm: LlamaDuplexLM, pause_ms: int
+    stack: SpeechStack, lm: LlamaDuplexLM, voice: PiperSynthesizer, pause_ms: int
 ) -> None:
-    first = say(stack, "question", "Can you tell me", at_ms=500)
+    first = say(voice, "question", "Can you tell me", at_ms=500)
     rest = say(
-        stack, "continuation", "how long it takes to boil an egg?", after_previous_ms=pause_ms
+        voice, "continuation", "how long it takes to boil an egg?", after_previous_ms=pause_ms
     )
     result, _ = run(stack, lm, Scenario(f"pause-{pause_ms}", "pause", (first, rest)))
     assert result.metrics["takeover"] is False, result.heard
     assert result.metrics["end_of_turn_ms"] is not None  # and the whole question is answered
 
 
-def test_a_finished_question_is_answered(stack: SpeechStack, lm: LlamaDuplexLM) -> None:
-    question = say(stack, "question", "What is the capital of France?", at_ms=500)
+def test_a_finished_question_is_answered(
+    stack: SpeechStack, lm: LlamaDuplexLM, voice: PiperSynthesizer
+) -> None:
+    question = say(voice, "question", "What is the capital of France?", at_ms=500)
     result, _ = run(stack, lm, Scenario("turn-end", "turn_end", (question,)))
     assert result.metrics["end_of_turn_ms"] is not None
-    assert result.assistant and result.assistant[0].status == "completed"
+    # the run ends 2.5 s into the answer: completed or still playing, never cut off
+    assert result.assistant and result.assistant[0].status in ("completed", "unfinished")
 
 
 def test_a_barge_in_stops_it_at_once_and_the_history_keeps_what_was_heard(
-    stack: SpeechStack, lm: LlamaDuplexLM
+    stack: SpeechStack, lm: LlamaDuplexLM, voice: PiperSynthesizer
 ) -> None:
-    question = say(stack, "question", "Tell me about the history of Paris.", at_ms=500)
-    barge_in = say(stack, "interruption", "Wait, stop. What about Spain?", into_answer_ms=1200)
+    question = say(voice, "question", "Tell me about the history of Paris.", at_ms=500)
+    barge_in = say(voice, "interruption", "Wait, stop. What about Spain?", into_answer_ms=1200)
     result, events = run(stack, lm, Scenario("barge-in", "interruption", (question, barge_in)))
     stop = result.metrics["barge_in_stop_ms"]
     assert stop is not None and stop <= 200, result.metrics
@@ -107,10 +117,10 @@ def test_a_barge_in_stops_it_at_once_and_the_history_keeps_what_was_heard(
 
 @pytest.mark.parametrize("backchannel", ["uh-huh", "yeah"])
 def test_a_backchannel_does_not_stop_it(
-    stack: SpeechStack, lm: LlamaDuplexLM, backchannel: str
+    stack: SpeechStack, lm: LlamaDuplexLM, voice: PiperSynthesizer, backchannel: str
 ) -> None:
-    question = say(stack, "question", "Tell me about the history of Paris.", at_ms=500)
-    ack = say(stack, "backchannel", backchannel, into_answer_ms=1200)
+    question = say(voice, "question", "Tell me about the history of Paris.", at_ms=500)
+    ack = say(voice, "backchannel", backchannel, into_answer_ms=1200)
     result, _ = run(stack, lm, Scenario(f"bc-{backchannel}", "backchannel", (question, ack)))
     assert result.metrics["false_stop"] is False, result.heard
 
