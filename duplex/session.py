@@ -42,7 +42,7 @@ from duplex.events import (
 from duplex.metrics import TurnRecord
 from duplex.ports import DuplexLM, Recognizer, StateProbs, Synthesizer
 from duplex.tdm import OverlapDecision, Policy, State, TurnPolicy
-from duplex.text import ClauseSplitter, played_words
+from duplex.text import ClauseSplitter, asks_to_stop, played_words
 from duplex.vad import VadStep, VadTracker
 
 
@@ -332,7 +332,8 @@ class Session:
         self._overlap_text += words
         probs = self._lm.overlap(self._overlap_text)
         ended = not self._vad.in_speech
-        if self._recognizer.last_confidence < self.settings.min_overlap_confidence:
+        unsure = self._recognizer.last_confidence < self.settings.min_overlap_confidence
+        if unsure and not asks_to_stop(self._overlap_text):
             # the recognizer guessed words for a sound: not words to yield to
             probs = StateProbs(listen=probs.listen + probs.speak, speak=0.0, dismiss=probs.dismiss)
         overlap_ms = (

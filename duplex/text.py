@@ -6,6 +6,14 @@ import re
 
 _BOUNDARY = re.compile(r"[.!?;:,](?=\s)")
 
+# Words that ask the speaker to stop: heard over an answer, they count even when
+# the recognizer was unsure of them (a lone "Stop." can decode at -0.64)
+STOP_WORDS = frozenset({"stop", "wait", "no", "hold", "sorry", "pause", "hey", "excuse"})
+
+
+def asks_to_stop(text: str) -> bool:
+    return any(word in STOP_WORDS for word in re.findall(r"[a-z]+", text.lower()))
+
 
 class ClauseSplitter:
     """Cuts streaming LM text into clauses for the synthesizer.

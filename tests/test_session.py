@@ -143,6 +143,9 @@ def test_words_the_recognizer_only_guessed_over_the_answer_do_not_stop_it() -> N
     sure = Harness([*QUESTION, (2000, 2700, "and then make some.")])
     sure.run(6000)
     assert len(sure.of(Interrupted)) == 1  # the same words, recognized with confidence
+    stop = Harness([*QUESTION, (2000, 2400, "~stop.")])
+    stop.run(6000)
+    assert len(stop.of(Interrupted)) == 1  # "stop", even unsure, is heard
 
 
 def test_backchannel_is_dismissed_and_output_resumes_where_it_held() -> None:
