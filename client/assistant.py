@@ -143,26 +143,28 @@ class Assistant:
         deadline = None if seconds is None else time.monotonic() + seconds
         index = 0
         try:
-            with streams[0], streams[1]:
-                self._write({"type": "ready"})
-                self.conversation.status = "ready: talk any time"
-                if self._on_change is not None:
-                    self._on_change(self.conversation)
-                while not self._stop.is_set():
-                    if deadline is not None and time.monotonic() >= deadline:
-                        break
-                    try:
-                        captured = self._input.get(timeout=0.1)
-                    except queue.Empty:
-                        continue
-                    heard = self._cancel_echo(canceller, captured)
-                    if isinstance(engine, Session):  # what is queued or in the device is unheard
-                        engine.output_delay_ms = round(
-                            self._output_ms + len(self._output) * FRAME_MS
-                        )
-                    self._handle(engine.step(Frame(index, heard)))
-                    index += 1
+            for stream in streams:
+                stream.start()
+            self._write({"type": "ready"})
+            self.conversation.status = "ready: talk any time"
+            if self._on_change is not None:
+                self._on_change(self.conversation)
+            while not self._stop.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                try:
+                    captured = self._input.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                heard = self._cancel_echo(canceller, captured)
+                if isinstance(engine, Session):  # what is queued or in the device is unheard
+                    engine.output_delay_ms = round(self._output_ms + len(self._output) * FRAME_MS)
+                self._handle(engine.step(Frame(index, heard)))
+                index += 1
         finally:
+            for stream in streams:  # abort, not stop: nothing left to drain, and stop can hang
+                stream.abort()
+                stream.close()
             if isinstance(engine, Closes):
                 engine.close()
             if self._events_file is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,14 +67,14 @@ def run(args: argparse.Namespace, settings: Any) -> int:
         events_path=args.events,
         on_change=view.update if view else None,
     )
-    try:
-        if view is not None:
-            with view:
-                assistant.run(args.seconds)
-        else:
+    # Ctrl-C or a TERM ends the loop between blocks, never inside a device call
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: assistant.stop())
+    if view is not None:
+        with view:
             assistant.run(args.seconds)
-    except KeyboardInterrupt:
-        pass
+    else:
+        assistant.run(args.seconds)
     erle = assistant.echo.erle_db
     if erle is not None:
         print(f"echo cancellation: {erle:.1f} dB ERLE", file=sys.stderr)
