@@ -15,20 +15,14 @@ from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 from benchmarks.runner import SessionFactory
-from client.remote import REALTIME_POLICIES, RemoteError, RemoteSession
+from client.remote import RemoteError, RemoteSession, protocol_for
 from duplex.clock import Clock
 from duplex.drive import Steps
 
 
 def session_factory(url: str, token: str | None, policies: Sequence[str]) -> SessionFactory:
     """Sessions on the server at `url`, one per run; checks the policies fit the protocol."""
-    if urlparse(url).path.rstrip("/").endswith("/v1/realtime"):
-        unknown = [p for p in policies if p not in REALTIME_POLICIES]
-        if unknown:
-            raise ValueError(
-                f"the Realtime protocol has no turn detection for {', '.join(unknown)}: use "
-                f"--policies {','.join(REALTIME_POLICIES)}, or the /v1/stream protocol"
-            )
+    protocol_for(url, policies)
 
     def make(clock: Clock, policy: str) -> Steps:
         return RemoteSession(url, policy=policy, token=token)

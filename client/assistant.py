@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from client.conversation import Conversation
-from client.echo import EchoCanceller, EchoGate, rms_db
+from client.echo import EchoCanceller, EchoGate, erle_db, rms_db
 from duplex.audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Frame, Int16Array
 from duplex.drive import Closes, Steps
 from duplex.events import Event, Interrupted, ResponseAudio
@@ -62,10 +62,11 @@ def list_devices() -> str:
 
 
 class EchoStats:
-    """Levels before and after cancellation while only the assistant was playing.
+    """Levels before and after cancellation while the assistant was playing.
 
     ERLE (echo return loss enhancement) is the median drop, in dB, over
-    blocks with playback and no user speech: how much of the echo was removed.
+    blocks with playback and sound at the microphone: how much of the echo
+    was removed (blocks where the user talked over it are counted too).
     """
 
     def __init__(self) -> None:
@@ -73,7 +74,7 @@ class EchoStats:
 
     def add(self, captured: Int16Array, cleaned: Int16Array, played: Int16Array) -> None:
         if rms_db(played) > -50 and rms_db(captured) > -70:
-            self.drops.append(rms_db(captured) - rms_db(cleaned))
+            self.drops.append(erle_db(captured, cleaned))
 
     @property
     def erle_db(self) -> float | None:

@@ -17,7 +17,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -65,6 +65,23 @@ class RemoteError(RuntimeError):
     """The server refused or dropped the session."""
 
 
+def protocol_for(url: str, policies: Sequence[str | None]) -> str:
+    """"stream" or "realtime", by the URL's path; ValueError if the path or a policy
+    (None: the server's default) does not fit."""
+    path = urlparse(url).path.rstrip("/")
+    if path.endswith("/v1/stream"):
+        return "stream"
+    if not path.endswith("/v1/realtime"):
+        raise ValueError(f"{url}: the server's paths are /v1/stream and /v1/realtime")
+    unknown = [p for p in policies if p is not None and p not in REALTIME_POLICIES]
+    if unknown:
+        raise ValueError(
+            f"the Realtime protocol has no turn detection for {', '.join(unknown)}: use "
+            f"{' or '.join(REALTIME_POLICIES)}, or the /v1/stream protocol"
+        )
+    return "realtime"
+
+
 class RemoteSession:
     """One conversation with a server; `step(frame)` sends the frame, returns what arrived.
 
@@ -80,20 +97,8 @@ class RemoteSession:
         token: str | None = None,
         timeout_s: float = 60.0,
     ) -> None:
-        path = urlparse(url).path.rstrip("/")
-        if path.endswith("/v1/realtime"):
-            self.protocol = "realtime"
-            if policy is not None and policy not in REALTIME_POLICIES:
-                raise ValueError(
-                    f"policy {policy!r} has no Realtime turn detection; use "
-                    f"{' or '.join(REALTIME_POLICIES)}, or the /v1/stream protocol"
-                )
-        elif path.endswith("/v1/stream"):
-            self.protocol = "stream"
-        else:
-            raise ValueError(f"{url}: the server's paths are /v1/stream and /v1/realtime")
+        self.protocol = protocol_for(url, [policy])
         self.url = url
-        self.errors: list[dict[str, Any]] = []  # error events the server sent
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -276,7 +281,6 @@ class RemoteSession:
 
     def _message(self, data: dict[str, Any], now: int) -> list[Event]:
         if data.get("type") == "error":
-            self.errors.append(data.get("error", data))
             detail = data.get("error", data)
             return [
                 Error(
