@@ -107,7 +107,8 @@ class Assistant:
         self._delay_ms = 0.0  # input plus output latency, from PortAudio: the echo's delay
         self._input: queue.Queue[Int16Array] = queue.Queue(MAX_QUEUED_BLOCKS)
         self._played: deque[Int16Array] = deque(maxlen=MAX_QUEUED_BLOCKS)  # the reference
-        self._recent: deque[Int16Array] = deque(maxlen=RECENT_PLAYBACK_BLOCKS)
+        # (level dB, block) of what played lately, the level measured once per block
+        self._recent: deque[tuple[float, Int16Array]] = deque(maxlen=RECENT_PLAYBACK_BLOCKS)
         self._output: deque[Int16Array] = deque()
         self._input_ms = self._output_ms = 0.0
         self._stop = threading.Event()
@@ -206,10 +207,10 @@ class Assistant:
         while self._played:  # the reference first: everything played up to now
             played = self._played.popleft()
             canceller.reverse(played)
-            self._recent.append(played)
+            self._recent.append((rms_db(played), played))
         canceller.delay_ms = round(self._input_ms + self._output_ms)
         cleaned = canceller.capture(captured)
-        recent = max(self._recent, key=rms_db, default=np.zeros(0, np.int16))
+        _, recent = max(self._recent, key=lambda r: r[0], default=(0.0, np.zeros(0, np.int16)))
         self.echo.add(captured, cleaned, recent)
         return self.gate(cleaned, recent)
 
