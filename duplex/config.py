@@ -38,6 +38,10 @@ class PolicySettings:
     # while listening: silence needed to take the turn shrinks as P(speak) grows
     min_silence_ms: int = 100  # needed when P(speak) = 1
     max_silence_ms: int = 2000  # the cap, needed when P(speak) = 0
+    # after this much unvoiced audio inside speech the recognizer decodes at once and
+    # the rest of the VAD's hangover is held back: if the turn ends there, its final
+    # pass is already done (from vad.end_ms on, never)
+    pause_decode_ms: int = 40
     speculate_threshold: float = 0.6  # P(speak) to start writing the answer early (1 never)
     # while speaking: what to do when the user talks over the answer
     yield_threshold: float = 0.5  # P(speak) over the overlap that makes the assistant yield
@@ -77,16 +81,41 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class ResponderSettings:
+    """Who writes the answers: the frozen LM in process, or an OpenAI-compatible engine
+    (vLLM, SGLang, llama.cpp's server) while the frozen LM still decides the turns."""
+
+    kind: str = "local"  # local | remote
+    base_url: str = ""  # the engine's API root, e.g. http://127.0.0.1:8000/v1
+    model: str = ""  # the model name the engine serves
+    api_key: str = ""  # sent as a Bearer token (DUPLEX_RESPONDER__API_KEY keeps it out of files)
+    first_token_ms: int = 1500  # no first token by then: the local LM answers instead
+    timeout_s: float = 10.0  # to connect, and between two chunks of a stream
+
+
+@dataclass(frozen=True)
 class Settings:
     device: str = "auto"  # auto | cpu | cuda
     vad: VadSettings = field(default_factory=VadSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     models: ModelSettings = field(default_factory=ModelSettings)
+    responder: ResponderSettings = field(default_factory=ResponderSettings)
 
     def validate(self) -> Settings:
         """Reject combinations the loop cannot run with, in one line each."""
-        p, v = self.policy, self.vad
+        p, v, r = self.policy, self.vad, self.responder
         checks = [
+            (
+                r.kind in ("local", "remote"),
+                f"responder.kind must be local or remote, got {r.kind!r}",
+            ),
+            (
+                r.kind != "remote" or r.base_url.startswith(("http://", "https://")),
+                "responder.kind=remote needs responder.base_url, an http(s) URL such as "
+                "http://127.0.0.1:8000/v1",
+            ),
+            (r.first_token_ms > 0, f"responder.first_token_ms must be > 0, got {r.first_token_ms}"),
+            (r.timeout_s > 0, f"responder.timeout_s must be > 0, got {r.timeout_s}"),
             (
                 self.device in ("auto", "cpu", "cuda"),
                 f"device must be auto, cpu or cuda, got {self.device!r}",
@@ -109,6 +138,11 @@ class Settings:
             (
                 0.0 < p.yield_threshold <= 1.0,
                 f"policy.yield_threshold must be in (0, 1], got {p.yield_threshold}",
+            ),
+            (
+                p.pause_decode_ms > 0 and p.pause_decode_ms % 20 == 0,
+                "policy.pause_decode_ms must be a positive multiple of 20, "
+                f"got {p.pause_decode_ms}",
             ),
             (p.send_ahead_ms >= 0, f"policy.send_ahead_ms must be >= 0, got {p.send_ahead_ms}"),
             (

@@ -38,6 +38,11 @@ class Recognizer(Protocol):
         """New words since the last call that will not change (append-only)."""
         ...
 
+    def pause(self) -> None:
+        """The user may have stopped: decode what was heard now, so that `finish`
+        has nothing left to decode if no more audio arrives before it."""
+        ...
+
     def finish(self) -> str:
         """The utterance ended: its remaining words; the next `accept` starts a new one."""
         ...
@@ -89,6 +94,43 @@ class DuplexLM(Protocol):
 
     def set_instructions(self, text: str) -> None:
         """Replace the system prompt, keeping the conversation (between answers only)."""
+        ...
+
+    def write(self, text: str, done: bool) -> None:
+        """Answer text written elsewhere (a `Responder`) joins the open answer, as if
+        spoken; `done` closes it."""
+        ...
+
+    def messages(self) -> list[dict[str, str]]:
+        """The conversation as chat messages (role, content): what the user heard of it."""
+        ...
+
+
+class ResponderError(Exception):
+    """An external responder failed or is too slow: the LM writes the rest of the answer."""
+
+
+class Responder(Protocol):
+    """Writes the answer's words somewhere other than the frozen LM (an inference engine).
+
+    The LM still decides turns; what a responder writes joins its cache
+    through `DuplexLM.write`, so the state head reads the answer as played.
+    """
+
+    def start(self, messages: list[dict[str, str]]) -> None:
+        """Begin an answer to this conversation (ending with the user's turn)."""
+        ...
+
+    def read(self, max_tokens: int) -> tuple[str, bool]:
+        """The answer's text that has arrived, without waiting: (text, finished).
+
+        Raises ResponderError when the engine is down, breaks off, or misses
+        its first-token deadline.
+        """
+        ...
+
+    def stop(self) -> None:
+        """Drop the answer being written at once (a barge-in): close its stream."""
         ...
 
 

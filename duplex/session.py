@@ -29,6 +29,7 @@ from duplex.events import (
     BackchannelIgnored,
     Event,
     Interrupted,
+    ResponderFallback,
     ResponseAudio,
     ResponseDone,
     ResponseText,
@@ -40,7 +41,14 @@ from duplex.events import (
     TurnTaken,
 )
 from duplex.metrics import TurnRecord
-from duplex.ports import DuplexLM, Recognizer, StateProbs, Synthesizer
+from duplex.ports import (
+    DuplexLM,
+    Recognizer,
+    Responder,
+    ResponderError,
+    StateProbs,
+    Synthesizer,
+)
 from duplex.tdm import OverlapDecision, Policy, State, TurnPolicy
 from duplex.text import ClauseSplitter, asks_to_stop, played_words
 from duplex.vad import VadStep, VadTracker
@@ -64,6 +72,7 @@ class _Response:
     queue: deque[tuple[Int16Array, int]] = field(default_factory=deque)
     sent: list[tuple[int, int]] = field(default_factory=list)  # (play start ms, clause) per frame
     generating: bool = True
+    remote: bool = False  # an external responder writes it (until it fails)
     tokens_seen: bool = False
     held: list[Event] = field(default_factory=list)  # a speculative answer's events, unsent
 
@@ -117,13 +126,16 @@ class Session:
         clock: Clock,
         settings: PolicySettings | None = None,
         policy: Policy | None = None,
+        responder: Responder | None = None,
     ) -> None:
+        """`responder`: an external engine that writes the answers; None: the LM does."""
         self.settings = settings or PolicySettings()
         self.policy: Policy = policy or TurnPolicy(self.settings)
         self._vad = vad
         self._recognizer = recognizer
         self._lm = lm
         self._tts = synthesizer
+        self._responder = responder
         self._clock = clock
         self._tick_frames = self.settings.tick_ms // FRAME_MS
         self.state = State.LISTENING
@@ -134,6 +146,9 @@ class Session:
         # queue, set by a client that measures it (the local assistant does)
         self.output_delay_ms = 0
         self._utterance_ended = False
+        # unvoiced frames inside speech, and those held back from the recognizer
+        self._unvoiced = 0
+        self._held: list[Frame] = []
         # the open user turn
         self._user_text = ""
         self._record: TurnRecord | None = None
@@ -177,8 +192,10 @@ class Session:
         # a tick every tick_ms, and at once when speech stops: that is when a turn ends
         if self._next_index % self._tick_frames == 0 or vad.stopped is not None:
             events += self._tick(frame.end_ms)
-        elif self.state is State.LISTENING and not self._utterance_ended:
-            events += self._decide(frame.end_ms)
+        else:
+            if self.state is State.LISTENING and not self._utterance_ended:
+                events += self._decide(frame.end_ms)
+            events += self._read_remote(frame.end_ms)
         events += self._play(frame.end_ms, vad)
         return events
 
@@ -190,6 +207,7 @@ class Session:
             events.append(self._event(SpeechStarted, vad.started))
             for f in vad.pre_roll:
                 self._recognizer.accept(f)
+            self._unvoiced, self._held = 0, []
             if self._speculative is not None:
                 self._discard_speculation()  # the user goes on: the draft answer is void
             if self.state is State.SPEAKING:
@@ -198,9 +216,12 @@ class Session:
             elif self._record is None:
                 self._record = TurnRecord(self._responses + 1, user_onset_ms=vad.started)
         elif vad.in_speech:
-            self._recognizer.accept(frame)
+            # a frame the VAD keeps in speech only by its lower in-speech threshold
+            # is the fading end of a word: a pause may have begun
+            self._hear_in_speech(frame, vad.probability >= self._vad.threshold)
         if vad.stopped is not None:
             events.append(self._event(SpeechStopped, vad.stopped))
+            self._held = []  # the hangover's silence: the decode at the pause covers the words
             self._utterance_ended = True
             if self.state is State.OVERLAP:
                 self._overlap_end = vad.stopped
@@ -208,6 +229,25 @@ class Session:
                 self._record.user_last_voiced_ms = vad.stopped
                 self._record.vad_end_ms = frame.end_ms
         return events
+
+    def _hear_in_speech(self, frame: Frame, voiced: bool) -> None:
+        """Voiced audio goes to the recognizer. A short silence makes it decode at once
+        and the rest of the silence waits: if the VAD then ends the utterance, `finish`
+        has nothing new to decode, and the final pass is off the end of turn's path."""
+        if voiced:
+            for held in self._held:
+                self._recognizer.accept(held)
+            self._held, self._unvoiced = [], 0
+            self._recognizer.accept(frame)
+            return
+        self._unvoiced += 1
+        pause_frames = self.settings.pause_decode_ms // FRAME_MS
+        if self._unvoiced > pause_frames:
+            self._held.append(frame)
+            return
+        self._recognizer.accept(frame)
+        if self._unvoiced == pause_frames:
+            self._recognizer.pause()
 
     def _play(self, position_ms: int, vad: VadStep) -> list[Event]:
         response = self._response
@@ -238,6 +278,15 @@ class Session:
             ]
         if response.finished and not response.queue:
             return self._finish_response(position_ms)
+        return []
+
+    def _read_remote(self, now_ms: int) -> list[Event]:
+        """An external responder's text arrives at any time: take it every frame."""
+        if self._speculative is not None and self._speculative.remote:
+            self._speculative.held += self._speak_slice(self._speculative, now_ms)
+        response = self._response
+        if response is not None and response.remote and self.state is not State.LISTENING:
+            return self._speak_slice(response, now_ms)
         return []
 
     # per tick -------------------------------------------------------------
@@ -288,12 +337,21 @@ class Session:
             return self._take_turn(probs, silence, now_ms)
         if self._speculative is None and probs.speak >= self.settings.speculate_threshold:
             # likely the end: write and synthesize the start of the answer while silence runs
-            self._lm.begin_response()
-            self._speculative = _Response(self._responses + 1)
+            self._speculative = self._begin_answer(_Response(self._responses + 1))
             self._speculative.held = self._speak_slice(self._speculative, now_ms)
         return []
 
+    def _begin_answer(self, response: _Response) -> _Response:
+        self._lm.begin_response()
+        if self._responder is not None:
+            self._responder.start(self._lm.messages())
+            response.remote = True
+        return response
+
     def _discard_speculation(self) -> None:
+        assert self._speculative is not None
+        if self._speculative.remote and self._responder is not None:
+            self._responder.stop()
         self._lm.cancel_response()
         self._speculative = None
         if self._record is not None:
@@ -302,9 +360,7 @@ class Session:
     def _take_turn(self, probs: StateProbs, silence: int, now_ms: int) -> list[Event]:
         assert self._record is not None
         self._responses += 1
-        response = self._speculative or _Response(self._responses)
-        if self._speculative is None:
-            self._lm.begin_response()
+        response = self._speculative or self._begin_answer(_Response(self._responses))
         self._speculative = None
         self._record.response_id = response.id
         self._record.decision_ms = self._timeline(now_ms)
@@ -396,7 +452,9 @@ class Session:
         while response.generating and (
             not response.queue or (response.queued_ms < self.settings.audio_lead_ms and budget > 0)
         ):
-            text, done = self._lm.speak(self.settings.tokens_per_call)
+            text, done = self._write(response, now_ms, events)
+            if not text and not done:
+                break  # the responder has nothing yet: the next frame looks again
             budget -= self.settings.tokens_per_call
             clauses = response.splitter.push(text)
             if text:
@@ -412,6 +470,25 @@ class Session:
                 if self._record is not None and self._record.first_tts_audio_ms is None:
                     self._record.first_tts_audio_ms = self._timeline(now_ms)
         return events
+
+    def _write(self, response: _Response, now_ms: int, events: list[Event]) -> tuple[str, bool]:
+        """The answer's next words: the responder's while it works, else the LM's own."""
+        count = self.settings.tokens_per_call
+        if response.remote and self._responder is not None:
+            try:
+                text, done = self._responder.read(count)
+            except ResponderError as error:
+                self._responder.stop()
+                response.remote = False  # the LM goes on from the words written so far
+                events.append(
+                    self._event(
+                        ResponderFallback, now_ms, response_id=response.id, reason=str(error)
+                    )
+                )
+            else:
+                self._lm.write(text, done)
+                return text, done
+        return self._lm.speak(count)
 
     # a client's explicit requests, run between frames ---------------------------
 
@@ -493,6 +570,9 @@ class Session:
     def _end_response(self, status: str, position_ms: int, stopped_ms: int) -> list[Event]:
         response = self._response
         assert response is not None
+        if response.remote and self._responder is not None:
+            self._responder.stop()  # a barge-in closes the engine's stream at once
+            response.remote = False
         events: list[Event] = [
             self._event(
                 ResponseDone,

@@ -49,7 +49,9 @@ and 2/25 = 0.08 with 30 s.
 Policies worth knowing
 ----------------------
 - `finish()` decodes the whole utterance once more (or reuses the last
-  hypothesis if no audio arrived since) and returns the final words *after
+  hypothesis if no audio arrived since: the session calls `pause()` a moment
+  into the silence and holds back the rest of the VAD's hangover, so the
+  final pass usually runs before the VAD has even decided) and returns the final words *after
   the committed word count*. Committed words are never retracted: if the
   final hypothesis disagrees with them (say it now reads "for" where "4" was
   committed), the committed words stand and only the final's words beyond
@@ -301,6 +303,7 @@ class WhisperRecognizer:
         self._size = 0  # samples in the current segment
         self._previous: Hypothesis | None = None  # the last decode of the current segment
         self._committed: list[str] = []  # the segment's stable words
+        self._pending: list[str] = []  # stable words agreed by `pause`, not yet returned
         self._final_parts: list[str] = []
 
     # -- the Recognizer port ----------------------------------------------------------
@@ -310,14 +313,25 @@ class WhisperRecognizer:
         self._size += frame.pcm.size
 
     def stable(self) -> str:
-        words = self._roll_over()
+        words = self._take_pending() + self._roll_over()
         last = self._previous.samples if self._previous else 0
         if self._size >= self.interval_samples and self._size - last >= self.interval_samples:
             words += self._agree(self._decode(self._pcm(), final=False))
         return _delta(words)
 
+    def pause(self) -> None:
+        """Decode what was heard now, unless the latest decode covers it already.
+
+        Called when the user may have stopped: if no more audio comes, `finish`
+        reuses this decode, so the final pass runs during the VAD's hangover
+        instead of after it.
+        """
+        last = self._previous.samples if self._previous else 0
+        if self._size and self._size != last:
+            self._pending += self._agree(self._decode(self._pcm(), final=False))
+
     def finish(self) -> str:
-        words = self._roll_over()
+        words = self._take_pending() + self._roll_over()
         if self._size:
             previous = self._previous
             if previous and previous.samples == self._size and not previous.degenerate:
@@ -334,6 +348,7 @@ class WhisperRecognizer:
 
     def reset(self) -> None:
         self._final_parts = []
+        self._pending = []
         self._clear_segment()
 
     # -- decoding ---------------------------------------------------------------------
@@ -459,6 +474,10 @@ class WhisperRecognizer:
             if cut < pcm.size:
                 self._chunks = [pcm[cut:]]
                 self._size = pcm.size - cut
+        return words
+
+    def _take_pending(self) -> list[str]:
+        words, self._pending = self._pending, []
         return words
 
     def _pcm(self) -> Int16Array:

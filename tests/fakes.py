@@ -60,6 +60,9 @@ class ScriptedRecognizer:
     def stable(self) -> str:
         return self._take(self.heard_until - self.lag_ms)
 
+    def pause(self) -> None:
+        pass
+
     def finish(self) -> str:
         return self._take(self.heard_until)
 
@@ -131,6 +134,13 @@ class ScriptedLM:
 
     def set_instructions(self, text: str) -> None:
         self.instructions = text
+
+    def write(self, text: str, done: bool) -> None:
+        assert self.history[-1][0] == "assistant"
+        self.history[-1][1] += text
+
+    def messages(self) -> list[dict[str, str]]:
+        return [{"role": role, "content": text} for role, text in self.turns() if text]
 
     def turns(self) -> list[tuple[str, str]]:
         return [(role, text.strip()) for role, text in self.history]

@@ -236,7 +236,7 @@ def test_coerce_rejects(value: Any, default: Any) -> None:
 def test_unknown_section() -> None:
     message = config_error(overrides={"polcy.tick_ms": "120"})
     assert "unknown setting 'polcy.tick_ms'" in message
-    assert "device, models, policy, vad" in message
+    assert "device, models, policy, responder, vad" in message
 
 
 def test_unknown_key_lists_known_keys() -> None:

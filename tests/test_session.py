@@ -349,3 +349,31 @@ def test_cancel_stops_the_answer_where_it_played() -> None:
     # the frame sent for 2000 ms is flushed by the Interrupted; nothing is sent after it
     assert [e.audio_ms for e in h.of(ResponseAudio)] == list(range(1200, 2020, 20))
     assert h.session.state is State.LISTENING and h.session.cancel() == []
+
+
+def test_a_short_silence_decodes_at_once_and_holds_back_the_rest() -> None:
+    """40 ms into a silence the recognizer decodes what it has (`pause`); the rest of
+    the silence reaches it only if speech resumes, so when the VAD ends the utterance
+    instead, `finish` has nothing new to decode."""
+    h = Harness(QUESTION)
+    accepted: list[int] = []
+    pauses: list[int] = []
+    accept, pause = h.recognizer.accept, h.recognizer.pause
+
+    def record_accept(frame: Frame) -> None:
+        accepted.append(frame.index)
+        accept(frame)
+
+    def record_pause() -> None:
+        pauses.append(accepted[-1])
+        pause()
+
+    h.recognizer.accept = record_accept  # type: ignore[method-assign]
+    h.recognizer.pause = record_pause  # type: ignore[method-assign]
+    h.run(2000, spans=[(0, 500), (600, 1000)])
+    # frames 25, 26 (500-540 ms) are unvoiced: pause after frame 26; 27-29 wait and
+    # follow when speech resumes at frame 30; after 1000 ms the same, and the VAD's
+    # end (200 ms unvoiced, frame 59) drops the held silence
+    assert pauses == [26, 51]
+    assert accepted == list(range(52))
+    assert [e.audio_ms for e in h.of(SpeechStopped)] == [1000]
