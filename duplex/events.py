@@ -145,6 +145,15 @@ class TurnMetrics(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ResponderFallback(Event):
+    """The external responder failed (`reason`): the local LM writes the rest of the answer."""
+
+    type: ClassVar[str] = "responder_fallback"
+    response_id: int
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Error(Event):
     """Something went wrong; the session keeps running."""
 
@@ -166,6 +175,7 @@ _BY_TYPE: dict[str, type[Event]] = {
         BackchannelIgnored,
         ResponseDone,
         TurnMetrics,
+        ResponderFallback,
         Error,
     )
 }

@@ -60,6 +60,7 @@ DANGLING = frozenset(
     }
 )  # fmt: skip
 
+_CHATML_TURN = re.compile(r"<\|im_start\|>(\w+)\n(.*?)(?:<\|im_end\|>|$)", re.DOTALL)
 _FINAL_MARKS = re.compile(r"[.?!]+\s*$")  # what the end probability is read before
 
 REPEAT_PENALTY = 1.15
@@ -305,6 +306,31 @@ class LlamaDuplexLM:
             text += piece
             self._eval([token], hidden=False)
         return text, answer.done
+
+    def write(self, text: str, done: bool) -> None:
+        """Answer text from an external responder joins the answer in the cache.
+
+        Its tokens become the answer's pieces, so `truncate` cuts it where the
+        user stopped hearing it and `speak` can carry on from it (a fallback).
+        """
+        answer = self._answer
+        if answer is None or answer.done:
+            raise ValueError("no answer is open to write to")
+        tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        if tokens:
+            answer.tokens += tokens
+            answer.pieces += [self._piece(t) for t in tokens]
+            self._eval(tokens, hidden=False)
+        if done:
+            self._close_answer()
+
+    def messages(self) -> list[dict[str, str]]:
+        """The conversation in the cache as chat messages; an answer not begun is left out."""
+        turns = _CHATML_TURN.findall(self.text())
+        out = [{"role": role, "content": content.strip()} for role, content in turns]
+        if out and out[-1]["role"] == "assistant" and not out[-1]["content"]:
+            out.pop()
+        return out
 
     def truncate(self, played_text: str) -> None:
         """Cut the answer in the cache after the last token the user heard; close the turn.

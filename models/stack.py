@@ -19,6 +19,7 @@ from duplex.tdm import Policy
 from duplex.vad import SileroVad, VadTracker, WebRtcVad
 from models import weights
 from models.lm import LlamaDuplexLM
+from models.responder import RemoteResponder
 from models.state_head import HEAD_PATH, StateHead
 from models.tts import PiperSynthesizer
 
@@ -79,13 +80,30 @@ class SpeechStack:
             state_head=self.state_head,
         )
 
+    def new_responder(self) -> RemoteResponder:
+        """A client of the configured external engine (`responder.*`), for one session."""
+        m = self.settings.models
+        return RemoteResponder(
+            self.settings.responder, max_tokens=m.max_response_tokens, temperature=m.temperature
+        )
+
     def new_session(
-        self, clock: Clock, *, lm: LlamaDuplexLM | None = None, policy: Policy | None = None
+        self,
+        clock: Clock,
+        *,
+        lm: LlamaDuplexLM | None = None,
+        policy: Policy | None = None,
+        remote: bool | None = None,
     ) -> Session:
-        """A session on the shared models; pass `lm` to reuse one (it is reset here)."""
+        """A session on the shared models; pass `lm` to reuse one (it is reset here).
+
+        `remote`: answers from the external engine (default: `responder.kind`).
+        """
         from models.asr import WhisperRecognizer
 
         s = self.settings
+        if remote is None:
+            remote = s.responder.kind == "remote"
         if lm is None:
             lm = self.new_lm()
         else:
@@ -112,4 +130,5 @@ class SpeechStack:
             clock=clock,
             settings=s.policy,
             policy=policy,
+            responder=self.new_responder() if remote else None,
         )
