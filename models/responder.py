@@ -54,10 +54,11 @@ class _Stream:
         with self._lock:
             self._stopped = True
             connection = self._connection
-        if connection is not None and connection.sock is not None:
+        sock = connection.sock if connection is not None else None
+        if sock is not None:
+            # wakes a blocked read; the reader thread closes the connection itself
             with contextlib.suppress(OSError):
-                connection.sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read
-            connection.close()
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _run(self) -> None:
         for attempt in (1, 2):  # one retry, only while nothing was received

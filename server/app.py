@@ -24,6 +24,7 @@ import itertools
 import json
 import logging
 import mimetypes
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -165,7 +166,10 @@ class DuplexServer:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlparse(request.path).path
         if path == "/healthz":
-            return _json(HTTPStatus.OK, self.health())
+            health = self.health()
+            # a full replica answers 503: a proxy's or orchestrator's health check skips it
+            full = health["status"] == "full"
+            return _json(HTTPStatus.SERVICE_UNAVAILABLE if full else HTTPStatus.OK, health)
         if path in (REALTIME, STREAM, "/metrics") and not self._authorized(request.headers):
             return _json(
                 HTTPStatus.UNAUTHORIZED,
@@ -200,6 +204,7 @@ class DuplexServer:
             "sessions": len(self._active),
             "max_sessions": self.limits.max_sessions,
             "uptime_s": round(time.monotonic() - self._started, 1),
+            "pid": os.getpid(),  # which replica answered, behind a proxy
         }
 
     # websockets ------------------------------------------------------------------

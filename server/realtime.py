@@ -28,6 +28,7 @@ from duplex.events import (
     Error,
     Event,
     Interrupted,
+    ResponderFallback,
     ResponseAudio,
     ResponseDone,
     ResponseText,
@@ -528,6 +529,14 @@ class RealtimeProtocol:
             response_id=answer.response_id if answer else None,
         )
 
+    def _fallback(self, event: ResponderFallback) -> None:
+        answer = self._answers.get(event.response_id)
+        self.send(
+            "duplex.responder_fallback",
+            reason=event.reason,
+            response_id=answer.response_id if answer else None,
+        )
+
     def _metrics(self, event: TurnMetrics) -> None:
         self.send("duplex.turn_metrics", metrics=event.record.to_dict())
 
@@ -547,6 +556,7 @@ _MAPPERS: dict[type[Event], Callable[[RealtimeProtocol, Any], None]] = {
     ResponseDone: RealtimeProtocol._done,
     BackchannelIgnored: RealtimeProtocol._backchannel,
     TurnMetrics: RealtimeProtocol._metrics,
+    ResponderFallback: RealtimeProtocol._fallback,
     Error: RealtimeProtocol._error,
 }
 

@@ -13,7 +13,7 @@ from duplex.audio import SAMPLE_RATE, Frame, Int16Array, float_to_pcm16, frames_
 from duplex.clock import VirtualClock
 from duplex.config import PolicySettings
 from duplex.events import Event
-from duplex.ports import StateProbs
+from duplex.ports import Responder, ResponderError, StateProbs
 from duplex.session import Session
 from duplex.vad import VadTracker
 
@@ -146,6 +146,39 @@ class ScriptedLM:
         return [(role, text.strip()) for role, text in self.history]
 
 
+@dataclass
+class ScriptedResponder:
+    """An external engine's stream, scripted: each answer's words arrive `lag_reads`
+    reads after `start`, a few per read; `fail_after` words in, it breaks off."""
+
+    answers: Sequence[str]
+    lag_reads: int = 3
+    fail_after: int | None = None
+    requests: list[list[dict[str, str]]] = field(default_factory=list)
+    stops: int = 0
+    _words: list[str] = field(default_factory=list)
+    _reads: int = 0
+    _sent: int = 0
+
+    def start(self, messages: list[dict[str, str]]) -> None:
+        self.requests.append(messages)
+        self._words = self.answers[(len(self.requests) - 1) % len(self.answers)].split()
+        self._reads = self._sent = 0
+
+    def read(self, max_tokens: int) -> tuple[str, bool]:
+        self._reads += 1
+        if self._reads <= self.lag_reads:
+            return "", False
+        if self.fail_after is not None and self._sent >= self.fail_after:
+            raise ResponderError("the engine's stream broke off")
+        taken, self._words = self._words[:max_tokens], self._words[max_tokens:]
+        self._sent += len(taken)
+        return "".join(" " + w for w in taken), not self._words
+
+    def stop(self) -> None:
+        self.stops += 1
+
+
 class ToneSynth:
     """Speaks every word as `ms_per_word` of a 440 Hz tone."""
 
@@ -179,6 +212,7 @@ class Harness:
         "It is noon. Anything else I can help you with today? I am happy to help.",
     )
     settings: PolicySettings = field(default_factory=PolicySettings)
+    responder: Responder | None = None
 
     def __post_init__(self) -> None:
         self.clock = VirtualClock()
@@ -192,6 +226,7 @@ class Harness:
             synthesizer=self.tts,
             clock=self.clock,
             settings=self.settings,
+            responder=self.responder,
         )
         self.events: list[Event] = []
 

@@ -185,3 +185,27 @@ def test_end_probability_separates_whole_turns_from_prefixes_on_held_out_dialogu
     auc = roc_auc(np.array(scores, dtype=np.float32), np.array(whole))
     print(f"end-of-turn ROC AUC {auc:.3f} on {len(scores)} prefixes, {sum(whole)} whole turns")
     assert auc >= 0.85
+
+
+def test_written_answer_is_truncated_and_sent_as_heard() -> None:
+    """An engine's words join the cache; after a barge-in the messages an engine
+    is sent hold the answer as far as it was heard."""
+    lm = _lm()
+    lm.listen("What is the tallest mountain?")
+    lm.begin_response()
+    assert lm.messages() == [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "What is the tallest mountain?"},
+    ]
+    lm.write("The tallest mountain on Earth", done=False)
+    lm.write(" is Mount Everest.", done=False)
+    lm.truncate("The tallest mountain on")
+    lm.listen("Wait, in Europe?")
+    assert lm.messages()[2:] == [
+        {"role": "assistant", "content": "The tallest mountain on"},
+        {"role": "user", "content": "Wait, in Europe?"},
+    ]
+    lm.begin_response()
+    lm.write("Mont Blanc.", done=True)
+    assert lm.messages()[-1] == {"role": "assistant", "content": "Mont Blanc."}
+    assert lm.text().endswith("Mont Blanc.<|im_end|>\n")

@@ -11,11 +11,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shutil
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +33,7 @@ from client.remote import RemoteError, RemoteSession
 from duplex.audio import SAMPLE_RATE, Int16Array, float_to_pcm16, pcm16_to_float, resample
 from duplex.config import Settings
 from server.app import DuplexServer, Limits, StackSessions
+from tests.engine import free_port
 from tests.live import LiveServer
 
 QUESTION = "What is the capital of France?"
@@ -173,24 +178,26 @@ async def _events_until(ws: ClientConnection, kind: str, seconds: float) -> Asyn
     raise AssertionError(f"no {kind} within {seconds} s")
 
 
-def test_stream_protocol_turn(stream_url: str, question: Int16Array) -> None:
-    async def main() -> tuple[list[dict[str, Any]], int]:
-        events: list[dict[str, Any]] = []
-        audio_bytes = 0
-        async with connect(stream_url) as ws:
-            await ws.send(json.dumps({"type": "hello", "sample_rate": 16000}))
-            ready = json.loads(await ws.recv())
-            assert ready["type"] == "ready" and ready["output_sample_rate"] == 16000
-            sender = asyncio.create_task(paced(chunked(at_rate(question, 16000), 16000), ws.send))
-            async for message in _events_until(ws, "turn_metrics", 60):
-                if isinstance(message, bytes):
-                    audio_bytes += len(message)
-                else:
-                    events.append(json.loads(message))
-            sender.cancel()
-        return events, audio_bytes
+async def stream_turn(url: str, question: Int16Array) -> tuple[list[dict[str, Any]], int]:
+    """One spoken question over /v1/stream: the JSON events and the answer's audio bytes."""
+    events: list[dict[str, Any]] = []
+    audio_bytes = 0
+    async with connect(url) as ws:
+        await ws.send(json.dumps({"type": "hello", "sample_rate": 16000}))
+        ready = json.loads(await ws.recv())
+        assert ready["type"] == "ready" and ready["output_sample_rate"] == 16000
+        sender = asyncio.create_task(paced(chunked(at_rate(question, 16000), 16000), ws.send))
+        async for message in _events_until(ws, "turn_metrics", 60):
+            if isinstance(message, bytes):
+                audio_bytes += len(message)
+            else:
+                events.append(json.loads(message))
+        sender.cancel()
+    return events, audio_bytes
 
-    events, audio_bytes = asyncio.run(main())
+
+def test_stream_protocol_turn(stream_url: str, question: Int16Array) -> None:
+    events, audio_bytes = asyncio.run(stream_turn(stream_url, question))
     kinds = [e["type"] for e in events]
     for kind in ("speech_started", "speech_stopped", "transcript_final", "turn_taken"):
         assert kind in kinds, kind
@@ -285,6 +292,9 @@ def test_full_server_refuses_with_a_clear_error(live: LiveServer) -> None:
         async with connect(url) as a, connect(url) as b, connect(url) as c:
             for ws in (a, b, c):
                 assert json.loads(await ws.recv())["type"] == "session.created"
+            # a full replica tells a proxy's health check to pass it by
+            status, body = await asyncio.to_thread(http, f"http://{live.url}/healthz")
+            assert (status, json.loads(body)["status"]) == (503, "full")
             async with connect(url) as d:
                 error = json.loads(await d.recv())
                 try:
@@ -446,3 +456,116 @@ def test_remote_session_refusals_are_clear(live: LiveServer) -> None:
         RemoteSession("ws://127.0.0.1:9/v1/stream")
     with pytest.raises(RemoteError, match="refused the session: policy must be"):
         RemoteSession(f"ws://{live.url}/v1/stream", policy="no-such-policy")
+
+
+# scale-out: replicas behind nginx ----------------------------------------------------
+
+NGINX_EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "nginx-duplex.conf"
+
+
+class Replica:
+    """`duplex serve` in its own process, as a deployment runs it."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self._log = log.open("wb")
+        command = [sys.executable, "-m", "duplex.cli", "serve", "--port", str(self.port)]
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def health(self) -> tuple[int, dict[str, Any]] | None:
+        try:
+            status, body = http(f"http://127.0.0.1:{self.port}/healthz")
+        except OSError:
+            return None
+        return status, json.loads(body)
+
+    def wait_ready(self, seconds: float = 180) -> None:
+        deadline = time.monotonic() + seconds
+        while self.health() is None:
+            assert self.process.poll() is None, "the replica exited"
+            assert time.monotonic() < deadline, "the replica did not start"
+            time.sleep(0.3)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(30)
+        self._log.close()
+
+
+def nginx_config(tmp: Path, listen: int, replicas: list[Replica]) -> Path:
+    """The shipped example, on this test's ports, inside a minimal main config."""
+    site = NGINX_EXAMPLE.read_text()
+    site = site.replace("listen 127.0.0.1:8000;", f"listen 127.0.0.1:{listen};")
+    for default, replica in zip((8001, 8002), replicas, strict=True):
+        site = site.replace(f"server 127.0.0.1:{default} ", f"server 127.0.0.1:{replica.port} ")
+    (tmp / "duplex.conf").write_text(site)
+    main = tmp / "nginx.conf"
+    main.write_text(
+        f"""daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log {tmp}/access.log;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    include {tmp}/duplex.conf;
+}}
+"""
+    )
+    return main
+
+
+def test_replicas_behind_nginx_share_sessions_and_survive_one_dying(
+    tmp_path: Path, question: Int16Array
+) -> None:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    assert Path(nginx).exists(), "nginx is missing: apt-get install nginx (make setup does)"
+    replicas = [Replica(tmp_path / f"replica{i}.log") for i in (1, 2)]
+    proxy_port = free_port()
+    config = nginx_config(tmp_path, proxy_port, replicas)
+    proxy = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(config)])
+    proxied = f"127.0.0.1:{proxy_port}"
+    try:
+        for replica in replicas:
+            replica.wait_ready()
+
+        async def two_at_once() -> list[tuple[list[dict[str, Any]], int]]:
+            turns = [stream_turn(f"ws://{proxied}/v1/stream", question) for _ in range(2)]
+            return list(await asyncio.gather(*turns))
+
+        # two sessions through the proxy, one on each replica (least_conn)
+        busy: list[int] = []
+
+        def count_sessions() -> None:
+            time.sleep(4)  # both sessions are talking by now
+            for replica in replicas:
+                health = replica.health()
+                busy.append(health[1]["sessions"] if health else -1)
+
+        watcher = threading.Thread(target=count_sessions)
+        watcher.start()
+        for events, audio_bytes in asyncio.run(two_at_once()):
+            assert "capital" in next(e for e in events if e["type"] == "transcript_final")["text"]
+            assert audio_bytes > 16000
+        watcher.join()
+        assert busy == [1, 1]
+        # one replica dies: new sessions and the health check go to the other
+        replicas[0].kill()
+        assert replicas[0].health() is None
+        events, audio_bytes = asyncio.run(stream_turn(f"ws://{proxied}/v1/stream", question))
+        assert events[-1]["outcome"] == "completed" and audio_bytes > 16000
+        status, body = http(f"http://{proxied}/healthz")
+        health = json.loads(body)
+        assert (status, health["status"]) == (200, "ok")
+        assert health["pid"] == replicas[1].process.pid
+    finally:
+        proxy.terminate()
+        proxy.wait(30)
+        for replica in replicas:
+            replica.kill()

@@ -23,6 +23,7 @@ from duplex.config import PolicySettings
 from duplex.events import (
     BackchannelIgnored,
     Interrupted,
+    ResponderFallback,
     ResponseAudio,
     ResponseDone,
     ResponseText,
@@ -33,7 +34,7 @@ from duplex.events import (
     TurnTaken,
 )
 from duplex.tdm import State, TurnPolicy
-from tests.fakes import Harness, ToneSynth
+from tests.fakes import Harness, ScriptedResponder, ToneSynth
 
 QUESTION = [(0, 300, "what"), (300, 500, "time"), (500, 700, "is"), (700, 1000, "it?")]
 ANSWER = "It is noon. Anything else I can help you with today? I am happy to help."
@@ -377,3 +378,34 @@ def test_a_short_silence_decodes_at_once_and_holds_back_the_rest() -> None:
     assert pauses == [26, 51]
     assert accepted == list(range(52))
     assert [e.audio_ms for e in h.of(SpeechStopped)] == [1000]
+
+
+def test_a_responder_writes_the_answer_and_hears_only_what_was_played() -> None:
+    """An external engine writes the answers; the barge-in closes its stream, and the
+    next request carries the first answer as far as the user heard it."""
+    engine = ScriptedResponder([ANSWER, "Sure."])
+    h = Harness([*QUESTION, (2000, 2300, "wait,"), (2300, 2600, "stop.")], responder=engine)
+    h.run(8000)
+    [interrupted] = h.of(Interrupted)
+    assert isinstance(interrupted, Interrupted)
+    assert interrupted.played_text == "It is noon. Anything"
+    assert engine.stops >= 1
+    assert engine.requests[0] == [{"role": "user", "content": "what time is it?"}]
+    assert engine.requests[1] == [
+        {"role": "user", "content": "what time is it?"},
+        {"role": "assistant", "content": "It is noon. Anything"},
+        {"role": "user", "content": "wait, stop."},
+    ]
+    assert h.lm.turns()[-1] == ("assistant", "Sure.")
+
+
+def test_a_failing_responder_hands_the_answer_to_the_lm() -> None:
+    engine = ScriptedResponder([ANSWER], fail_after=4)
+    h = Harness(QUESTION, responder=engine)
+    h.run(8000)
+    [fallback] = h.of(ResponderFallback)
+    assert isinstance(fallback, ResponderFallback) and "broke off" in fallback.reason
+    [done] = h.of(ResponseDone)
+    assert isinstance(done, ResponseDone) and done.status == "completed"
+    # the engine's four words, then the LM's own (the scripted LM starts its answer over)
+    assert done.text.startswith("It is noon. Anything It is noon.")
