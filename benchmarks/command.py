@@ -16,6 +16,7 @@ from duplex.config import Settings
 from duplex.drive import Steps
 from duplex.tdm import POLICIES
 
+REMOTE_SUFFIX = "+remote"  # a policy's runs with answers from the external engine
 SHARED_SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
 
 
@@ -34,6 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--token", default=os.environ.get("DUPLEX_TOKEN"), help="the server's token, if it has one"
+    )
+    parser.add_argument(
+        "--responder",
+        choices=("local", "remote"),
+        default="local",
+        help="remote: each policy also runs with answers from the engine at "
+        "responder.base_url, side by side with the in-process LM (real time)",
     )
     parser.add_argument(
         "--policies",
@@ -66,6 +74,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _components(args, settings)
     from benchmarks import report, runner, scenarios
     from models.stack import SpeechStack
+    from models.tts import PiperSynthesizer
 
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     unknown = [p for p in policies if p not in POLICIES]
@@ -75,6 +84,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError("--sessions must be at least 1")
     if args.server and args.fast:
         raise ValueError("--server runs in real time (the server keeps its own clock): drop --fast")
+    engine = args.responder == "remote"
+    if engine and (args.fast or args.server):
+        raise ValueError(
+            "--responder remote runs in process and in real time (the engine keeps its own "
+            "clock): drop --fast and --server"
+        )
+    if engine and not settings.responder.base_url:
+        raise ValueError(
+            "--responder remote needs the engine's URL: --set responder.base_url="
+            "http://127.0.0.1:8000/v1 (and responder.model)"
+        )
+    # each run is labelled by its policy; with a remote responder, also `POLICY+remote`
+    labels = policies + [f"{p}{REMOTE_SUFFIX}" for p in policies] if engine else policies
     snrs = [None if s.strip().lower() == "none" else float(s) for s in args.snr.split(",")]
     console = Console(stderr=True)
     stack = SpeechStack(settings)
@@ -84,8 +106,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.scenarios:
             chosen = scenarios.load_dir(args.scenarios)
         else:
+            # the user's voice without Piper's random variation: the same seed, the same audio
+            user_voice = PiperSynthesizer(stack.voice_path, noise_scale=0.0, noise_w=0.0)
             chosen = scenarios.generate(
-                stack.voice,
+                user_voice,
                 per_category=args.per_category,
                 seed=args.seed,
                 snrs=snrs,
@@ -93,10 +117,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             )
     per_thread = threading.local()  # one LM (one KV cache) per concurrent session, reused
 
-    def in_process(clock: Clock, policy: str) -> Steps:
+    def in_process(clock: Clock, label: str) -> Steps:
         if not hasattr(per_thread, "lm"):
             per_thread.lm = stack.new_lm()
-        return stack.new_session(clock, lm=per_thread.lm, policy=POLICIES[policy](settings.policy))
+        policy = POLICIES[label.removesuffix(REMOTE_SUFFIX)](settings.policy)
+        answers_remote = label.endswith(REMOTE_SUFFIX)
+        return stack.new_session(clock, lm=per_thread.lm, policy=policy, remote=answers_remote)
 
     make_session: runner.SessionFactory = in_process
     memory = None
@@ -106,7 +132,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         make_session = remote.session_factory(args.server, args.token, policies)
         memory = remote.MemoryWatch(args.server, args.token)
 
-    total = len(chosen) * len(policies)
+    total = len(chosen) * len(labels)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -118,7 +144,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         runs = runner.run_all(
             make_session,
             chosen,
-            policies,
+            labels,
             fast=args.fast,
             sessions=args.sessions,
             progress=lambda r: bar.update(
@@ -127,8 +153,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     data = runner.results(
         runs,
-        policies,
-        command=" ".join(["duplex", "bench", *sys.argv[2:]]),
+        labels,
+        command=" ".join(["duplex", *sys.argv[1:]]),
         fast=args.fast,
         sessions=args.sessions,
         cpus=len(os.sched_getaffinity(0)),

@@ -50,6 +50,9 @@ class PolicySettings:
     # about Spain?"): the turn is not taken back before this much silence
     after_barge_in_silence_ms: int = 600
     hold_on_overlap: bool = True  # pause output at the user's onset until yield or dismiss
+    # a frame this likely to be speech pauses the answer for that frame (below the VAD's
+    # threshold: in noise a voice's first frames score lower); 20 ms lost if it was not
+    hold_probability: float = 0.3
     # words said over the answer that the recognizer decoded with a lower mean token
     # log-probability are a guess at a non-word sound ("mm-hm"): never a reason to yield
     min_overlap_confidence: float = -0.45
@@ -90,7 +93,7 @@ class ResponderSettings:
     model: str = ""  # the model name the engine serves
     api_key: str = ""  # sent as a Bearer token (DUPLEX_RESPONDER__API_KEY keeps it out of files)
     first_token_ms: int = 1500  # no first token by then: the local LM answers instead
-    timeout_s: float = 10.0  # to connect, and between two chunks of a stream
+    timeout_s: float = 2.0  # to connect, and between two chunks of a stream (then: fallback)
 
 
 @dataclass(frozen=True)

@@ -253,7 +253,8 @@ class Session:
         response = self._response
         if response is None or self.state is State.LISTENING:
             return []
-        if self.settings.hold_on_overlap and (self.state is State.OVERLAP or vad.voiced):
+        maybe_voice = vad.probability >= self.settings.hold_probability
+        if self.settings.hold_on_overlap and (self.state is State.OVERLAP or maybe_voice):
             # the user talks over the answer (or may be starting to, a voiced frame the
             # VAD has not confirmed yet): hold it until yield or dismiss
             return []
@@ -545,6 +546,11 @@ class Session:
         """Drop the utterance being recognized (words not yet heard by the LM)."""
         self._recognizer.reset()
         self._utterance_ended = False
+
+    def close(self) -> None:
+        """The conversation is over: an external responder's stream closes now."""
+        if self._responder is not None:
+            self._responder.stop()
 
     def set_instructions(self, text: str) -> None:
         """A new system prompt for the rest of the conversation (between answers)."""

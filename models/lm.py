@@ -83,6 +83,7 @@ def normalize_overlap(text: str) -> str:
 END_MIDPOINT_LOG10 = -2.7
 END_ODDS_PER_DECADE_LOG10 = 1.5
 MAX_SPEAK = 0.98  # the cap: even a sure end waits ~140 ms of silence
+UNMARKED_MAX_SPEAK = 0.9  # the cap for words the recognizer left unpunctuated (~290 ms)
 
 
 def speak_from_end(p_end: float) -> float:
@@ -104,7 +105,12 @@ def rule_state(user_text: str, overlap: bool, p_end: float | None = None) -> Sta
     While listening: a turn that ends in final punctuation (. ? !) is complete;
     its P(speak) is `speak_from_end(p_end)`, the LM's probability that the
     words (without that final mark) end the turn, or 0.9 without one.
-    Anything else is not complete (P(speak) 0.1: the policy waits ~1.8 s).
+    Words with no mark at all, which Whisper's final pass leaves on lists and
+    names ("4 Queen of Clubs"), get the LM's estimate too, capped at
+    UNMARKED_MAX_SPEAK; their P(end) is 0.04-0.15 where the benchmark's
+    mid-sentence pauses ("Can you tell me") are <= 0.001.
+    Anything else (a trailing "...", a comma, a dangling word, no LM reading)
+    is not complete (P(speak) 0.1: the policy waits ~1.8 s).
     Punctuation alone cannot tell "Can you tell me?" from "Why is the sky
     blue?"; the LM's next-token distribution can. Whisper punctuates in its final pass,
     and puts a full stop or a question mark after a trailing-off "I was
@@ -125,10 +131,17 @@ def rule_state(user_text: str, overlap: bool, p_end: float | None = None) -> Sta
         return StateProbs(0.05, 0.9, 0.05)
     ending = user_text.rstrip()
     words = text.split()
+    if not words:
+        return StateProbs(0.9, 0.1, 0.0)
     dangling = NEVER_LAST if ending.endswith("?") else DANGLING
     finished = ending.endswith((".", "!", "?")) and not ending.endswith("...")
     if finished and words[-1] not in dangling:
         speak = 0.9 if p_end is None else speak_from_end(p_end)
+        return StateProbs(1.0 - speak, speak, 0.0)
+    if p_end is not None and ending[-1:].isalnum() and words[-1] not in DANGLING:
+        # no mark at all ("4 Queen of Clubs", a list, a name): the LM alone decides,
+        # a little less sure than with the recognizer's full stop
+        speak = min(UNMARKED_MAX_SPEAK, speak_from_end(p_end))
         return StateProbs(1.0 - speak, speak, 0.0)
     return StateProbs(0.9, 0.1, 0.0)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import queue
 import socket
 import threading
@@ -32,6 +33,8 @@ from urllib.parse import urlsplit
 
 from duplex.config import ResponderSettings
 from duplex.ports import ResponderError
+
+log = logging.getLogger(__name__)
 
 
 class _Stream:
@@ -176,6 +179,7 @@ class RemoteResponder:
                 break
             if kind == "error":
                 self.stop()
+                log.warning("the engine failed: %s", value)
                 raise ResponderError(value)
             if kind == "done":
                 self._stream = None
@@ -186,9 +190,9 @@ class RemoteResponder:
             self._first, self.first_token_s = False, waited_ms / 1000
         elif self._first and waited_ms > self.settings.first_token_ms:
             self.stop()
-            raise ResponderError(
-                f"no first token from the engine within {self.settings.first_token_ms} ms"
-            )
+            reason = f"no first token from the engine within {self.settings.first_token_ms} ms"
+            log.warning(reason)
+            raise ResponderError(reason)
         return text, False
 
     def stop(self) -> None:

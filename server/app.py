@@ -402,6 +402,7 @@ class StackSessions:
         return self.stack.new_session(RealClock(), lm=lm)
 
     def release(self, session: Session) -> None:
+        session.close()  # an engine still writing an answer for it stops now
         with self._lock:
             self._lms.append(session.lm)
 

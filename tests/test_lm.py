@@ -111,6 +111,11 @@ def test_rule_state() -> None:
     assert rule_state("What are you thinking about?", overlap=False).speak > 0.5
     assert rule_state("What is the capital of?", overlap=False).speak < 0.5
     assert rule_state("So I went there...", overlap=False).speak < 0.5
+    # no mark: the LM's P(end) decides, below the cap of a marked end
+    assert rule_state("4 Queen of Clubs", overlap=False, p_end=0.06).speak == 0.9
+    assert rule_state("Can you tell me", overlap=False, p_end=0.0001).speak < 0.05
+    assert rule_state("I went to the", overlap=False, p_end=0.05).speak < 0.5
+    assert rule_state("So I went,", overlap=False, p_end=0.05).speak < 0.5
     assert rule_state("Yeah.", overlap=True).dismiss > 0.5
     assert rule_state("Mm-hm, right", overlap=True).dismiss > 0.5
     assert rule_state("wait, stop", overlap=True).speak > 0.5
