@@ -43,6 +43,10 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
         "lm": settings.models.lm,
         "voice": settings.models.voice,
     }
+    if args.path:  # one part's path alone, for scripts (e.g. an engine serving the LM)
+        [chosen] = [w for w in ALL if w.name == args.path]
+        print(chosen.resolve(overrides.get(chosen.name)))
+        return 0
     table = Table(title="model weights (nothing is downloaded at run time)")
     for column in ("part", "model", "package", "licence", "size", "path or install line"):
         table.add_column(column, overflow="fold")
@@ -57,6 +61,16 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
         table.add_row(w.name, w.description, w.package, w.licence, *found)
     Console().print(table)
     return 1 if missing else 0
+
+
+def _models_arguments(parser: argparse.ArgumentParser) -> None:
+    from models.weights import ALL
+
+    parser.add_argument(
+        "--path",
+        choices=[w.name for w in ALL],
+        help="print only this part's weights path (for scripts)",
+    )
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -168,7 +182,9 @@ COMMANDS: dict[str, Subcommand] = {
         _bench,
         _bench_arguments,
     ),
-    "models": Subcommand("list the model weights found and how to install missing ones", _models),
+    "models": Subcommand(
+        "list the model weights found and how to install missing ones", _models, _models_arguments
+    ),
     "train-state-head": Subcommand(
         "train the listen/speak/dismiss head on dialogue data", _train_state_head, _train_arguments
     ),

@@ -53,6 +53,11 @@ from duplex.tdm import OverlapDecision, Policy, State, TurnPolicy
 from duplex.text import ClauseSplitter, asks_to_stop, played_words
 from duplex.vad import VadStep, VadTracker
 
+# more than this behind the audio, output waits until the input is heard (at most
+# MAX_CATCH_UP_FRAMES in a row, so a session that stays behind still talks)
+CATCH_UP_MS = FRAME_MS
+MAX_CATCH_UP_FRAMES = 25
+
 
 @dataclass
 class _Clause:
@@ -145,6 +150,7 @@ class Session:
         # how long after it is sent a frame is heard: the device's output latency and
         # queue, set by a client that measures it (the local assistant does)
         self.output_delay_ms = 0
+        self._catch_up_frames = 0  # output frames held back while catching up on input
         self._utterance_ended = False
         # unvoiced frames inside speech, and those held back from the recognizer
         self._unvoiced = 0
@@ -259,6 +265,12 @@ class Session:
             # VAD has not confirmed yet): hold it until yield or dismiss
             return []
         now = self._timeline(position_ms)
+        if now - position_ms > CATCH_UP_MS and self._catch_up_frames < MAX_CATCH_UP_FRAMES:
+            # behind the audio after a stall: hear the input that arrived meanwhile before
+            # sending more, so a user who began to talk during the stall holds the answer
+            self._catch_up_frames += 1
+            return []
+        self._catch_up_frames = 0
         if response.queue and self._output_end <= now + self.settings.send_ahead_ms:
             # after a stall the loop catches up on input faster than real time; sending
             # one output frame per input frame then would queue that much at the device,

@@ -56,6 +56,11 @@ Policies worth knowing
   final hypothesis disagrees with them (say it now reads "for" where "4" was
   committed), the committed words stand and only the final's words beyond
   their count are appended. `last_final` holds the final hypothesis itself.
+- Sessions share one model, which decodes one utterance at a time. A
+  routine decode (`stable()`) is skipped while another session's decode
+  holds the model (`stats.skipped`; the next tick tries again); the decodes
+  a turn waits on, at a pause and at the end, queue for it. Under load the
+  end of a turn is not stuck behind other sessions' routine decodes.
 - Utterances longer than `max_window_s` (default 20 s) are cut into
   segments: when a segment reaches the cap, it is cut at its quietest 20 ms
   within the last 2 s, decoded as final (its remaining words come out of the
@@ -76,6 +81,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +204,7 @@ class AsrStats:
     audio_s: float = 0.0  # seconds of audio decoded, re-decodes included
     fallbacks: int = 0  # final decodes redone on the 30 s window
     degenerate: int = 0  # hypotheses that repeated themselves or ran out of tokens
+    skipped: int = 0  # routine decodes left out while another session decoded
 
     @property
     def mean_ms(self) -> float:
@@ -282,6 +289,7 @@ class WhisperRecognizer:
         if model is None:
             model = load_model(path, self.device, compute_type, cpu_threads)
         self._model: Any = model
+        self._busy = _busy_lock(model)  # held while this model decodes, by any session
         multilingual = bool(self._model.model.is_multilingual)
         self._tokenizer: Any = Tokenizer(
             self._model.hf_tokenizer, multilingual, task="transcribe", language="en"
@@ -316,7 +324,15 @@ class WhisperRecognizer:
         words = self._take_pending() + self._roll_over()
         last = self._previous.samples if self._previous else 0
         if self._size >= self.interval_samples and self._size - last >= self.interval_samples:
-            words += self._agree(self._decode(self._pcm(), final=False))
+            # a routine decode gives way when another session's decode holds the shared
+            # model: decodes at a pause and at the end, which turns wait on, go first
+            if self._busy.acquire(blocking=False):
+                try:
+                    words += self._agree(self._decode(self._pcm(), final=False))
+                finally:
+                    self._busy.release()
+            else:
+                self.stats.skipped += 1
         return _delta(words)
 
     def pause(self) -> None:
@@ -328,7 +344,8 @@ class WhisperRecognizer:
         """
         last = self._previous.samples if self._previous else 0
         if self._size and self._size != last:
-            self._pending += self._agree(self._decode(self._pcm(), final=False))
+            with self._busy:
+                self._pending += self._agree(self._decode(self._pcm(), final=False))
 
     def finish(self) -> str:
         words = self._take_pending() + self._roll_over()
@@ -337,7 +354,8 @@ class WhisperRecognizer:
             if previous and previous.samples == self._size and not previous.degenerate:
                 hypothesis = previous  # nothing new was heard since the last decode
             else:
-                hypothesis = self._decode(self._pcm(), final=True)
+                with self._busy:
+                    hypothesis = self._decode(self._pcm(), final=True)
             final = hypothesis.words
             self._final_parts.append(" ".join(final))
             words += final[len(self._committed) :]
@@ -463,7 +481,8 @@ class WhisperRecognizer:
         while self._size > limit:
             pcm = self._pcm()
             cut = _quiet_cut(pcm[:limit], int(_CUT_SEARCH_S * SAMPLE_RATE))
-            final = self._decode(pcm[:cut], final=True).words
+            with self._busy:
+                final = self._decode(pcm[:cut], final=True).words
             self._final_parts.append(" ".join(final))
             words += final[len(self._committed) :]
             # words committed beyond the segment's final were heard after the cut:
@@ -491,6 +510,16 @@ class WhisperRecognizer:
         self._size = 0
         self._previous = None
         self._committed = []
+
+
+_BUSY: dict[int, threading.Lock] = {}
+_BUSY_GUARD = threading.Lock()
+
+
+def _busy_lock(model: Any) -> threading.Lock:
+    """One lock per shared model: whether some session is decoding with it now."""
+    with _BUSY_GUARD:
+        return _BUSY.setdefault(id(model), threading.Lock())
 
 
 def _quiet_cut(pcm: Int16Array, search: int) -> int:

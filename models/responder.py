@@ -72,6 +72,11 @@ class _Stream:
                 if attempt == 2 or self._stopped:
                     self.items.put(("error", str(error)))
                     return
+            except TimeoutError:
+                if not self._stopped:
+                    silent = f"the engine sent nothing for {self._timeout_s:g} s"
+                    self.items.put(("error", silent))
+                return
             except (OSError, http.client.HTTPException, ValueError) as error:
                 if not self._stopped:
                     self.items.put(("error", f"the engine's stream broke off: {error}"))

@@ -74,6 +74,7 @@ class SpeechStack:
             system_prompt=m.system_prompt,
             device=self.settings.device,
             context_tokens=m.context_tokens,
+            threads=m.lm_threads,
             max_response_tokens=m.max_response_tokens,
             temperature=m.temperature,
             seed=m.seed,

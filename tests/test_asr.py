@@ -270,3 +270,23 @@ def test_confidence_tells_a_guessed_sound_from_words(recognizer: WhisperRecogniz
     for words in ("Wait, stop. What about Spain?", "No, no. I meant something else.", "Stop."):
         stream(recognizer, voice.synthesize(words))
         assert recognizer.last_confidence > threshold, words
+
+
+def test_a_routine_decode_gives_way_to_another_sessions_decode(
+    recognizer: WhisperRecognizer,
+) -> None:
+    """Sessions share the model: while one decodes, another's routine decode is
+    skipped (and done at the next tick); its pause and final decodes wait their turn."""
+    other = WhisperRecognizer(device="cpu", model=recognizer._model)
+    recognizer.reset()
+    for frame in frames_of(recording(next(iter(REFERENCES)))[: 2 * SAMPLE_RATE]):
+        other.accept(frame)
+    decodes, skipped = other.stats.decodes, other.stats.skipped
+    with recognizer._busy:  # the first session is decoding
+        other.stable()
+    assert (other.stats.decodes, other.stats.skipped) == (decodes, skipped + 1)
+    other.stable()  # the model is free again: the next tick decodes
+    assert other.stats.decodes == decodes + 1
+    other.pause()  # nothing new since: no second decode
+    assert other.stats.decodes == decodes + 1
+    assert other.finish()

@@ -40,6 +40,11 @@ def test_models_command_lists_every_part(capsys: pytest.CaptureFixture[str]) -> 
         assert weights.package[:12] in out
 
 
+def test_models_command_prints_one_path(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--path", "lm"]) == 0
+    assert capsys.readouterr().out.strip() == str(LM.resolve())
+
+
 def test_chat_with_a_missing_device_answers_in_one_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
