@@ -53,10 +53,8 @@ from duplex.tdm import OverlapDecision, Policy, State, TurnPolicy
 from duplex.text import ClauseSplitter, asks_to_stop, played_words
 from duplex.vad import VadStep, VadTracker
 
-# more than this behind the audio, output waits until the input is heard (at most
-# MAX_CATCH_UP_FRAMES in a row, so a session that stays behind still talks)
-CATCH_UP_MS = FRAME_MS
-MAX_CATCH_UP_FRAMES = 25
+# a step that took longer than this stalled: input arrived meanwhile
+STALL_MS = FRAME_MS
 
 
 @dataclass
@@ -108,6 +106,19 @@ class _Response:
             _, index = self.sent.pop()
             self.clauses[index].played -= 1
 
+    def heard_within(self, ms: int) -> str:
+        """The words in the first `ms` of the answer's audio as it was sent (a client
+        that plays the audio itself says how much it played)."""
+        budget, heard = ms // FRAME_MS, []
+        for clause in self.clauses:
+            take = min(clause.played, budget)
+            if take <= 0:
+                break
+            whole = take == clause.frames
+            heard.append(clause.text if whole else played_words(clause.text, take / clause.frames))
+            budget -= take
+        return " ".join(h for h in heard if h)
+
     def played_text(self) -> str:
         """The words the user actually heard, up to the current playout position."""
         heard = [
@@ -150,7 +161,8 @@ class Session:
         # how long after it is sent a frame is heard: the device's output latency and
         # queue, set by a client that measures it (the local assistant does)
         self.output_delay_ms = 0
-        self._catch_up_frames = 0  # output frames held back while catching up on input
+        # after a stall, no output until the input that arrived during it is heard
+        self._catch_up_to = 0
         self._utterance_ended = False
         # unvoiced frames inside speech, and those held back from the recognizer
         self._unvoiced = 0
@@ -160,6 +172,7 @@ class Session:
         self._record: TurnRecord | None = None
         # the assistant's answer and the user's words over it
         self._response: _Response | None = None
+        self._last_response: _Response | None = None  # the latest finished answer
         self._responses = 0
         self._overlap_onset: int | None = None
         self._overlap_end: int | None = None
@@ -194,6 +207,7 @@ class Session:
         self._next_index += 1
         if self._clock_origin is None:
             self._clock_origin = self._clock.now_ms() - frame.end_ms
+        started = self._clock.now_ms()
         events = self._hear(frame, vad)
         # a tick every tick_ms, and at once when speech stops: that is when a turn ends
         if self._next_index % self._tick_frames == 0 or vad.stopped is not None:
@@ -202,6 +216,8 @@ class Session:
             if self.state is State.LISTENING and not self._utterance_ended:
                 events += self._decide(frame.end_ms)
             events += self._read_remote(frame.end_ms)
+        if self._clock.now_ms() - started > STALL_MS:
+            self._catch_up_to = self._timeline(frame.end_ms)
         events += self._play(frame.end_ms, vad)
         return events
 
@@ -264,13 +280,12 @@ class Session:
             # the user talks over the answer (or may be starting to, a voiced frame the
             # VAD has not confirmed yet): hold it until yield or dismiss
             return []
-        now = self._timeline(position_ms)
-        if now - position_ms > CATCH_UP_MS and self._catch_up_frames < MAX_CATCH_UP_FRAMES:
-            # behind the audio after a stall: hear the input that arrived meanwhile before
-            # sending more, so a user who began to talk during the stall holds the answer
-            self._catch_up_frames += 1
+        if position_ms < self._catch_up_to and response.sent:
+            # input that arrived during a stall is heard before more of a playing answer
+            # is sent: a user who began to talk meanwhile holds it where it was (an
+            # answer's first frame does not wait: the user was silent, that is why)
             return []
-        self._catch_up_frames = 0
+        now = self._timeline(position_ms)
         if response.queue and self._output_end <= now + self.settings.send_ahead_ms:
             # after a stall the loop catches up on input faster than real time; sending
             # one output frame per input frame then would queue that much at the device,
@@ -355,6 +370,7 @@ class Session:
         return []
 
     def _begin_answer(self, response: _Response) -> _Response:
+        self._last_response = None  # the one before can no longer be cut
         self._lm.begin_response()
         if self._responder is not None:
             self._responder.start(self._lm.messages())
@@ -438,15 +454,21 @@ class Session:
         self._after_barge_in = True  # the new turn began by interrupting
         return events
 
-    def _stop_output(self, status: str, now_ms: int, onset: int) -> list[Event]:
-        """Stop the answer where playout is, keep only what was heard in the LM."""
+    def _stop_output(
+        self, status: str, now_ms: int, onset: int, heard_ms: int | None = None
+    ) -> list[Event]:
+        """Stop the answer where playout is, keep only what was heard in the LM
+        (the first `heard_ms` of it, where the client says so)."""
         response = self._response
         assert response is not None
         stopped = min(self._timeline(now_ms), self._output_end)
         # frames sent in the device's last output_delay_ms had not been heard yet
         response.flush_after(stopped - self.output_delay_ms)
         self._output_end = stopped
-        played_text = response.played_text()
+        if heard_ms is None:
+            played_text = response.played_text()
+        else:
+            played_text = response.heard_within(heard_ms)
         self._lm.truncate(played_text)
         event = self._event(
             Interrupted,
@@ -559,6 +581,16 @@ class Session:
         self._recognizer.reset()
         self._utterance_ended = False
 
+    def truncate(self, heard_ms: int) -> list[Event]:
+        """The user heard only the first `heard_ms` of the latest answer (the client
+        plays the audio and says so): one still playing stops, and the LM keeps just
+        those words. A finished answer can be cut until the user's next turn begins."""
+        if self._response is not None:
+            return self.cancel(heard_ms)
+        if self._last_response is not None:
+            self._lm.truncate(self._last_response.heard_within(heard_ms))
+        return []
+
     def close(self) -> None:
         """The conversation is over: an external responder's stream closes now."""
         if self._responder is not None:
@@ -568,15 +600,16 @@ class Session:
         """A new system prompt for the rest of the conversation (between answers)."""
         self._lm.set_instructions(text)
 
-    def cancel(self) -> list[Event]:
-        """Stop the answer being written or played; the LM keeps what was heard."""
+    def cancel(self, heard_ms: int | None = None) -> list[Event]:
+        """Stop the answer being written or played; the LM keeps what was heard, or the
+        words of its first `heard_ms` where the client plays the audio and says so."""
         now = self.position_ms
         if self._speculative is not None:
             self._discard_speculation()
         if self._response is None:
             return []
         onset = self._overlap_onset
-        events = self._stop_output("cancelled", now, now)
+        events = self._stop_output("cancelled", now, now, heard_ms)
         if onset is not None:
             self._continue_user_turn(onset)  # the user is talking: their turn goes on
         else:
@@ -608,6 +641,7 @@ class Session:
 
     def _finish_response(self, position_ms: int) -> list[Event]:
         events = self._end_response("completed", position_ms, self._output_end)
+        self._last_response = self._response
         if self.state is State.OVERLAP and self._overlap_onset is not None:
             self._continue_user_turn(self._overlap_onset)  # the user was already talking
         else:

@@ -307,9 +307,16 @@ class RealtimeProtocol:
                 "of audio sent for this item",
                 "audio_end_ms",
             )
-        answer = next((a for a in self._answers.values() if a.item_id == item_id), None)
-        if answer is not None:  # still playing: stop it where the client says it is
-            self.worker.call(lambda s: s.cancel())
+        if item_id != next(reversed(self._sent_ms)):
+            raise ClientError(
+                "invalid_request_error",
+                "invalid_value",
+                "only the latest assistant item can be truncated (the model's context "
+                "keeps earlier answers as they were heard)",
+                "item_id",
+            )
+        # an answer still playing stops; either way the model keeps only what was heard
+        self.worker.call(lambda s: s.truncate(end))
         self.send("conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=end)
 
     def _response_create(self, event: dict[str, Any]) -> None:

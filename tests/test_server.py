@@ -137,9 +137,18 @@ def test_openai_sdk_realtime_turn(live: LiveServer, question: Int16Array) -> Non
                     seen["heard"] = event.transcript
                 elif event.type == "response.done":
                     seen["status"] = event.response.status
+                    seen["item"] = event.response.output[0].id
                     break
                 assert time.monotonic() < deadline, "no response.done within 60 s"
             sender.cancel()
+            # the client played only half a second of it: the model keeps those words
+            await conn.conversation.item.truncate(
+                item_id=seen["item"], content_index=0, audio_end_ms=500
+            )
+            async for event in conn:
+                if event.type in ("conversation.item.truncated", "error"):
+                    seen["truncated"] = event.type
+                    break
         return seen
 
     seen = asyncio.run(main())
@@ -158,6 +167,7 @@ def test_openai_sdk_realtime_turn(live: LiveServer, question: Int16Array) -> Non
     assert "capital" in seen["heard"].lower()
     assert seen["status"] == "completed" and seen["transcript"].strip()
     assert len(seen["audio"]) > 24_000 * 2 // 2  # over half a second of 24 kHz audio
+    assert seen["truncated"] == "conversation.item.truncated"
 
 
 # /v1/stream --------------------------------------------------------------------------
