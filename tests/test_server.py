@@ -137,7 +137,7 @@ def test_openai_sdk_realtime_turn(live: LiveServer, question: Int16Array) -> Non
                     seen["heard"] = event.transcript
                 elif event.type == "response.done":
                     seen["status"] = event.response.status
-                    seen["item"] = event.response.output[0].id
+                    seen["item"] = (event.response.output or [])[0].id
                     break
                 assert time.monotonic() < deadline, "no response.done within 60 s"
             sender.cancel()
