@@ -143,6 +143,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         "Response after interruption ms",
         "Backchannel false stops ↓",
         "Backchannel hold ms",
+        "Gaps in answers ms",
         "RTF",
         "CPU ms per audio s",
     ]
@@ -156,6 +157,7 @@ def markdown(results: Mapping[str, Any]) -> str:
                 *(fmt_spread(s.get(key)) for key, _ in LATENCIES),
                 fmt_rate(s.get("backchannel_false_stop_rate")),
                 fmt_spread(s.get("backchannel_hold_ms")),
+                fmt_spread(s.get("answer_gap_ms")),
                 fmt_factor(s.get("real_time_factor")),
                 fmt_ms((s.get("cpu_ms_per_audio_s") or {}).get("median")),
             ]
@@ -168,6 +170,8 @@ def markdown(results: Mapping[str, Any]) -> str:
         "Latencies are median / p95 in ms on the audio timeline (lower is better). "
         "TOR: the assistant took the turn during a mid-utterance pause. "
         "Backchannel hold: how long the answer paused over an \"uh-huh\" it then went on from. "
+        "Gaps in answers: silence inside an answer to a question (the loop busy longer than "
+        "its output cushion). "
         "RTF: median compute / audio time; CPU: median process CPU per second of audio. "
         f"{DASH}: no data.",
     ]

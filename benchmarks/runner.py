@@ -94,7 +94,7 @@ def run_one(make_session: SessionFactory, policy: str, scenario: Scenario, fast:
     run.cpu_ms = (time.process_time() - cpu) * 1000
     run.user = simulator.placed
     run.assistant = [
-        OutputSpan(rid, start, end, statuses.get(rid, "unfinished"))
+        OutputSpan(rid, start, end, statuses.get(rid, "unfinished"), result.played.get(rid))
         for rid, (start, end) in sorted(result.spans.items())
     ]
     run.metrics = score(scenario.category, run.user, run.assistant, holds)
@@ -158,6 +158,7 @@ def summarize_runs(runs: Sequence[Run], policies: Sequence[str]) -> dict[str, An
             "backchannel_hold_ms": summarize(
                 m.get("backchannel_hold_ms") for m in metrics
             ).to_dict(),
+            "answer_gap_ms": summarize(m.get("answer_gap_ms") for m in metrics).to_dict(),
             "components": {
                 stage: summarize(s.get(stage) for s in stages).to_dict()
                 for stage in (name.removesuffix("_ms") for name in STAGES)

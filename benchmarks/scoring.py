@@ -16,6 +16,9 @@ played, after any flush). Definitions, in ms on the input timeline:
   "uh-huh" was cut off (interrupted) because of it.
 - backchannel hold: how long an answer that went on over an "uh-huh" paused
   for it (the session holds output while it decides, `policy.hold_on_overlap`).
+- answer gaps (turn-end scenarios, where the user is silent while it plays):
+  the silence inside the answer, from its first to its last audio frame, that
+  no audio filled: where the loop was busy longer than its output cushion.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class OutputSpan:
     start_ms: int
     end_ms: int
     status: str
+    played_ms: int | None = None  # audio it played, if known (the rest of the span: gaps)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +70,7 @@ def score(
         "response_after_interrupt_ms": None,
         "false_stop": None,
         "backchannel_hold_ms": None,
+        "answer_gap_ms": None,
     }
     question = [p for p in user if p.kind in ("question", "continuation")]
     if not question:
@@ -76,6 +81,8 @@ def score(
     answer = _first_after(spans, turn_end)
     if answer is not None:
         out["end_of_turn_ms"] = answer.start_ms - turn_end
+        if category == "turn_end" and answer.played_ms is not None:
+            out["answer_gap_ms"] = answer.end_ms - answer.start_ms - answer.played_ms
     for cue in user:
         if cue.kind == "interruption":
             playing = _playing_at(spans, cue.start_ms)

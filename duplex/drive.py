@@ -43,6 +43,7 @@ class DriveResult:
     events: list[Event] = field(default_factory=list)
     output: Int16Array = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
     spans: dict[int, tuple[int, int]] = field(default_factory=dict)  # response -> output ms
+    played: dict[int, int] = field(default_factory=dict)  # response -> ms of its audio played
     compute_ms: float = 0.0  # total compute spent in session steps
     audio_ms: int = 0  # duration of the input
 
@@ -67,7 +68,7 @@ def drive(
     clock: ChargedClock | RealClock = ChargedClock() if fast else RealClock()
     session = make_session(clock)
     result = DriveResult()
-    output: list[tuple[int, Int16Array]] = []
+    output: list[tuple[int, Int16Array, int]] = []  # (position, audio, response)
     start = clock.now_ms()
     try:
         for frame in frames:
@@ -84,11 +85,11 @@ def drive(
             result.compute_ms += (time.perf_counter() - t0) * 1000
             for event in events:
                 if isinstance(event, ResponseAudio):  # audio_ms is where it plays
-                    output.append((event.audio_ms, event.pcm))
+                    output.append((event.audio_ms, event.pcm, event.response_id))
                     first = result.spans.get(event.response_id, (event.audio_ms, 0))[0]
                     result.spans[event.response_id] = (first, event.audio_ms + FRAME_MS)
                 elif isinstance(event, Interrupted):  # the device flushes what it had queued
-                    output = [(p, pcm) for p, pcm in output if p < event.stopped_ms]
+                    output = [o for o in output if o[0] < event.stopped_ms]
                     first = result.spans.get(event.response_id, (event.stopped_ms, 0))[0]
                     result.spans[event.response_id] = (first, event.stopped_ms)
                 if on_event is not None:
@@ -98,8 +99,10 @@ def drive(
     finally:
         if isinstance(session, Closes):
             session.close()
-    end = max((p + FRAME_MS for p, _ in output), default=0)
-    result.output = _place(output, max(result.audio_ms, end))
+    end = max((p + FRAME_MS for p, _, _ in output), default=0)
+    for _, _, response in output:
+        result.played[response] = result.played.get(response, 0) + FRAME_MS
+    result.output = _place([(p, pcm) for p, pcm, _ in output], max(result.audio_ms, end))
     return result
 
 

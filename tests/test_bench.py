@@ -23,6 +23,17 @@ def _q(start: int, end: int, kind: str = "question") -> Placed:
     return Placed(kind, "", start, end)
 
 
+def test_answer_gaps_are_the_silence_inside_an_answer_to_a_question() -> None:
+    user = [_q(500, 2000)]
+    smooth = score("turn_end", user, [OutputSpan(1, 2400, 5000, "completed", 2600)])
+    choppy = score("turn_end", user, [OutputSpan(1, 2400, 5000, "completed", 2420)])
+    unknown = score("turn_end", user, [OutputSpan(1, 2400, 5000, "completed")])
+    held = score("backchannel", user, [OutputSpan(1, 2400, 5000, "completed", 2000)])
+    assert (smooth["answer_gap_ms"], choppy["answer_gap_ms"]) == (0, 180)
+    assert unknown["answer_gap_ms"] is None
+    assert held["answer_gap_ms"] is None  # a hold over "uh-huh" is not a gap
+
+
 def test_barge_in_stop_is_onset_to_the_end_of_the_answer_playing_then() -> None:
     user = [_q(500, 2000), _q(4000, 4600, "interruption")]
     answer = OutputSpan(1, 2400, 4120, "interrupted")  # output stopped 120 ms after onset

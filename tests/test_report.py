@@ -105,6 +105,7 @@ def results() -> dict[str, Any]:
             "response_after_interrupt_ms": _none_summary(),
             "backchannel_false_stop_rate": {"rate": 0.0, "count": 3},
             "backchannel_hold_ms": {"count": 3, "median": 420.0, "p95": 610.0},
+            "answer_gap_ms": {"count": 1, "median": 40.0, "p95": 40.0},
             "components": {
                 "vad_end": {"count": 4, "median": 210.0, "p95": 212.5},
                 "decision": {"count": 4, "median": 260.0, "p95": 300.0},
@@ -188,6 +189,7 @@ def test_markdown_main_table(results: dict[str, Any]) -> None:
         D,
         "0% (0/3)",
         "420 / 610",
+        "40 / 40",
         "0.11",
         "188",
     ]
@@ -197,6 +199,7 @@ def test_markdown_main_table(results: dict[str, Any]) -> None:
         "180 / 650",
         "95 / 95",
         "600 / 600",
+        D,
         D,
         D,
         "0.10",
@@ -219,7 +222,7 @@ def test_markdown_tolerates_missing_sections(results: dict[str, Any]) -> None:
     results["summary"].pop("any-speech-interrupts")
     md = report.markdown(results)
     assert "## Relative to" not in md
-    assert _row(md, "any-speech-interrupts")[1:] == [D] * 8
+    assert _row(md, "any-speech-interrupts")[1:] == [D] * 9
 
 
 def test_sample_scenarios(results: dict[str, Any]) -> None:
