@@ -6,7 +6,7 @@ a driver decides which thread that tick runs on.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from duplex.audio import Frame, Int16Array
 
@@ -139,4 +139,28 @@ class Synthesizer(Protocol):
 
     def synthesize(self, text: str) -> Int16Array:
         """16 kHz mono PCM16 for one clause of the answer."""
+        ...
+
+
+class PendingAudio(Protocol):
+    """A clause being synthesized elsewhere."""
+
+    def result(self) -> Int16Array | None:
+        """Its audio once made, None until then (never waits)."""
+        ...
+
+    def wait(self) -> Int16Array:
+        """Its audio, waiting for it to be made."""
+        ...
+
+
+@runtime_checkable
+class SynthesizesAhead(Protocol):
+    """A synthesizer that can also make a clause on another thread while earlier
+    audio plays, so the loop is never stalled by synthesis mid-answer."""
+
+    def synthesize(self, text: str) -> Int16Array: ...
+
+    def start(self, text: str) -> PendingAudio:
+        """Begin synthesizing `text` in the background."""
         ...

@@ -43,11 +43,13 @@ from duplex.events import (
 from duplex.metrics import TurnRecord
 from duplex.ports import (
     DuplexLM,
+    PendingAudio,
     Recognizer,
     Responder,
     ResponderError,
     StateProbs,
     Synthesizer,
+    SynthesizesAhead,
 )
 from duplex.tdm import OverlapDecision, Policy, State, TurnPolicy
 from duplex.text import ClauseSplitter, asks_to_stop, played_words
@@ -73,6 +75,8 @@ class _Response:
     splitter: ClauseSplitter = field(default_factory=lambda: ClauseSplitter(first_words=4))
     clauses: list[_Clause] = field(default_factory=list)
     queue: deque[tuple[Int16Array, int]] = field(default_factory=deque)
+    # a clause being synthesized in the background, queued once its audio is made
+    pending: tuple[str, PendingAudio] | None = None
     sent: list[tuple[int, int]] = field(default_factory=list)  # (play start ms, clause) per frame
     generating: bool = True
     remote: bool = False  # an external responder writes it (until it fails)
@@ -89,7 +93,15 @@ class _Response:
 
     @property
     def finished(self) -> bool:
-        return not self.generating and not self.queue
+        return not self.generating and not self.queue and self.pending is None
+
+    def collect(self) -> None:
+        """Queue the background clause's audio if it is made."""
+        if self.pending is not None:
+            pcm = self.pending[1].result()
+            if pcm is not None:
+                self.enqueue(self.pending[0], pcm)
+                self.pending = None
 
     def enqueue(self, text: str, pcm: Int16Array) -> None:
         frames = max(1, -(-pcm.size // FRAME_SAMPLES))
@@ -275,6 +287,7 @@ class Session:
         response = self._response
         if response is None or self.state is State.LISTENING:
             return []
+        response.collect()
         maybe_voice = vad.probability >= self.settings.hold_probability
         if self.settings.hold_on_overlap and (self.state is State.OVERLAP or maybe_voice):
             # the user talks over the answer (or may be starting to, a voiced frame the
@@ -484,8 +497,13 @@ class Session:
     def _speak_slice(self, response: _Response, now_ms: int) -> list[Event]:
         events: list[Event] = []
         budget = self.settings.max_tokens_per_tick
-        while response.generating and (
-            not response.queue or (response.queued_ms < self.settings.audio_lead_ms and budget > 0)
+        while (
+            response.generating
+            and response.pending is None  # one clause in the making at a time
+            and (
+                not response.queue
+                or (response.queued_ms < self.settings.audio_lead_ms and budget > 0)
+            )
         ):
             text, done = self._write(response, now_ms, events)
             if not text and not done:
@@ -501,6 +519,13 @@ class Session:
                 clauses += response.splitter.flush()
                 response.generating = False
             for clause in clauses:
+                if response.pending is not None:  # two clauses from one read (rare): in order
+                    response.enqueue(response.pending[0], response.pending[1].wait())
+                    response.pending = None
+                if response.queue and isinstance(self._tts, SynthesizesAhead):
+                    # earlier audio plays meanwhile: made off the loop, no stall
+                    response.pending = (clause, self._tts.start(clause))
+                    continue
                 response.enqueue(clause, self._tts.synthesize(clause))
                 if self._record is not None and self._record.first_tts_audio_ms is None:
                     self._record.first_tts_audio_ms = self._timeline(now_ms)

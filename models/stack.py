@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Any
 
 from duplex.audio import pcm16_to_float
-from duplex.clock import Clock
+from duplex.clock import Clock, RealClock
 from duplex.config import Settings
 from duplex.session import Session
 from duplex.tdm import Policy
@@ -21,7 +21,7 @@ from models import weights
 from models.lm import LlamaDuplexLM
 from models.responder import RemoteResponder
 from models.state_head import HEAD_PATH, StateHead
-from models.tts import PiperSynthesizer
+from models.tts import AheadSynthesizer, PiperSynthesizer
 
 
 class SpeechStack:
@@ -95,16 +95,21 @@ class SpeechStack:
         lm: LlamaDuplexLM | None = None,
         policy: Policy | None = None,
         remote: bool | None = None,
+        ahead: bool | None = None,
     ) -> Session:
         """A session on the shared models; pass `lm` to reuse one (it is reset here).
 
         `remote`: answers from the external engine (default: `responder.kind`).
+        `ahead`: later clauses synthesized on background threads (default: where
+        the clock is real; on a virtual clock synthesis stays in the loop, charged).
         """
         from models.asr import WhisperRecognizer
 
         s = self.settings
         if remote is None:
             remote = s.responder.kind == "remote"
+        if ahead is None:
+            ahead = isinstance(clock, RealClock)
         if lm is None:
             lm = self.new_lm()
         else:
@@ -127,7 +132,7 @@ class SpeechStack:
             vad=vad,
             recognizer=recognizer,
             lm=lm,
-            synthesizer=self.voice,
+            synthesizer=AheadSynthesizer(self.voice) if ahead else self.voice,
             clock=clock,
             settings=s.policy,
             policy=policy,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -450,3 +451,41 @@ def test_a_client_truncates_the_answer_at_what_it_played() -> None:
     assert finished.lm.turns()[-1] == ("assistant", ANSWER)
     assert finished.session.truncate(800) == []
     assert finished.lm.turns()[-1] == ("assistant", "It is noon. Anything")
+
+
+class AheadTones(ToneSynth):
+    """Makes later clauses "in the background": ready after a few polls."""
+
+    def __init__(self, polls: int) -> None:
+        super().__init__()
+        self.polls = polls
+        self.started: list[str] = []
+
+    def start(self, text: str) -> Any:
+        self.started.append(text)
+        pcm, polls = self.synthesize(text), self.polls
+
+        class Pending:
+            def result(self) -> Int16Array | None:
+                nonlocal polls
+                polls -= 1
+                return pcm if polls < 0 else None
+
+            def wait(self) -> Int16Array:
+                return pcm
+
+        return Pending()
+
+
+def test_later_clauses_are_made_ahead_while_earlier_audio_plays() -> None:
+    h = Harness(QUESTION)
+    tones = AheadTones(polls=10)
+    h.session._tts = tones
+    h.run(6000)
+    # the first clause is made in the loop (the user waits for it); the rest ahead
+    assert tones.started == ["Anything else I can help you with today?", "I am happy to help."]
+    [done] = h.of(ResponseDone)
+    assert isinstance(done, ResponseDone)
+    assert (done.status, done.text) == ("completed", ANSWER)
+    audio = [e.audio_ms for e in h.of(ResponseAudio)]
+    assert audio == list(range(1200, 1200 + 3200, 20))  # no gap where a clause was made
