@@ -155,11 +155,9 @@ class PendingAudio(Protocol):
 
 
 @runtime_checkable
-class SynthesizesAhead(Protocol):
+class SynthesizesAhead(Synthesizer, Protocol):
     """A synthesizer that can also make a clause on another thread while earlier
     audio plays, so the loop is never stalled by synthesis mid-answer."""
-
-    def synthesize(self, text: str) -> Int16Array: ...
 
     def start(self, text: str) -> PendingAudio:
         """Begin synthesizing `text` in the background."""

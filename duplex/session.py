@@ -95,12 +95,13 @@ class _Response:
     def finished(self) -> bool:
         return not self.generating and not self.queue and self.pending is None
 
-    def collect(self) -> None:
-        """Queue the background clause's audio if it is made."""
+    def collect(self, wait: bool = False) -> None:
+        """Queue the background clause's audio if it is made (or once it is, `wait`)."""
         if self.pending is not None:
-            pcm = self.pending[1].result()
+            text, audio = self.pending
+            pcm = audio.wait() if wait else audio.result()
             if pcm is not None:
-                self.enqueue(self.pending[0], pcm)
+                self.enqueue(text, pcm)
                 self.pending = None
 
     def enqueue(self, text: str, pcm: Int16Array) -> None:
@@ -133,12 +134,7 @@ class _Response:
 
     def played_text(self) -> str:
         """The words the user actually heard, up to the current playout position."""
-        heard = [
-            c.text if c.played == c.frames else played_words(c.text, c.played / c.frames)
-            for c in self.clauses
-            if c.played
-        ]
-        return " ".join(h for h in heard if h)
+        return self.heard_within(self.played_ms)
 
 
 class Session:
@@ -390,10 +386,15 @@ class Session:
             response.remote = True
         return response
 
+    def _stop_remote(self, response: _Response) -> None:
+        """Close the engine's stream for this answer at once, if it is writing it."""
+        if response.remote and self._responder is not None:
+            self._responder.stop()
+            response.remote = False
+
     def _discard_speculation(self) -> None:
         assert self._speculative is not None
-        if self._speculative.remote and self._responder is not None:
-            self._responder.stop()
+        self._stop_remote(self._speculative)
         self._lm.cancel_response()
         self._speculative = None
         if self._record is not None:
@@ -519,9 +520,7 @@ class Session:
                 clauses += response.splitter.flush()
                 response.generating = False
             for clause in clauses:
-                if response.pending is not None:  # two clauses from one read (rare): in order
-                    response.enqueue(response.pending[0], response.pending[1].wait())
-                    response.pending = None
+                response.collect(wait=True)  # two clauses from one read (rare): in order
                 if response.queue and isinstance(self._tts, SynthesizesAhead):
                     # earlier audio plays meanwhile: made off the loop, no stall
                     response.pending = (clause, self._tts.start(clause))
@@ -538,8 +537,7 @@ class Session:
             try:
                 text, done = self._responder.read(count)
             except ResponderError as error:
-                self._responder.stop()
-                response.remote = False  # the LM goes on from the words written so far
+                self._stop_remote(response)  # the LM goes on from the words written so far
                 events.append(
                     self._event(
                         ResponderFallback, now_ms, response_id=response.id, reason=str(error)
@@ -646,9 +644,7 @@ class Session:
     def _end_response(self, status: str, position_ms: int, stopped_ms: int) -> list[Event]:
         response = self._response
         assert response is not None
-        if response.remote and self._responder is not None:
-            self._responder.stop()  # a barge-in closes the engine's stream at once
-            response.remote = False
+        self._stop_remote(response)  # a barge-in closes the engine's stream at once
         events: list[Event] = [
             self._event(
                 ResponseDone,

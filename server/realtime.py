@@ -526,22 +526,25 @@ class RealtimeProtocol:
             "conversation_id": self.config["id"],
         }
 
+    def _answer_id(self, response_id: int) -> str | None:
+        """The protocol's id of the session's answer `response_id`, while it is live."""
+        answer = self._answers.get(response_id)
+        return answer.response_id if answer else None
+
     def _backchannel(self, event: BackchannelIgnored) -> None:
-        answer = self._answers.get(event.response_id)
         self.send(
             "duplex.backchannel_ignored",
             text=event.text,
             onset_ms=event.onset_ms,
             held_ms=event.held_ms,
-            response_id=answer.response_id if answer else None,
+            response_id=self._answer_id(event.response_id),
         )
 
     def _fallback(self, event: ResponderFallback) -> None:
-        answer = self._answers.get(event.response_id)
         self.send(
             "duplex.responder_fallback",
             reason=event.reason,
-            response_id=answer.response_id if answer else None,
+            response_id=self._answer_id(event.response_id),
         )
 
     def _metrics(self, event: TurnMetrics) -> None:
