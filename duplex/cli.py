@@ -115,6 +115,44 @@ def _train_state_head(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _train_adapter(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.progress import Progress
+
+    from models.adapter_training import train_adapter
+
+    with Progress() as bar:
+        task = bar.add_task("preparing", total=None)
+
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
+        report = train_adapter(
+            settings,
+            utterances=args.utterances,
+            steps=args.steps,
+            batch=args.batch,
+            seed=args.seed,
+            out=args.out,
+            progress=progress,
+        )
+    print(
+        f"adapter: loss {report['first_loss']:.2f} -> {report['last_loss']:.2f}, held-out "
+        f"{report['held_out_loss']:.2f}, transcript WER {report['wer']:.2f}; "
+        f"{report['minutes']:.0f} min of training"
+    )
+    return 0
+
+
+def _train_adapter_arguments(parser: argparse.ArgumentParser) -> None:
+    from models.adapter import ADAPTER_PATH
+
+    parser.add_argument("--utterances", type=int, default=6000, help="sentences to speak")
+    parser.add_argument("--steps", type=int, default=1000, help="stage 1 optimizer steps")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(ADAPTER_PATH), help="where the adapter is written")
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from server.app import Limits, run
 
@@ -187,6 +225,11 @@ COMMANDS: dict[str, Subcommand] = {
     ),
     "train-state-head": Subcommand(
         "train the listen/speak/dismiss head on dialogue data", _train_state_head, _train_arguments
+    ),
+    "train-adapter": Subcommand(
+        "train the speech adapter that lets the frozen LM hear audio directly",
+        _train_adapter,
+        _train_adapter_arguments,
     ),
 }
 

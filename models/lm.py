@@ -63,6 +63,11 @@ DANGLING = frozenset(
 _CHATML_TURN = re.compile(r"<\|im_start\|>(\w+)\n(.*?)(?:<\|im_end\|>|$)", re.DOTALL)
 _FINAL_MARKS = re.compile(r"[.?!]+\s*$")  # what the end probability is read before
 
+# a cache position that holds speech (adapter output), not a token
+SPEECH_POSITION = -1
+SPEECH_MARK = "[speech]"
+_SPEECH_BATCH = 64
+
 REPEAT_PENALTY = 1.15
 REPEAT_WINDOW = 32
 
@@ -214,6 +219,7 @@ class LlamaDuplexLM:
         self._logits: Float32Array = np.zeros(self._n_vocab, dtype=np.float32)
         self.system_prompt = system_prompt
         self.state_head = state_head
+        self._speech_batch: Any = None
         self.reset()
 
     def reset(self) -> None:
@@ -399,6 +405,58 @@ class LlamaDuplexLM:
         states = np.concatenate(hidden).reshape(len(tokens), self.hidden_size)
         return states[ends]
 
+    def hear(self, embeddings: Float32Array) -> Float32Array:
+        """Append speech positions (the adapter's LM embeddings) to the cache in one
+        forward; the hidden state at each. They sit in the cache as tokens do, so
+        `_cut` and the turn bookkeeping treat them alike; `text()` shows them as
+        `SPEECH_MARK`."""
+        lib = self._llama_cpp
+        count = len(embeddings)
+        if len(self.tokens) + count > self.context_tokens:
+            raise RuntimeError(
+                f"the conversation outgrew the LM context ({self.context_tokens} tokens); "
+                "raise models.context_tokens"
+            )
+        if self._speech_batch is None:
+            self._speech_batch = lib.llama_batch_init(_SPEECH_BATCH, self.hidden_size, 1)
+        batch = self._speech_batch
+        lib.llama_set_embeddings(self._ctx, True)
+        states = []
+        for i in range(0, count, _SPEECH_BATCH):
+            part = np.ascontiguousarray(embeddings[i : i + _SPEECH_BATCH], dtype=np.float32)
+            batch.n_tokens = len(part)
+            ctypes.memmove(batch.embd, part.ctypes.data, part.nbytes)
+            for j in range(len(part)):
+                batch.pos[j] = len(self.tokens) + j
+                batch.n_seq_id[j] = 1
+                batch.seq_id[j][0] = 0
+                batch.logits[j] = True
+            if lib.llama_decode(self._ctx, batch) != 0:
+                raise RuntimeError("the LM could not decode the speech positions")
+            self.tokens += [SPEECH_POSITION] * len(part)
+            states.append(_floats(lib.llama_get_embeddings(self._ctx), part.size))
+        if not states:
+            return np.zeros((0, self.hidden_size), np.float32)
+        self._logits = _floats(lib.llama_get_logits_ith(self._ctx, -1), self._n_vocab)
+        hidden = np.concatenate(states).reshape(count, self.hidden_size)
+        self.hidden = hidden[-1].copy()
+        return hidden
+
+    def transcribe_heard(self, max_tokens: int = 40) -> str:
+        """Greedy continuation of the open turn up to its end, then forgotten again:
+        after speech positions, what the LM read in them (the adapter's transcript)."""
+        mark, logits, hidden = len(self.tokens), self._logits, self.hidden
+        tokens: list[int] = []
+        for _ in range(max_tokens):
+            token = int(np.argmax(self._logits))
+            if token == self._end_token:
+                break
+            tokens.append(token)
+            self._eval([token], hidden=False)
+        self._cut(mark)
+        self._logits, self.hidden = logits, hidden
+        return self._llm.detokenize(tokens).decode("utf-8", "replace").strip()
+
     def forget_from(self, position: int) -> None:
         """Drop cached tokens from `position` on (training probes; the port uses truncate)."""
         self._cut(position)
@@ -408,8 +466,18 @@ class LlamaDuplexLM:
         return self._logits.copy()
 
     def text(self) -> str:
-        """The whole context as the model sees it."""
-        return self._llm.detokenize(self.tokens, special=True).decode("utf-8", "replace")
+        """The whole context as the model sees it; each run of speech positions is one
+        SPEECH_MARK."""
+        parts, run = [], []
+        for i, token in enumerate(self.tokens):
+            if token != SPEECH_POSITION:
+                run.append(token)
+            elif i == 0 or self.tokens[i - 1] != SPEECH_POSITION:
+                parts += [self._llm.detokenize(run, special=True).decode("utf-8", "replace")]
+                parts.append(SPEECH_MARK)
+                run = []
+        parts.append(self._llm.detokenize(run, special=True).decode("utf-8", "replace"))
+        return "".join(parts)
 
     # cache mechanics -------------------------------------------------------------
 

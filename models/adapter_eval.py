@@ -1,0 +1,139 @@
+"""How well the frozen LM reads speech through the adapter: transcript WER.
+
+The LM hears an utterance as adapter embeddings in a user turn (the session's
+context: the system prompt, the turn opened) and its greedy continuation is
+compared with the reference: that is the transcript it formed, and so what
+it will answer to. Measured on held-out synthesized speech (sentences and
+voices not trained on) and on ../shared/speech's real recordings, through
+llama.cpp, the path a session runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from duplex.audio import read_wav
+from models.adapter import SpeechAdapter, SpeechEncoder
+from models.adapter_data import SpokenSet
+
+Progress = Callable[[str, int, int], None]
+
+SHARED_SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
+
+
+def shared_recordings(directory: Path = SHARED_SPEECH) -> list[tuple[str, np.ndarray]]:
+    """(reference, pcm) for the real recordings, read from their README's table."""
+    readme = directory / "README.md"
+    if not readme.exists():
+        return []
+    out = []
+    for line in readme.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].endswith((".wav", ".raw")):
+            continue
+        path = directory / cells[0]
+        if path.suffix == ".raw":
+            pcm = np.frombuffer(path.read_bytes(), dtype="<i2").astype(np.int16)
+        else:
+            pcm = read_wav(path)
+        out.append((cells[2], pcm))
+    return out
+
+
+def evaluate_adapter(
+    settings: Any,
+    adapter_path: Path,
+    held: SpokenSet,
+    whisper: Any,
+    progress: Progress,
+    count: int = 100,
+) -> dict[str, Any]:
+    """Transcript WER on `count` held-out utterances and on the real recordings."""
+    from models import weights
+    from models.asr import wer
+    from models.lm import LlamaDuplexLM
+
+    adapter = SpeechAdapter.load(adapter_path)
+    lm = LlamaDuplexLM(
+        weights.LM.resolve(settings.models.lm),
+        system_prompt=settings.models.system_prompt,
+        device=settings.device,
+    )
+
+    def read(frames: np.ndarray) -> str:
+        lm.reset()
+        lm.listen("")
+        lm.hear(adapter.embed(frames))
+        return lm.transcribe_heard()
+
+    examples: list[dict[str, str]] = []
+    scores = []
+    for i in range(min(count, len(held))):
+        heard = read(held.utterance(i))
+        scores.append(wer(held.texts[i], heard))
+        examples.append({"reference": held.texts[i], "heard": heard, "voice": held.voices[i]})
+        progress("transcript WER, held-out speech", i + 1, min(count, len(held)))
+    encoder = SpeechEncoder(whisper)
+    real = []
+    for reference, pcm in shared_recordings():
+        heard = read(encoder.utterance(pcm))
+        real.append({"reference": reference, "heard": heard, "wer": wer(reference, heard)})
+    return {
+        "wer": float(np.mean(scores)),
+        "wer_examples": examples[:12],
+        "real_wer": float(np.mean([r["wer"] for r in real])) if real else None,
+        "real": real,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+
+
+def write_card(report: dict[str, Any], path: Path) -> None:
+    """The adapter's model card: data, method, metrics, date."""
+    rows = "\n".join(
+        f"| {e['reference']} | {e['heard']} | {e['voice']} |" for e in report["wer_examples"]
+    )
+    real = "\n".join(
+        f"| {r['reference']} | {r['heard']} | {r['wer']:.2f} |" for r in report["real"]
+    )
+    real_wer = "n/a" if report["real_wer"] is None else f"{report['real_wer']:.2f}"
+    path.write_text(
+        f"""# Speech adapter
+
+Whisper tiny.en's encoder (CTranslate2 int8, a 1.28 s window ending at each
+160 ms chunk, the chunk's last 8 frames) -> an MLP adapter (4 frames, 1536 ->
+768 -> 576, GELU) -> two SmolLM2-135M-Instruct input embeddings per chunk
+(12.5 per second), appended to the frozen LM's KV cache in the user turn.
+
+- **Data**: {report["utterances"]} user sentences of `chitchat-dataset` (2-16 words),
+  {report["hours"]:.1f} hours of speech: the shipped Piper voice with sampled
+  rate, pitch and variation, and espeak-ng voices (accents, variants); white
+  noise at 10-40 dB SNR on half. Voices: {report["voices"]}.
+- **Method (stage 1)**: the LM frozen (torch, dequantized from the same GGUF);
+  next-token loss on the transcript and `<|im_end|>` after the speech
+  positions, in the session's context (system prompt, user turn opened).
+  AdamW, lr 1e-3, warmup then cosine, batch {report["batch"]}, {report["steps"]} steps,
+  {report["minutes"]:.0f} minutes on a 2-core CPU.
+- **Loss**: {report["first_loss"]:.2f} at the start, {report["last_loss"]:.2f} at the end;
+  held-out {report["held_out_loss"]:.2f} ({report["held_out_utterances"]} utterances,
+  sentences not trained on).
+- **Trained** {report["date"]}.
+
+## Transcript WER (greedy continuation after the speech, through llama.cpp)
+
+- held-out synthesized speech: **{report["wer"]:.2f}**
+- ../shared/speech (real recordings): **{real_wer}**
+
+| reference | the LM read | voice |
+| --- | --- | --- |
+{rows}
+
+| recording | the LM read | WER |
+| --- | --- | --- |
+{real}
+"""
+    )

@@ -1,0 +1,274 @@
+"""`duplex train-adapter`: teach the adapter to make the frozen LM read speech.
+
+Stage 1 (this module's `train`): every example is the session's context
+(system prompt, the user turn opened) followed by an utterance's adapter
+embeddings, then its transcript and the turn's end. The loss is the LM's
+next-token loss on the transcript tokens and `<|im_end|>` only; the LM
+(torch, from the same GGUF: `models/torch_lm.py`) is frozen, the adapter
+alone learns. So the LM learns nothing, and the speech positions come to
+mean what the words would: a greedy continuation after them is a
+transcript, and `<|im_end|>` after them is the turn's end.
+
+Stage 2 (`models/speech_state.py`) retrains the state head on the speech
+path's hidden states.
+
+Runs on the 2-core CPU: encoder frames are cached on disk
+(`models/adapter_data.py`), checkpoints are written every `checkpoint_every`
+steps and a rerun resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.adapter import SpeechAdapter
+from models.adapter_data import SpokenSet
+
+_SYSTEM = "<|im_start|>system\n{prompt}<|im_end|>\n<|im_start|>user\n"
+_END = "<|im_end|>"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    batch: int = 8
+    lr: float = 1e-3
+    warmup: int = 60
+    weight_decay: float = 0.01
+    seed: int = 0
+    checkpoint_every: int = 50
+    system_prompt: str = "You are a helpful voice assistant. Keep answers short."
+
+
+class Tokenizer:
+    """The GGUF's own tokenizer (llama.cpp, vocabulary only): tokens as a session makes them."""
+
+    def __init__(self, model_path: str | Path) -> None:
+        import llama_cpp
+
+        with contextlib.redirect_stderr(io.StringIO()):  # llama.cpp's load chatter
+            self._llm = llama_cpp.Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+
+    def __call__(self, text: str, special: bool = True) -> list[int]:
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special))
+
+    def decode(self, tokens: list[int]) -> str:
+        return self._llm.detokenize(tokens).decode("utf-8", "replace")
+
+
+class Stage1:
+    """The adapter, the frozen torch LM and the batches they train on."""
+
+    def __init__(
+        self, lm: Any, tokenizer: Tokenizer, adapter: SpeechAdapter, config: TrainConfig
+    ) -> None:
+        import torch
+
+        self.lm, self.tokenizer, self.adapter, self.config = lm, tokenizer, adapter, config
+        self.prefix = torch.tensor(tokenizer(_SYSTEM.format(prompt=config.system_prompt)))
+        self.end = tokenizer(_END)
+        self._text_cache: dict[str, list[int]] = {}
+
+    def _text(self, text: str) -> list[int]:
+        if text not in self._text_cache:
+            self._text_cache[text] = self.tokenizer(text, special=False) + self.end
+        return self._text_cache[text]
+
+    def loss(self, data: SpokenSet, indices: list[int]) -> Any:
+        """Mean next-token loss over the batch's transcript tokens."""
+        import torch
+        from torch.nn import functional as F
+
+        embed = self.lm.embed.weight
+        rows, targets = [], []
+        for i in indices:
+            speech = self.adapter(torch.from_numpy(data.utterance(i)))
+            text = self._text(data.texts[i])
+            text_t = torch.tensor(text)
+            rows.append(torch.cat([embed[self.prefix], speech, embed[text_t[:-1]]]))
+            # position p predicts token p + 1: the last speech position predicts the first word
+            start = len(self.prefix) + len(speech) - 1
+            targets.append((start, text_t))
+        length = max(len(r) for r in rows)
+        batch = torch.zeros(len(rows), length, embed.shape[1])
+        for b, row in enumerate(rows):
+            batch[b, : len(row)] = row
+        hidden = self.lm.hidden_states(batch)
+        picked = torch.cat([hidden[b, s : s + len(t)] for b, (s, t) in enumerate(targets)])
+        labels = torch.cat([t for _, t in targets])
+        return F.cross_entropy(self.lm.logits(picked), labels)
+
+
+def train(
+    stage: Stage1,
+    data: SpokenSet,
+    held_out: SpokenSet,
+    run_dir: Path,
+    progress: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Stage 1, resumable: returns the training report (losses, steps, minutes)."""
+    import torch
+
+    config = stage.config
+    torch.manual_seed(config.seed)
+    params = list(stage.adapter.module.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+    def rate(step: int) -> float:
+        if step < config.warmup:
+            return (step + 1) / config.warmup
+        done = (step - config.warmup) / max(1, config.steps - config.warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = run_dir / "checkpoint.pt"
+    state: dict[str, Any] = {"step": 0, "losses": [], "seconds": 0.0}
+    if checkpoint.exists():
+        saved = torch.load(checkpoint, weights_only=False)
+        if saved["config"] == asdict(config):
+            stage.adapter.module.load_state_dict(saved["adapter"])
+            optimizer.load_state_dict(saved["optimizer"])
+            schedule.load_state_dict(saved["schedule"])
+            state = saved["state"]
+    order = list(range(len(data)))
+    stage.adapter.module.train()
+    started = time.perf_counter() - state["seconds"]
+    while state["step"] < config.steps:
+        step = state["step"]
+        rng = random.Random(config.seed * 1_000_003 + step)
+        indices = rng.sample(order, config.batch)
+        loss = stage.loss(data, indices)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        state["losses"].append(loss.item())
+        state["step"] = step + 1
+        state["seconds"] = time.perf_counter() - started
+        if progress:
+            progress(state["step"], state["losses"][-1])
+        if state["step"] % config.checkpoint_every == 0 or state["step"] == config.steps:
+            partial = checkpoint.with_suffix(".part")
+            torch.save(
+                {
+                    "config": asdict(config),
+                    "adapter": stage.adapter.module.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "state": state,
+                },
+                partial,
+            )
+            partial.replace(checkpoint)
+    stage.adapter.module.eval()
+    with torch.no_grad():
+        held = [
+            float(stage.loss(held_out, list(range(i, min(i + 16, len(held_out))))))
+            for i in range(0, len(held_out), 16)
+        ]
+    losses = state["losses"]
+    report = {
+        "steps": state["step"],
+        "batch": config.batch,
+        "minutes": state["seconds"] / 60,
+        "first_loss": float(np.mean(losses[:20])),
+        "last_loss": float(np.mean(losses[-50:])),
+        "held_out_loss": float(np.mean(held)),
+    }
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def spoken_sets(
+    encoder: Any, utterances: int, held_out: int, seed: int, progress: Progress
+) -> tuple[SpokenSet, SpokenSet]:
+    """Training and held-out speech (different sentences), built once into the cache."""
+    from models.adapter_data import build_set, sentences
+    from models.torch_lm import cache_dir
+
+    texts = sentences(utterances + held_out, seed=seed)
+    root = cache_dir() / "adapter-speech"
+    sets = []
+    for name, part, offset in (
+        ("held-out", texts[:held_out], 1),
+        (f"train-{seed}", texts[held_out:], 0),
+    ):
+        done = 0
+
+        def step(n: int, name: str = name, total: int = len(part)) -> None:
+            nonlocal done
+            done += n
+            progress(f"speaking and encoding {name}", done, total)
+
+        sets.append(build_set(root / name, part, encoder, seed=seed + offset, progress=step))
+    return sets[1], sets[0]
+
+
+def train_adapter(
+    settings: Any,
+    *,
+    utterances: int = 6000,
+    held_out: int = 200,
+    steps: int = 1000,
+    batch: int = 8,
+    seed: int = 0,
+    out: str | Path | None = None,
+    progress: Progress = lambda what, done, total: None,
+) -> dict[str, Any]:
+    """Speak, encode, train stage 1, evaluate, save the adapter and its model card."""
+    import torch
+
+    from models import weights
+    from models.adapter import ADAPTER_PATH, SpeechEncoder
+    from models.asr import load_model
+    from models.torch_lm import TorchLM, cache_dir
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    whisper = load_model(weights.ASR.resolve(settings.models.asr), settings.device)
+    encoder = SpeechEncoder(whisper)
+    data, held = spoken_sets(encoder, utterances, held_out, seed, progress)
+    lm_path = weights.LM.resolve(settings.models.lm)
+    progress("loading the LM in torch", 0, 1)
+    config = TrainConfig(
+        steps=steps, batch=batch, seed=seed, system_prompt=settings.models.system_prompt
+    )
+    stage = Stage1(TorchLM.from_gguf(lm_path), Tokenizer(lm_path), SpeechAdapter(), config)
+
+    def step(done: int, loss: float) -> None:
+        progress(f"stage 1, loss {loss:.2f}", done, steps)
+
+    report = train(stage, data, held, cache_dir() / f"adapter-run-{seed}", step)
+    path = Path(out) if out else ADAPTER_PATH
+    stage.adapter.save(path)
+    report.update(
+        utterances=len(data),
+        hours=float(sum(data.ends - data.starts)) * 0.16 / 3600,
+        held_out_utterances=len(held),
+        voices=_voice_mix(data),
+    )
+    from models.adapter_eval import evaluate_adapter, write_card
+
+    report.update(evaluate_adapter(settings, path, held, whisper, progress))
+    write_card(report, path.with_suffix(".md"))
+    return report
+
+
+def _voice_mix(data: SpokenSet) -> dict[str, int]:
+    kinds = [v.split()[0] for v in data.voices]
+    return {k: kinds.count(k) for k in sorted(set(kinds))}

@@ -1,0 +1,199 @@
+"""The frozen LM in torch, from the same GGUF: for training what feeds it.
+
+llama.cpp runs the LM in a session, but it computes no gradients. Training the
+speech adapter needs d(loss)/d(input embeddings) through the frozen LM, so
+this module rebuilds SmolLM2 (a Llama) in torch from the GGUF's tensors,
+dequantized once and cached as .npz in the user's cache directory.
+Its logits match llama.cpp's on the same tokens (tests/test_adapter.py), so
+what is trained here is what a session runs.
+
+GGUF stores Q and K rows permuted for GGML's rotary embedding, which rotates
+adjacent pairs (x0, x1), (x2, x3) ...; this module rotates them the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    layers: int
+    hidden: int
+    ffn: int
+    heads: int
+    kv_heads: int
+    rope_base: float
+    norm_eps: float
+    vocab: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+
+def cache_dir() -> Path:
+    """Where derived weights and training data are kept: $XDG_CACHE_HOME/duplex."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "duplex"
+
+
+class _Block(nn.Module):
+    def __init__(self, shape: LlamaShape) -> None:
+        super().__init__()
+        kv = shape.kv_heads * shape.head_dim
+        self.attn_norm = nn.RMSNorm(shape.hidden, eps=shape.norm_eps)
+        self.q = nn.Linear(shape.hidden, shape.hidden, bias=False)
+        self.k = nn.Linear(shape.hidden, kv, bias=False)
+        self.v = nn.Linear(shape.hidden, kv, bias=False)
+        self.o = nn.Linear(shape.hidden, shape.hidden, bias=False)
+        self.ffn_norm = nn.RMSNorm(shape.hidden, eps=shape.norm_eps)
+        self.gate = nn.Linear(shape.hidden, shape.ffn, bias=False)
+        self.up = nn.Linear(shape.hidden, shape.ffn, bias=False)
+        self.down = nn.Linear(shape.ffn, shape.hidden, bias=False)
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        s = self.shape
+        batch, length, _ = x.shape
+        h = self.attn_norm(x)
+        q = self.q(h).view(batch, length, s.heads, s.head_dim)
+        k = self.k(h).view(batch, length, s.kv_heads, s.head_dim)
+        v = self.v(h).view(batch, length, s.kv_heads, s.head_dim)
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        attended = F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            is_causal=True,
+            enable_gqa=True,
+        )
+        x = x + self.o(attended.transpose(1, 2).reshape(batch, length, s.hidden))
+        h = self.ffn_norm(x)
+        out: torch.Tensor = x + self.down(F.silu(self.gate(h)) * self.up(h))
+        return out
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """GGML's rotary embedding: adjacent pairs turn by the position's angle."""
+    pairs = x.float().reshape(*x.shape[:-1], -1, 2)
+    even, odd = pairs[..., 0], pairs[..., 1]
+    turned = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+    return turned.flatten(-2).to(x.dtype)
+
+
+class TorchLM(nn.Module):
+    """SmolLM2 forward in torch: input embeddings in, final hidden states and logits out."""
+
+    def __init__(self, shape: LlamaShape) -> None:
+        super().__init__()
+        self.shape = shape
+        self.embed = nn.Embedding(shape.vocab, shape.hidden)
+        self.blocks = nn.ModuleList(_Block(shape) for _ in range(shape.layers))
+        self.norm = nn.RMSNorm(shape.hidden, eps=shape.norm_eps)
+        inverse = 1.0 / shape.rope_base ** (
+            torch.arange(0, shape.head_dim, 2, dtype=torch.float32) / shape.head_dim
+        )
+        self.register_buffer("inverse_freq", inverse, persistent=False)
+        self.requires_grad_(False)
+
+    @classmethod
+    def from_gguf(cls, path: str | Path) -> TorchLM:
+        """Load (and cache, dequantized) the GGUF's weights."""
+        shape, tensors = _load_cached(Path(path))
+        model = cls(shape)
+        model.embed.weight.data = torch.tensor(tensors["token_embd.weight"])
+        model.norm.weight.data = torch.tensor(tensors["output_norm.weight"])
+        names = {
+            "attn_norm": "attn_norm", "q": "attn_q", "k": "attn_k", "v": "attn_v",
+            "o": "attn_output", "ffn_norm": "ffn_norm", "gate": "ffn_gate", "up": "ffn_up",
+            "down": "ffn_down",
+        }  # fmt: skip
+        for i, block in enumerate(model.blocks):
+            for attr, name in names.items():
+                weight = torch.tensor(tensors[f"blk.{i}.{name}.weight"])
+                getattr(block, attr).weight.data = weight
+        return model.eval()
+
+    def token_embeddings(self, tokens: list[int]) -> torch.Tensor:
+        return self.embed.weight[torch.tensor(tokens, dtype=torch.long)]
+
+    def hidden_states(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(batch, length, hidden) input embeddings -> final-normed hidden states."""
+        length = embeddings.shape[1]
+        inverse: torch.Tensor = self.inverse_freq  # type: ignore[assignment]
+        angles = torch.outer(torch.arange(length, dtype=torch.float32), inverse)
+        cos, sin = angles.cos()[None, :, None], angles.sin()[None, :, None]
+        x = embeddings
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        normed: torch.Tensor = self.norm(x)
+        return normed
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The tied output head."""
+        return hidden @ self.embed.weight.T
+
+
+def _load_cached(path: Path) -> tuple[LlamaShape, dict[str, np.ndarray]]:
+    stat = path.stat()
+    cached = cache_dir() / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}.npz"
+    if cached.exists():
+        with np.load(cached) as saved:
+            tensors = {k: saved[k] for k in saved.files if k != "shape"}
+            values = saved["shape"].tolist()
+        return _shape(values), tensors
+    shape, tensors = _read_gguf(path)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(".part.npz")
+    arrays: dict[str, Any] = {"shape": np.array(_shape_values(shape), dtype=np.float64)}
+    np.savez(partial, **arrays, **tensors)
+    partial.replace(cached)
+    return shape, tensors
+
+
+def _shape_values(shape: LlamaShape) -> list[float]:
+    return [
+        shape.layers, shape.hidden, shape.ffn, shape.heads, shape.kv_heads,
+        shape.rope_base, shape.norm_eps, shape.vocab,
+    ]  # fmt: skip
+
+
+def _shape(values: list[float]) -> LlamaShape:
+    layers, hidden, ffn, heads, kv_heads, base, eps, vocab = values
+    return LlamaShape(
+        int(layers), int(hidden), int(ffn), int(heads), int(kv_heads), base, eps, int(vocab)
+    )
+
+
+def _read_gguf(path: Path) -> tuple[LlamaShape, dict[str, np.ndarray]]:
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+
+    def field(name: str) -> float:
+        return float(reader.fields[f"llama.{name}"].contents())
+
+    shape = LlamaShape(
+        layers=int(field("block_count")),
+        hidden=int(field("embedding_length")),
+        ffn=int(field("feed_forward_length")),
+        heads=int(field("attention.head_count")),
+        kv_heads=int(field("attention.head_count_kv")),
+        rope_base=field("rope.freq_base"),
+        norm_eps=field("attention.layer_norm_rms_epsilon"),
+        vocab=int(field("vocab_size")),
+    )
+    tensors = {}
+    for tensor in reader.tensors:
+        values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        tensors[tensor.name] = np.ascontiguousarray(values, dtype=np.float32)
+    return shape, tensors
