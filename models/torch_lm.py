@@ -154,8 +154,8 @@ def _load_cached(path: Path) -> tuple[LlamaShape, dict[str, np.ndarray]]:
     shape, tensors = _read_gguf(path)
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_suffix(".part.npz")
-    arrays: dict[str, Any] = {"shape": np.array(_shape_values(shape), dtype=np.float64)}
-    np.savez(partial, **arrays, **tensors)
+    arrays: dict[str, Any] = {"shape": np.array(_shape_values(shape)), **tensors}
+    np.savez(partial, **arrays)
     partial.replace(cached)
     return shape, tensors
 
