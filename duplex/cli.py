@@ -133,6 +133,8 @@ def _train_adapter(args: argparse.Namespace, settings: Settings) -> int:
             batch=args.batch,
             seed=args.seed,
             out=args.out,
+            stages=(1, 2) if args.stage == "all" else (int(args.stage),),
+            conversations=args.conversations,
             progress=progress,
         )
     print(
@@ -140,6 +142,13 @@ def _train_adapter(args: argparse.Namespace, settings: Settings) -> int:
         f"{report['held_out_loss']:.2f}, transcript WER {report['wer']:.2f}; "
         f"{report['minutes']:.0f} min of training"
     )
+    if "state_head" in report:
+        speech, text = report["state_head"]["speech"], report["state_head"]["text"]
+        print(
+            f"speech state head: end-of-turn AUC {speech['end_of_turn_auc']:.3f} (text path "
+            f"{text['end_of_turn_auc']:.3f}), pause AUC {speech['pause_auc']:.3f}, overlap AUC "
+            f"{speech['overlap_yield_auc']:.3f}"
+        )
     return 0
 
 
@@ -151,6 +160,15 @@ def _train_adapter_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ADAPTER_PATH), help="where the adapter is written")
+    parser.add_argument(
+        "--stage",
+        choices=("1", "2", "all"),
+        default="all",
+        help="1: the adapter, 2: the speech state head (on a trained adapter)",
+    )
+    parser.add_argument(
+        "--conversations", type=int, default=160, help="dialogues for the speech state head"
+    )
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -251,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="override one setting, e.g. --set policy.tick_ms=120 (repeatable)",
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where models run")
+    parser.add_argument(
+        "--understanding",
+        choices=("text", "speech", "both"),
+        help="how the LM hears the user: the recognizer's words, speech through the "
+        "adapter, or both (speech decides turns, words are answered)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, command in COMMANDS.items():
@@ -274,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = parse_assignments(args.set)
         if args.device:
             overrides["device"] = args.device
+        if args.understanding:
+            overrides["models.understanding"] = args.understanding
         settings = load_settings(args.config, overrides)
         return COMMANDS[args.command].run(args, settings)
     except (ValueError, RuntimeError) as error:  # problems a user can fix: one line

@@ -75,6 +75,11 @@ class ModelSettings:
     lm: str = ""  # a GGUF chat model (default: packaged SmolLM2-135M-Instruct)
     voice: str = ""  # a Piper .onnx voice, its .onnx.json beside it (default: en_US-joe-medium)
     state_head: str = "rule"  # "rule", "shipped" (the trained head) or a head's .npz path
+    # how the LM hears the user: text (the recognizer's words), speech (the adapter's
+    # embeddings, no recognizer), both (speech for the state head, words for the answer)
+    understanding: str = "text"
+    adapter: str = ""  # a trained speech adapter's .npz (default: the shipped one)
+    speech_head: str = ""  # the state head for speech positions (default: the shipped one)
     asr_interval_ms: int = 320  # re-decode the current utterance this often
     system_prompt: str = "You are a helpful voice assistant. Keep answers short."
     max_response_tokens: int = 48  # an answer longer than this is cut (a voice answer is short)
@@ -117,6 +122,15 @@ class Settings:
                 r.kind != "remote" or r.base_url.startswith(("http://", "https://")),
                 "responder.kind=remote needs responder.base_url, an http(s) URL such as "
                 "http://127.0.0.1:8000/v1",
+            ),
+            (
+                self.models.understanding in ("text", "speech", "both"),
+                "models.understanding must be text, speech or both, got "
+                f"{self.models.understanding!r}",
+            ),
+            (
+                r.kind != "remote" or self.models.understanding != "speech",
+                "responder.kind=remote needs words to send: use models.understanding=both",
             ),
             (
                 self.models.lm_threads > 0,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from duplex.audio import Frame, Int16Array
+from duplex.audio import Float32Array, Frame, Int16Array
 
 
 class VoiceActivity(Protocol):
@@ -52,6 +52,20 @@ class Recognizer(Protocol):
         ...
 
 
+class SpeechListener(Protocol):
+    """The speech path: the user's audio, 160 ms at a time, as the LM's input embeddings
+    (an encoder and a trained adapter), for the LM to hear without a recognizer."""
+
+    def accept(self, frame: Frame) -> Float32Array | None:
+        """The next 20 ms of the user's turn; (positions, embedding size) once a chunk
+        is complete, else None."""
+        ...
+
+    def reset(self) -> None:
+        """A new stretch of speech: no left context."""
+        ...
+
+
 class StateProbs(NamedTuple):
     """The duplex state head's reading of the conversation at the last position."""
 
@@ -74,6 +88,20 @@ class DuplexLM(Protocol):
 
     def overlap(self, text: str) -> StateProbs:
         """Read the state for words the user says over the assistant, without keeping them."""
+        ...
+
+    def listen_speech(self, embeddings: Float32Array) -> StateProbs:
+        """Append speech positions (a `SpeechListener`'s output) to the open user turn;
+        read the state from the speech path's head."""
+        ...
+
+    def overlap_speech(self, embeddings: Float32Array) -> StateProbs:
+        """Read the state for speech said over the assistant, without keeping it."""
+        ...
+
+    def rewrite_turn(self, text: str) -> None:
+        """The open user turn now holds `text` (the recognizer's words for the speech
+        the LM heard): the answer is written from words."""
         ...
 
     def begin_response(self) -> None:

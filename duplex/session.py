@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from duplex.audio import FRAME_MS, FRAME_SAMPLES, Frame, Int16Array
+from duplex.audio import FRAME_MS, FRAME_SAMPLES, Float32Array, Frame, Int16Array
 from duplex.clock import Clock
 from duplex.config import PolicySettings
 from duplex.events import (
@@ -47,6 +47,7 @@ from duplex.ports import (
     Recognizer,
     Responder,
     ResponderError,
+    SpeechListener,
     StateProbs,
     Synthesizer,
     SynthesizesAhead,
@@ -57,6 +58,9 @@ from duplex.vad import VadStep, VadTracker
 
 # a step that took longer than this stalled: input arrived meanwhile
 STALL_MS = FRAME_MS
+# with speech understanding, voice shorter than this is a cough or a click, not a turn
+MIN_TURN_SPEECH_MS = 240
+UNDERSTANDING = ("text", "speech", "both")
 
 
 @dataclass
@@ -151,8 +155,23 @@ class Session:
         settings: PolicySettings | None = None,
         policy: Policy | None = None,
         responder: Responder | None = None,
+        speech: SpeechListener | None = None,
+        understanding: str = "text",
     ) -> None:
-        """`responder`: an external engine that writes the answers; None: the LM does."""
+        """`responder`: an external engine that writes the answers; None: the LM does.
+
+        `understanding`: how the LM hears the user. "text": the recognizer's words.
+        "speech": `speech`'s embeddings, 160 ms at a time; the state head reads them
+        and the answer is written from them (no recognizer on the turn's path).
+        "both": the state head reads the speech, the answer is written from the
+        recognizer's words (the turn's speech is rewritten as text when it begins).
+        """
+        if understanding not in UNDERSTANDING:
+            raise ValueError(
+                f"understanding is one of {', '.join(UNDERSTANDING)}, got {understanding!r}"
+            )
+        if understanding != "text" and speech is None:
+            raise ValueError(f"{understanding!r} understanding needs a speech listener")
         self.settings = settings or PolicySettings()
         self.policy: Policy = policy or TurnPolicy(self.settings)
         self._vad = vad
@@ -189,6 +208,14 @@ class Session:
         self._speculative: _Response | None = None
         self._probs = StateProbs(1.0, 0.0, 0.0)
         self._after_barge_in = False
+        # the speech path: what it hears of the user's turn, or of words over the answer
+        self.understanding = understanding
+        self._speech = speech
+        self._feeding = False
+        self._unvoiced_fed = 0  # frames fed since the last voiced one
+        self._speech_pending: list[Float32Array] = []  # heard while a draft answer is open
+        self._overlap_speech: list[Float32Array] = []
+        self._overlap_probs = StateProbs(1.0, 0.0, 0.0)
 
     @property
     def lm(self) -> DuplexLM:
@@ -217,6 +244,7 @@ class Session:
             self._clock_origin = self._clock.now_ms() - frame.end_ms
         started = self._clock.now_ms()
         events = self._hear(frame, vad)
+        self._feed_speech(frame, vad)
         # a tick every tick_ms, and at once when speech stops: that is when a turn ends
         if self._next_index % self._tick_frames == 0 or vad.stopped is not None:
             events += self._tick(frame.end_ms)
@@ -278,6 +306,42 @@ class Session:
         self._recognizer.accept(frame)
         if self._unvoiced == pause_frames:
             self._recognizer.pause()
+
+    def _feed_speech(self, frame: Frame, vad: VadStep) -> None:
+        """The speech path hears the user's turn from its onset, pauses and the silence
+        after it included (that silence is what the head reads as an end), up to the
+        longest silence the policy waits; or the words said over the answer."""
+        if self._speech is None:
+            return
+        if vad.started is not None and not self._feeding:
+            if self.state is State.OVERLAP:
+                self._overlap_speech, self._overlap_probs = [], StateProbs(1.0, 0.0, 0.0)
+            elif self._record is None:
+                return
+            self._speech.reset()
+            self._feeding = True
+            frames: tuple[Frame, ...] = vad.pre_roll
+        elif self._feeding:
+            frames = (frame,)
+        else:
+            return
+        for f in frames:
+            embeddings = self._speech.accept(f)
+            if embeddings is not None:
+                self._hear_speech(embeddings)
+        self._unvoiced_fed = 0 if vad.voiced else self._unvoiced_fed + 1
+        if self._unvoiced_fed * FRAME_MS >= self.settings.max_silence_ms:
+            self._feeding = False
+
+    def _hear_speech(self, embeddings: Float32Array) -> None:
+        if self.state is State.OVERLAP:
+            self._overlap_speech.append(embeddings)
+            self._overlap_probs = self._lm.overlap_speech(np.concatenate(self._overlap_speech))
+        elif self.state is State.LISTENING and self._record is not None:
+            if self._speculative is not None:  # the LM is inside the draft answer
+                self._speech_pending.append(embeddings)
+            else:
+                self._probs = self._lm.listen_speech(embeddings)
 
     def _play(self, position_ms: int, vad: VadStep) -> list[Event]:
         response = self._response
@@ -352,7 +416,8 @@ class Session:
         if words.strip() and self._speculative is not None:
             self._discard_speculation()  # the user went on
         self._user_text += words
-        if self._speculative is None:  # while one is written, the LM is in the answer
+        if self._speculative is None and self.understanding == "text":
+            # while a draft is written, the LM is in the answer
             self._probs = self._lm.listen(words)
         return self._decide(now_ms)
 
@@ -362,8 +427,8 @@ class Session:
         probs = self._probs
         if self._record is None or self._vad.in_speech:
             return []
-        if not self._user_text.strip():  # a cough or a click: no words, no turn
-            self._record = None
+        if not self._said_something(self._record):  # a cough or a click: no turn
+            self._record, self._feeding = None, False
             return []
         if self._record.user_last_voiced_ms is None:  # typed words wait for `respond`
             return []
@@ -378,8 +443,19 @@ class Session:
             self._speculative.held = self._speak_slice(self._speculative, now_ms)
         return []
 
+    def _said_something(self, record: TurnRecord) -> bool:
+        """Words, or with speech understanding alone, voice long enough to be words."""
+        if self._user_text.strip():
+            return True
+        onset, end = record.user_onset_ms, record.user_last_voiced_ms
+        if self.understanding != "speech" or onset is None or end is None:
+            return False
+        return end - onset >= MIN_TURN_SPEECH_MS
+
     def _begin_answer(self, response: _Response) -> _Response:
         self._last_response = None  # the one before can no longer be cut
+        if self.understanding == "both":
+            self._lm.rewrite_turn(self._user_text)  # heard as speech, answered from words
         self._lm.begin_response()
         if self._responder is not None:
             self._responder.start(self._lm.messages())
@@ -397,6 +473,9 @@ class Session:
         self._stop_remote(self._speculative)
         self._lm.cancel_response()
         self._speculative = None
+        if self._speech_pending:  # what the speech path heard meanwhile joins the turn
+            self._probs = self._lm.listen_speech(np.concatenate(self._speech_pending))
+            self._speech_pending = []
         if self._record is not None:
             self._record.first_token_ms = self._record.first_tts_audio_ms = None
 
@@ -405,6 +484,7 @@ class Session:
         self._responses += 1
         response = self._speculative or self._begin_answer(_Response(self._responses))
         self._speculative = None
+        self._feeding, self._speech_pending = False, []
         self._record.response_id = response.id
         self._record.decision_ms = self._timeline(now_ms)
         self._after_barge_in = False
@@ -429,12 +509,15 @@ class Session:
     def _overlap_slice(self, words: str, now_ms: int) -> list[Event]:
         assert self._response is not None and self._overlap_onset is not None
         self._overlap_text += words
-        probs = self._lm.overlap(self._overlap_text)
         ended = not self._vad.in_speech
-        unsure = self._recognizer.last_confidence < self.settings.min_overlap_confidence
-        if unsure and not asks_to_stop(self._overlap_text):
-            # the recognizer guessed words for a sound: not words to yield to
-            probs = StateProbs(listen=probs.listen + probs.speak, speak=0.0, dismiss=probs.dismiss)
+        if self.understanding != "text":
+            probs = self._overlap_probs  # the speech path's reading, chunk by chunk
+        else:
+            probs = self._lm.overlap(self._overlap_text)
+            unsure = self._recognizer.last_confidence < self.settings.min_overlap_confidence
+            if unsure and not asks_to_stop(self._overlap_text):
+                # the recognizer guessed words for a sound: not words to yield to
+                probs = StateProbs(probs.listen + probs.speak, 0.0, probs.dismiss)
         overlap_ms = (
             self._overlap_end if ended and self._overlap_end else now_ms
         ) - self._overlap_onset
@@ -454,6 +537,7 @@ class Session:
                 held_ms=max(0, self._timeline(now_ms) - self._output_end) if held else 0,
             )
             self.state, self._overlap_onset, self._overlap_text = State.SPEAKING, None, ""
+            self._feeding, self._overlap_speech = False, []
             return [event]
         return []
 
@@ -678,6 +762,9 @@ class Session:
         self._user_text, self._overlap_text = self._overlap_text, ""
         self._overlap_onset = self._overlap_end = None
         self._lm.listen(self._user_text)
+        if self._overlap_speech:  # the speech path heard the words said over the answer
+            self._probs = self._lm.listen_speech(np.concatenate(self._overlap_speech))
+            self._overlap_speech = []
 
     def _close_record(self, outcome: str, position_ms: int) -> list[Event]:
         record, self._record = self._record, None

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from duplex.audio import SAMPLE_RATE, Float32Array, Int16Array, pcm16_to_float
+from duplex.audio import SAMPLE_RATE, Float32Array, Frame, Int16Array, pcm16_to_float
 
 CHUNK_MS = 160
 CHUNK_SAMPLES = SAMPLE_RATE * CHUNK_MS // 1000
@@ -44,6 +44,7 @@ POSITIONS_PER_CHUNK = FRAMES_PER_CHUNK // FRAMES_PER_POSITION
 _BATCH = 32
 
 ADAPTER_PATH = Path(__file__).parent / "data" / "speech_adapter.npz"
+SPEECH_HEAD_PATH = ADAPTER_PATH.with_name("speech_state_head.npz")
 
 
 class SpeechEncoder:
@@ -173,3 +174,18 @@ class SpeechAdapter:
         adapter.module.load_state_dict(state)
         adapter.module.eval()
         return adapter
+
+
+class AdapterListener:
+    """The `SpeechListener` port: a session's frames -> LM embeddings every 160 ms."""
+
+    def __init__(self, encoder: SpeechEncoder, adapter: SpeechAdapter) -> None:
+        self._stream = SpeechStream(encoder)
+        self._adapter = adapter
+
+    def accept(self, frame: Frame) -> Float32Array | None:
+        frames = self._stream.accept(frame.pcm)
+        return None if frames is None else self._adapter.embed(frames[np.newaxis])
+
+    def reset(self) -> None:
+        self._stream.reset()

@@ -86,21 +86,28 @@ class VariedVoices:
         self._espeak_share = espeak_share if self._espeak else 0.0
 
     def speak(self, text: str) -> tuple[Int16Array, str]:
+        """A sampled voice, 0-300 ms of silence before it, noise half the time."""
+        pcm, voice = self.voice(text)
+        lead = np.zeros(self._rng.randrange(0, 301, 20) * SAMPLE_RATE // 1000, np.int16)
+        return self.noisy(np.concatenate([lead, pcm]), voice)
+
+    def voice(self, text: str) -> tuple[Int16Array, str]:
+        """Clean speech from a sampled voice, and the voice's description."""
+        if self._rng.random() < self._espeak_share:
+            return self._espeak_speak(text)
+        return self._piper_speak(text)
+
+    def noisy(self, pcm: Int16Array, voice: str) -> tuple[Int16Array, str]:
+        """White noise at 10-40 dB SNR (of the voiced level) half the time."""
         rng = self._rng
-        if rng.random() < self._espeak_share:
-            pcm, voice = self._espeak_speak(text)
-        else:
-            pcm, voice = self._piper_speak(text)
-        lead = np.zeros(rng.randrange(0, 301, 20) * SAMPLE_RATE // 1000, np.int16)
-        pcm = np.concatenate([lead, pcm])
-        if rng.random() < 0.5:
-            snr = rng.uniform(10, 40)
-            audio = pcm16_to_float(pcm)
-            level = float(np.sqrt(np.mean(audio**2))) or 1e-4
-            noise = np.random.default_rng(rng.randrange(1 << 30)).normal(0, 1, audio.size)
-            pcm = float_to_pcm16(audio + noise * level * 10 ** (-snr / 20))
-            voice += f" snr{snr:.0f}"
-        return pcm, voice
+        if rng.random() >= 0.5:
+            return pcm, voice
+        snr = rng.uniform(10, 40)
+        audio = pcm16_to_float(pcm)
+        loud = audio[np.abs(audio) > 0.01]
+        level = float(np.sqrt(np.mean(loud**2))) if loud.size else 1e-4
+        noise = np.random.default_rng(rng.randrange(1 << 30)).normal(0, 1, audio.size)
+        return float_to_pcm16(audio + noise * level * 10 ** (-snr / 20)), f"{voice} snr{snr:.0f}"
 
     def _piper_speak(self, text: str) -> tuple[Int16Array, str]:
         rng = self._rng

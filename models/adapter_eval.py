@@ -135,5 +135,64 @@ Whisper tiny.en's encoder (CTranslate2 int8, a 1.28 s window ending at each
 | recording | the LM read | WER |
 | --- | --- | --- |
 {real}
-"""
+{_head_section(report.get("state_head"))}"""
     )
+
+
+def _head_section(head: dict[str, Any] | None) -> str:
+    if head is None:
+        return ""
+    from models.state_data import LABELS
+
+    speech, text = head["speech"], head["text"]
+
+    def confusion(m: dict[str, Any]) -> str:
+        c = m["confusion"]
+        rows = "\n".join(
+            f"| {t} | " + " | ".join(str(c[t][g]) for g in LABELS) + " |" for t in LABELS
+        )
+        return (
+            "| truth \\ predicted | "
+            + " | ".join(LABELS)
+            + " |\n| --- | --- | --- | --- |\n"
+            + rows
+        )
+
+    real = head["real"].get("end_of_turn_auc")
+    real_auc = "n/a" if real is None else f"{real:.3f}"
+    return f"""
+# Speech state head (stage 2)
+
+The text head's shape (576 -> 64 -> 3), trained on the LM's hidden states at
+speech positions (`models/speech_state.py`): {head["train_conversations"]} dialogues of
+`chitchat-dataset`, the user turns spoken by the stage-1 voices, half of them
+(4+ words) with a 600-1000 ms pause at a random word boundary
+({head["pauses"]} positions inside pauses); acknowledgements and interruptions
+spoken over partly played answers. Positions in the silence after a turn
+(from 160 ms) are speak, inside speech or a pause listen. Classes:
+{head["class_counts"]}.
+
+Held out: the text head's {head["held_out_conversations"]} held-out dialogues, for both heads.
+
+| | speech path | text path |
+| --- | ---: | ---: |
+| end-of-turn ROC AUC | {speech["end_of_turn_auc"]:.3f} | {text["end_of_turn_auc"]:.3f} |
+| overlap yield ROC AUC | {speech["overlap_yield_auc"]:.3f} | {text["overlap_yield_auc"]:.3f} |
+| accuracy | {speech["accuracy"]:.3f} | {text["accuracy"]:.3f} |
+| balanced accuracy | {speech["balanced_accuracy"]:.3f} | {text["balanced_accuracy"]:.3f} |
+| examples | {speech["examples"]} | {text["examples"]} |
+
+- Speech path, end of turn against a mid-turn pause (both silences): AUC
+  {speech["pause_auc"]:.3f}.
+- On ../shared/speech (speech vs the silence after it): AUC {real_auc}.
+- The text path's examples are word boundaries (complete turn vs proper
+  prefix); the speech path's are 80 ms positions, silences included.
+
+Speech path:
+
+{confusion(speech)}
+
+Text path:
+
+{confusion(text)}
+"""

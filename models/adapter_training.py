@@ -35,6 +35,7 @@ import numpy as np
 from models.adapter import SpeechAdapter
 from models.adapter_data import SpokenSet
 
+SPEECH_HEAD_NAME = "speech_state_head.npz"  # saved beside the adapter
 _SYSTEM = "<|im_start|>system\n{prompt}<|im_end|>\n<|im_start|>user\n"
 _END = "<|im_end|>"
 
@@ -229,13 +230,17 @@ def train_adapter(
     batch: int = 8,
     seed: int = 0,
     out: str | Path | None = None,
+    stages: tuple[int, ...] = (1, 2),
+    conversations: int = 160,
     progress: Progress = lambda what, done, total: None,
 ) -> dict[str, Any]:
-    """Speak, encode, train stage 1, evaluate, save the adapter and its model card."""
+    """Speak and encode, train the adapter (stage 1), measure its transcripts, train the
+    speech state head (stage 2); save both with the model card. A rerun resumes."""
     import torch
 
     from models import weights
     from models.adapter import ADAPTER_PATH, SpeechEncoder
+    from models.adapter_eval import evaluate_adapter, write_card
     from models.asr import load_model
     from models.torch_lm import TorchLM, cache_dir
 
@@ -244,27 +249,46 @@ def train_adapter(
     encoder = SpeechEncoder(whisper)
     data, held = spoken_sets(encoder, utterances, held_out, seed, progress)
     lm_path = weights.LM.resolve(settings.models.lm)
-    progress("loading the LM in torch", 0, 1)
-    config = TrainConfig(
-        steps=steps, batch=batch, seed=seed, system_prompt=settings.models.system_prompt
-    )
-    stage = Stage1(TorchLM.from_gguf(lm_path), Tokenizer(lm_path), SpeechAdapter(), config)
-
-    def step(done: int, loss: float) -> None:
-        progress(f"stage 1, loss {loss:.2f}", done, steps)
-
-    report = train(stage, data, held, cache_dir() / f"adapter-run-{seed}", step)
     path = Path(out) if out else ADAPTER_PATH
-    stage.adapter.save(path)
-    report.update(
-        utterances=len(data),
-        hours=float(sum(data.ends - data.starts)) * 0.16 / 3600,
-        held_out_utterances=len(held),
-        voices=_voice_mix(data),
-    )
-    from models.adapter_eval import evaluate_adapter, write_card
+    report_path = path.with_suffix(".json")
+    report: dict[str, Any] = {}
+    if report_path.exists():
+        report = json.loads(report_path.read_text())
+    if 1 in stages:
+        progress("loading the LM in torch", 0, 1)
+        config = TrainConfig(
+            steps=steps, batch=batch, seed=seed, system_prompt=settings.models.system_prompt
+        )
+        stage = Stage1(TorchLM.from_gguf(lm_path), Tokenizer(lm_path), SpeechAdapter(), config)
 
-    report.update(evaluate_adapter(settings, path, held, whisper, progress))
+        def step(done: int, loss: float) -> None:
+            progress(f"stage 1, loss {loss:.2f}", done, steps)
+
+        report = train(stage, data, held, cache_dir() / f"adapter-run-{seed}", step)
+        stage.adapter.save(path)
+        report.update(
+            utterances=len(data),
+            hours=float(sum(data.ends - data.starts)) * 0.16 / 3600,
+            held_out_utterances=len(held),
+            voices=_voice_mix(data),
+        )
+    if "wer" not in report:
+        report.update(evaluate_adapter(settings, path, held, whisper, progress))
+    if 2 in stages:
+        from models.lm import LlamaDuplexLM
+        from models.speech_state import train_speech_head
+
+        lm = LlamaDuplexLM(lm_path, system_prompt=settings.models.system_prompt, device="cpu")
+        head, report["state_head"] = train_speech_head(
+            lm,
+            encoder,
+            SpeechAdapter.load(path),
+            conversations=conversations,
+            seed=seed,
+            progress=progress,
+        )
+        head.save(path.with_name(SPEECH_HEAD_NAME))
+    report_path.write_text(json.dumps(report, indent=1))
     write_card(report, path.with_suffix(".md"))
     return report
 

@@ -183,8 +183,10 @@ class LlamaDuplexLM:
         temperature: float = 0.0,
         seed: int = 0,
         state_head: StateHead | None = None,
+        speech_head: StateHead | None = None,
     ) -> None:
-        """`state_head`: the learned listen/speak/dismiss head; None uses `rule_state`."""
+        """`state_head`: the learned listen/speak/dismiss head; None uses `rule_state`.
+        `speech_head`: the head trained on speech positions (`listen_speech`)."""
         import llama_cpp
         import llama_cpp._logger
 
@@ -219,6 +221,7 @@ class LlamaDuplexLM:
         self._logits: Float32Array = np.zeros(self._n_vocab, dtype=np.float32)
         self.system_prompt = system_prompt
         self.state_head = state_head
+        self.speech_head = speech_head
         self._speech_batch: Any = None
         self.reset()
 
@@ -227,6 +230,7 @@ class LlamaDuplexLM:
         self._llama_cpp.llama_memory_clear(self._llama_cpp.llama_get_memory(self._ctx), True)
         self.tokens = []
         self._open_role: str | None = None
+        self._turn_start = 0  # where the open turn's contents begin
         self._user_text = ""
         self._answer: _Answer | None = None
         self._before_answer = (0, self._logits, self.hidden, "")
@@ -265,6 +269,38 @@ class LlamaDuplexLM:
             if len(body) < len(text):
                 self._append(text[len(body) :], hidden=True)
         return self._state(self._user_text, overlap=False)
+
+    def listen_speech(self, embeddings: Float32Array) -> StateProbs:
+        if self._open_role != "user":
+            self._open("user")
+        if len(embeddings):
+            self.hear(embeddings)
+        return self._speech_state()
+
+    def overlap_speech(self, embeddings: Float32Array) -> StateProbs:
+        mark, logits, hidden = len(self.tokens), self._logits, self.hidden
+        self._append(_TURN_END + _TURN_START.format(role="user"), hidden=True)
+        if len(embeddings):
+            self.hear(embeddings)
+        probs = self._speech_state()
+        self._cut(mark)
+        self._logits, self.hidden = logits, hidden
+        return probs
+
+    def rewrite_turn(self, text: str) -> None:
+        if self._open_role != "user":
+            self._open("user")
+        self._cut(self._turn_start)
+        self._user_text = ""
+        self.listen(text.lstrip())
+
+    def _speech_state(self) -> StateProbs:
+        if self.speech_head is None:
+            raise RuntimeError(
+                "speech understanding needs the speech state head: train it with "
+                "`duplex train-adapter`"
+            )
+        return self.speech_head(self.hidden)
 
     @property
     def p_end(self) -> float | None:
@@ -489,6 +525,7 @@ class LlamaDuplexLM:
         self._answer = None
         self._append(_TURN_START.format(role=role), hidden=role == "user")
         self._open_role = role
+        self._turn_start = len(self.tokens)
         if role == "user":
             self._user_text, self._p_end = "", None
 

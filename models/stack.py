@@ -11,13 +11,15 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from duplex.audio import pcm16_to_float
+from duplex.audio import Frame, pcm16_to_float
 from duplex.clock import Clock, RealClock
 from duplex.config import Settings
+from duplex.ports import Recognizer
 from duplex.session import Session
 from duplex.tdm import Policy
 from duplex.vad import SileroVad, VadTracker, WebRtcVad
 from models import weights
+from models.adapter import SPEECH_HEAD_PATH, AdapterListener, SpeechAdapter, SpeechEncoder
 from models.lm import LlamaDuplexLM
 from models.responder import RemoteResponder
 from models.state_head import HEAD_PATH, StateHead
@@ -67,6 +69,22 @@ class SpeechStack:
             return None
         return StateHead.load(HEAD_PATH if choice == "shipped" else choice)
 
+    @cached_property
+    def adapter(self) -> SpeechAdapter:
+        """The speech adapter (`models.adapter`), shared: it keeps no state."""
+        return SpeechAdapter.load(self.settings.models.adapter or None)
+
+    @cached_property
+    def speech_head(self) -> StateHead | None:
+        """The state head trained on speech positions, where the LM hears speech."""
+        if self.settings.models.understanding == "text":
+            return None
+        return StateHead.load(self.settings.models.speech_head or SPEECH_HEAD_PATH)
+
+    def new_listener(self) -> AdapterListener:
+        """A session's speech path: the shared encoder and adapter, its own window."""
+        return AdapterListener(SpeechEncoder(self.whisper), self.adapter)
+
     def new_lm(self) -> LlamaDuplexLM:
         m = self.settings.models
         return LlamaDuplexLM(
@@ -79,6 +97,7 @@ class SpeechStack:
             temperature=m.temperature,
             seed=m.seed,
             state_head=self.state_head,
+            speech_head=self.speech_head,
         )
 
     def new_responder(self) -> RemoteResponder:
@@ -122,12 +141,15 @@ class SpeechStack:
             end_ms=s.vad.end_ms,
             pre_roll_ms=s.vad.pre_roll_ms,
         )
-        recognizer = WhisperRecognizer(
+        understanding = s.models.understanding
+        recognizer: Recognizer = WhisperRecognizer(
             self.asr_path,
             device=s.device,
             interval_ms=s.models.asr_interval_ms,
             model=self.whisper,
         )
+        if understanding == "speech":
+            recognizer = NoRecognizer()  # the LM hears the speech itself: no decodes
         return Session(
             vad=vad,
             recognizer=recognizer,
@@ -137,4 +159,28 @@ class SpeechStack:
             settings=s.policy,
             policy=policy,
             responder=self.new_responder() if remote else None,
+            speech=None if understanding == "text" else self.new_listener(),
+            understanding=understanding,
         )
+
+
+class NoRecognizer:
+    """The recognizer of a session that hears speech through the adapter alone: no
+    words, no decodes, so no transcript events either."""
+
+    last_confidence = 0.0
+
+    def accept(self, frame: Frame) -> None:
+        pass
+
+    def stable(self) -> str:
+        return ""
+
+    def pause(self) -> None:
+        pass
+
+    def finish(self) -> str:
+        return ""
+
+    def reset(self) -> None:
+        pass

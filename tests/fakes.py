@@ -9,7 +9,14 @@ from typing import TypeVar
 
 import numpy as np
 
-from duplex.audio import SAMPLE_RATE, Frame, Int16Array, float_to_pcm16, frames_of
+from duplex.audio import (
+    SAMPLE_RATE,
+    Float32Array,
+    Frame,
+    Int16Array,
+    float_to_pcm16,
+    frames_of,
+)
 from duplex.clock import VirtualClock
 from duplex.config import PolicySettings
 from duplex.events import Event
@@ -70,6 +77,38 @@ class ScriptedRecognizer:
         pass
 
 
+class ChunkListener:
+    """A speech path that hears time: one position per 160 ms chunk, holding the
+    chunk's end on the input timeline and whether any of it was loud."""
+
+    def __init__(self) -> None:
+        self.resets = 0
+        self._frames: list[Frame] = []
+
+    def accept(self, frame: Frame) -> Float32Array | None:
+        self._frames.append(frame)
+        if len(self._frames) < 8:
+            return None
+        loud = max(float(np.abs(f.samples()).max()) for f in self._frames) > 0.05
+        chunk = np.array([[self._frames[-1].end_ms, float(loud)]], dtype=np.float32)
+        self._frames = []
+        return chunk
+
+    def reset(self) -> None:
+        self.resets += 1
+        self._frames = []
+
+
+def default_speech_state(heard: list[tuple[int, bool]], overlap: bool) -> StateProbs:
+    """Scripted speech head: over the answer, a short sound is dismissed and longer
+    speech (3 loud chunks) interrupts; while listening, 2 quiet chunks end the turn."""
+    loud = sum(1 for _, voiced in heard if voiced)
+    if overlap:
+        return StateProbs(0.1, 0.9, 0.0) if loud >= 3 else StateProbs(0.1, 0.0, 0.9)
+    quiet = len(heard) >= 2 and not heard[-1][1] and not heard[-2][1]
+    return StateProbs(0.05, 0.95, 0.0) if quiet else StateProbs(0.95, 0.05, 0.0)
+
+
 def default_state(text: str, overlap: bool) -> StateProbs:
     """Scripted state head: a question or statement that ends is complete; acks are dismissed."""
     words = text.strip().lower()
@@ -98,17 +137,33 @@ class ScriptedLM:
     overlaps: list[str] = field(default_factory=list)
     cancelled: int = 0
     instructions: str = ""
+    speech_state: Callable[[list[tuple[int, bool]], bool], StateProbs] = default_speech_state
+    heard: list[tuple[int, bool]] = field(default_factory=list)  # the open turn's speech
     _words: list[str] = field(default_factory=list)
 
     def listen(self, text: str) -> StateProbs:
         if not self.history or self.history[-1][0] != "user":
             self.history.append(["user", ""])
+            self.heard = []
         self.history[-1][1] += text
         return self.state(self.history[-1][1], False)
 
     def overlap(self, text: str) -> StateProbs:
         self.overlaps.append(text)
         return self.state(text, True)
+
+    def listen_speech(self, embeddings: Float32Array) -> StateProbs:
+        self.listen("")
+        self.heard += [(int(ms), bool(loud)) for ms, loud in embeddings]
+        self.history[-1][1] += " [speech]" * len(embeddings)
+        return self.speech_state(self.heard, False)
+
+    def overlap_speech(self, embeddings: Float32Array) -> StateProbs:
+        return self.speech_state([(int(ms), bool(loud)) for ms, loud in embeddings], True)
+
+    def rewrite_turn(self, text: str) -> None:
+        assert self.history[-1][0] == "user"
+        self.history[-1][1] = text
 
     def begin_response(self) -> None:
         answer = self.answers[
@@ -213,12 +268,14 @@ class Harness:
     )
     settings: PolicySettings = field(default_factory=PolicySettings)
     responder: Responder | None = None
+    understanding: str = "text"
 
     def __post_init__(self) -> None:
         self.clock = VirtualClock()
         self.lm = ScriptedLM(self.answers)
         self.tts = ToneSynth()
         self.recognizer = ScriptedRecognizer(self.words)
+        self.speech = ChunkListener()
         self.session = Session(
             vad=VadTracker(EnergyVad(), start_ms=60, end_ms=200, pre_roll_ms=200),
             recognizer=self.recognizer,
@@ -227,6 +284,8 @@ class Harness:
             clock=self.clock,
             settings=self.settings,
             responder=self.responder,
+            speech=None if self.understanding == "text" else self.speech,
+            understanding=self.understanding,
         )
         self.events: list[Event] = []
 

@@ -489,3 +489,77 @@ def test_later_clauses_are_made_ahead_while_earlier_audio_plays() -> None:
     assert (done.status, done.text) == ("completed", ANSWER)
     audio = [e.audio_ms for e in h.of(ResponseAudio)]
     assert audio == list(range(1200, 1200 + 3200, 20))  # no gap where a clause was made
+
+
+# speech understanding: the LM hears 160 ms chunks (tests.fakes.ChunkListener),
+# the scripted speech head ends a turn after 2 quiet chunks
+
+
+def test_speech_understanding_takes_the_turn_from_what_it_heard() -> None:
+    h = Harness([], understanding="speech")
+    h.run(6000, spans=[(0, 1000)])
+    [taken] = h.of(TurnTaken)
+    # chunks end every 160 ms from the onset; 1280 and 1440 are quiet: speak at 1440
+    assert (taken.audio_ms, taken.silence_ms, taken.p_speak) == (1440, 440, 0.95)
+    assert h.lm.turns()[0] == ("user", " ".join(["[speech]"] * 9))
+    assert h.lm.turns()[1] == ("assistant", ANSWER)
+    assert h.recognizer.heard_until > 0  # fed, but no words were ever needed
+
+
+def test_speech_heard_while_a_draft_is_written_joins_the_turn_when_the_user_goes_on() -> None:
+    def unsure(heard: list[tuple[int, bool]], overlap: bool) -> Any:
+        from duplex.ports import StateProbs
+
+        quiet = len(heard) >= 2 and not heard[-1][1] and not heard[-2][1]
+        return StateProbs(0.5, 0.5, 0.0) if quiet else StateProbs(0.95, 0.05, 0.0)
+
+    h = Harness([], understanding="speech", settings=PolicySettings(speculate_threshold=0.4))
+    h.lm.speech_state = unsure
+    h.run(6000, spans=[(0, 1000), (1900, 2400)])
+    assert h.lm.cancelled == 1  # a draft began at 1440 (P(speak) 0.5) and was dropped
+    [taken] = h.of(TurnTaken)
+    # 0.5 needs 1050 ms of silence after 2400
+    assert taken.audio_ms == 3460
+    heard = [ms for ms, _ in h.lm.heard]
+    assert heard == list(range(160, heard[-1] + 1, 160))  # no chunk lost to the draft
+    assert heard[-1] >= 2720
+
+
+def test_both_answers_from_the_recognizers_words_decided_by_speech() -> None:
+    h = Harness(QUESTION, understanding="both")
+    h.run(6000)
+    [taken] = h.of(TurnTaken)
+    assert taken.audio_ms == 1440  # the speech head's decision, not the text's (1200)
+    assert h.lm.turns() == [("user", "what time is it?"), ("assistant", ANSWER)]
+
+
+def test_speech_understanding_dismisses_a_short_sound_and_yields_to_speech() -> None:
+    short = Harness([], understanding="speech")
+    short.run(7000, spans=[(0, 1000), (2000, 2150)])
+    [ignored] = short.of(BackchannelIgnored)
+    assert ignored.onset_ms == 2000 and short.of(Interrupted) == []
+    assert [d.status for d in short.of(ResponseDone)] == ["completed"]
+    assert len(short.lm.turns()) == 2  # the sound never joined the conversation
+    long = Harness([], understanding="speech")
+    long.run(7000, spans=[(0, 1000), (2000, 2700)])
+    [interrupted] = long.of(Interrupted)
+    # the third loud chunk ends at 2480: yield at the next tick
+    assert (interrupted.onset_ms, interrupted.audio_ms) == (2000, 2560)
+    user = long.lm.turns()[2]
+    assert user[0] == "user" and user[1].count("[speech]") >= 4  # what it heard over the answer
+
+
+def test_speech_understanding_needs_a_listener() -> None:
+    from duplex.session import Session
+    from duplex.vad import VadTracker
+    from tests.fakes import EnergyVad, ScriptedLM, ScriptedRecognizer
+
+    with pytest.raises(ValueError, match="speech listener"):
+        Session(
+            vad=VadTracker(EnergyVad()),
+            recognizer=ScriptedRecognizer([]),
+            lm=ScriptedLM(["hi"]),
+            synthesizer=ToneSynth(),
+            clock=VirtualClock(),
+            understanding="speech",
+        )

@@ -1,0 +1,282 @@
+"""Stage 2: the state head on the speech path's hidden states.
+
+Conversations of `chitchat-dataset` are walked through llama.cpp the way a
+session with speech understanding holds them: earlier turns as text, the
+user's current turn as adapter positions (12.5 per second) of its speech,
+spoken by the varied voices of stage 1. Every position is an example,
+labelled by where it falls on the audio timeline:
+
+- in the silence after the turn's last voiced frame, from 160 ms on: SPEAK
+  (the turn is over: the other person answered);
+- inside the turn's speech, or from 160 ms into a 600-1000 ms pause that
+  half of the turns (4+ words) get at a random word boundary: LISTEN;
+- over a partly played answer: an acknowledgement ("uh huh", "yeah", the
+  data's own short ones) from 160 ms after its onset on: DISMISS; the
+  user's real next turn (or its first words) from 400 ms on: SPEAK.
+
+Positions in the first 160 ms of a silence are ambiguous and left out. The
+head is the text head's shape (576 -> 64 -> 3), fit the same way; whole
+conversations are held out. The text head is evaluated on the same held-out
+conversations, so the two paths' end-of-turn AUCs sit side by side.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from duplex.audio import SAMPLE_RATE, Int16Array
+from models.adapter import POSITIONS_PER_CHUNK, SpeechAdapter, SpeechEncoder
+from models.adapter_data import VariedVoices
+from models.lm import _TURN_END, _TURN_START, LlamaDuplexLM
+from models.state_data import DISMISS, LISTEN, SPEAK, Conversation
+from models.state_training import Features
+
+Progress = Callable[[str, int, int], None]
+
+POSITION_MS = 1000 // (POSITIONS_PER_CHUNK * 1000 // 160)  # 80 ms per LM position
+SETTLE_MS = 160  # a silence this young may still be a gap between words
+TAIL_MS = 800  # silence heard after a turn
+PROBE_TAIL_MS = 320  # silence heard after words said over an answer
+INTERRUPTION_FROM_MS = 400  # an interruption is one from this far into it
+TEXT_HEAD_CONVERSATIONS = 400  # the text head's data: its held-out dialogues are ours
+
+
+@dataclass
+class SpeechFeatures(Features):
+    pause: npt.NDArray[np.bool_]  # listening examples inside a mid-turn pause
+
+
+@dataclass(frozen=True)
+class Spoken:
+    pcm: Int16Array
+    voice_ms: tuple[int, int]  # first and last voiced ms
+    pause_ms: tuple[int, int] | None  # the mid-turn pause, if any
+
+
+def voiced_span(pcm: Int16Array, floor_db: float = -40.0) -> tuple[int, int]:
+    """First and last ms of 10 ms windows within `floor_db` of the loudest one."""
+    window = SAMPLE_RATE // 100
+    frames = pcm[: pcm.size // window * window].astype(np.float32).reshape(-1, window)
+    level = 20 * np.log10(np.sqrt((frames**2).mean(axis=1)) + 1e-6)
+    loud = np.flatnonzero(level > level.max() + floor_db)
+    if not loud.size:
+        return 0, 0
+    return int(loud[0]) * 10, int(loud[-1] + 1) * 10
+
+
+class TurnSpeaker:
+    """User turns as audio with known timing: a lead, maybe a pause, a silent tail."""
+
+    def __init__(self, voices: VariedVoices, seed: int) -> None:
+        self.voices = voices
+        self.rng = random.Random(seed)
+
+    def turn(self, text: str, tail_ms: int = TAIL_MS, pause: bool = True) -> Spoken:
+        words = text.split()
+        lead = self.rng.randrange(0, 201, 20)
+        parts = [text]
+        if pause and len(words) >= 4 and self.rng.random() < 0.5:
+            cut = self.rng.randrange(2, len(words) - 1)
+            parts = [" ".join(words[:cut]), " ".join(words[cut:])]
+        audio = [np.zeros(lead * SAMPLE_RATE // 1000, np.int16)]
+        at, first, last, gap = lead, None, 0, None
+        for n, part in enumerate(parts):
+            pcm, voice = self.voices.voice(part)
+            start, end = voiced_span(pcm)
+            first = at + start if first is None else first
+            last = at + end
+            audio.append(pcm)
+            at += pcm.size * 1000 // SAMPLE_RATE
+            if n == 0 and len(parts) == 2:
+                silence = self.rng.randrange(600, 1001, 20) - (at - last)
+                audio.append(np.zeros(max(0, silence) * SAMPLE_RATE // 1000, np.int16))
+                at += max(0, silence)
+                gap = (last, at)
+        audio.append(np.zeros(tail_ms * SAMPLE_RATE // 1000, np.int16))
+        pcm, _ = self.voices.noisy(np.concatenate(audio), voice)
+        return Spoken(pcm, (first or 0, last), gap)
+
+
+def turn_labels(spoken: Spoken, positions: int) -> tuple[list[int], list[int], list[bool]]:
+    """(indices, labels, in-pause) for a listening turn's positions; see the module doc."""
+    examples: list[tuple[int, int, bool]] = []
+    _, end = spoken.voice_ms
+    gap = spoken.pause_ms
+    for j in range(positions):
+        t = (j + 1) * POSITION_MS
+        if t >= end + SETTLE_MS:
+            examples.append((j, SPEAK, False))
+        elif gap and gap[0] + SETTLE_MS <= t < gap[1]:
+            examples.append((j, LISTEN, True))
+        elif t < end and not (gap and gap[0] <= t < gap[1]):
+            examples.append((j, LISTEN, False))
+    return [e[0] for e in examples], [e[1] for e in examples], [e[2] for e in examples]
+
+
+def featurize_speech(
+    lm: LlamaDuplexLM,
+    encoder: SpeechEncoder,
+    adapter: SpeechAdapter,
+    conversations: list[Conversation],
+    seed: int,
+    progress: Progress,
+    max_turns: int = 6,
+) -> SpeechFeatures:
+    """Hidden states of the speech path over whole conversations; see the module doc."""
+    speaker = TurnSpeaker(VariedVoices(seed), seed)
+    xs: list[np.ndarray] = []
+    ys: list[int] = []
+    keys: list[str] = []
+    complete: list[bool] = []
+    over: list[bool] = []
+    pause: list[bool] = []
+
+    def add(
+        states: np.ndarray, key: str, labels: list[int], overlap: bool, paused: list[bool]
+    ) -> None:
+        xs.append(states)
+        ys.extend(labels)
+        keys.extend([key] * len(labels))
+        complete.extend(label == SPEAK and not overlap for label in labels)
+        over.extend([overlap] * len(labels))
+        pause.extend(paused)
+
+    for n, conversation in enumerate(conversations):
+        lm.reset()
+        for i, turn in enumerate(conversation.turns[:max_turns]):
+            if i % 2 == 0:
+                spoken = speaker.turn(turn)
+                lm.read([_TURN_START.format(role="user")])
+                mark = len(lm.tokens)
+                states = lm.hear(adapter.embed(encoder.utterance(spoken.pcm)))
+                keep, labels, paused = turn_labels(spoken, len(states))
+                add(states[keep], conversation.key, labels, False, paused)
+                lm.forget_from(mark)  # the history holds the turn as words, as `both` does
+                lm.read([turn + _TURN_END])
+                continue
+            words = turn.split()
+            probe = conversation.overlaps.get(i)
+            if probe is None:
+                lm.read([_TURN_START.format(role="assistant") + turn + _TURN_END])
+                continue
+            lm.read([_TURN_START.format(role="assistant") + " ".join(words[: probe.cut])])
+            mark = len(lm.tokens)
+            lm.read([_TURN_END + _TURN_START.format(role="user")])
+            spoken = speaker.turn(probe.text, tail_ms=PROBE_TAIL_MS, pause=False)
+            states = lm.hear(adapter.embed(encoder.utterance(spoken.pcm)))
+            onset = spoken.voice_ms[0]
+            start = SETTLE_MS if probe.label == DISMISS else INTERRUPTION_FROM_MS
+            keep = [j for j in range(len(states)) if (j + 1) * POSITION_MS >= onset + start]
+            add(
+                states[keep], conversation.key, [probe.label] * len(keep), True, [False] * len(keep)
+            )
+            lm.forget_from(mark)
+            lm.read([" " + " ".join(words[probe.cut :]) + _TURN_END])
+        progress("hidden states (speech)", n + 1, len(conversations))
+    lm.reset()
+    return SpeechFeatures(
+        np.concatenate(xs).astype(np.float32),
+        np.array(ys, dtype=np.int64),
+        keys,
+        np.array(complete),
+        np.array(over),
+        np.array(pause),
+    )
+
+
+def pause_auc(head: Any, test: SpeechFeatures) -> float:
+    """End of turn against mid-turn pause, both silences: the hard case."""
+    from models.state_training import roc_auc
+
+    silent = (test.complete | test.pause) & ~test.overlap
+    p = head.probabilities(test.x[silent])[:, SPEAK]
+    return roc_auc(p, test.complete[silent])
+
+
+def _subset(f: SpeechFeatures, mask: npt.NDArray[np.bool_]) -> SpeechFeatures:
+    keys = [k for k, keep in zip(f.conversation, mask, strict=True) if keep]
+    return SpeechFeatures(
+        f.x[mask], f.y[mask], keys, f.complete[mask], f.overlap[mask], f.pause[mask]
+    )
+
+
+def real_speech_auc(
+    lm: LlamaDuplexLM, encoder: SpeechEncoder, adapter: SpeechAdapter, head: Any
+) -> dict[str, Any]:
+    """On ../shared/speech: P(speak) in the silence after each recording vs during it."""
+    from models.adapter_eval import shared_recordings
+    from models.state_training import roc_auc
+
+    scores, ends = [], []
+    for _, pcm in shared_recordings():
+        spoken = Spoken(
+            np.concatenate([pcm, np.zeros(TAIL_MS * SAMPLE_RATE // 1000, np.int16)]),
+            voiced_span(pcm),
+            None,
+        )
+        lm.reset()
+        lm.read([_TURN_START.format(role="user")])
+        states = lm.hear(adapter.embed(encoder.utterance(spoken.pcm)))
+        keep, labels, _ = turn_labels(spoken, len(states))
+        scores += head.probabilities(states[keep])[:, SPEAK].tolist()
+        ends += [label == SPEAK for label in labels]
+    lm.reset()
+    if not scores:
+        return {"recordings": 0}
+    return {
+        "recordings": len(shared_recordings()),
+        "end_of_turn_auc": roc_auc(np.array(scores, np.float32), np.array(ends)),
+    }
+
+
+def train_speech_head(
+    lm: LlamaDuplexLM,
+    encoder: SpeechEncoder,
+    adapter: SpeechAdapter,
+    *,
+    conversations: int = 160,
+    seed: int = 0,
+    progress: Progress = lambda what, done, total: None,
+) -> tuple[Any, dict[str, Any]]:
+    """Stage 2: (the speech head, its report next to the text head's on the same turns).
+
+    The held-out dialogues are the text head's (80 of the first 400), so both
+    heads are measured on conversations neither was trained on; `conversations`
+    of the other 320 train the speech head.
+    """
+    from models.state_data import build, split
+    from models.state_head import HEAD_PATH, StateHead
+    from models.state_training import evaluate, featurize, fit
+
+    data = build(seed=seed, max_conversations=TEXT_HEAD_CONVERSATIONS)
+    held_out = split([c.key for c in data], seed=seed)
+    test_dialogues = [c for c in data if c.key in held_out]
+    train_dialogues = [c for c in data if c.key not in held_out][:conversations]
+    features = featurize_speech(
+        lm, encoder, adapter, train_dialogues + test_dialogues, seed, progress
+    )
+    test = np.array([k in held_out for k in features.conversation])
+    head = fit(_subset(features, ~test), text_style="speech", seed=seed)
+    held = _subset(features, test)
+    speech = evaluate(head, held)
+    speech.update(pause_auc=pause_auc(head, held), train_examples=int((~test).sum()))
+    text = evaluate(StateHead.load(HEAD_PATH), featurize(lm, test_dialogues, "asr", progress))
+    report = {
+        "speech": speech,
+        "text": text,
+        "real": real_speech_auc(lm, encoder, adapter, head),
+        "train_conversations": len(train_dialogues),
+        "held_out_conversations": len(test_dialogues),
+        "pauses": int(features.pause.sum()),
+        "class_counts": {
+            name: int((features.y == c).sum())
+            for name, c in (("listen", LISTEN), ("speak", SPEAK), ("dismiss", DISMISS))
+        },
+    }
+    return head, report
