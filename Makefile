@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # a C++ toolchain and cmake build llama.cpp (llama-cpp-python ships no wheel);
 # chromium runs the browser client's test; PortAudio and PulseAudio (null sinks) give
 # `duplex chat` and its tests real audio devices; nginx proxies replicas in the scale-out test.
-SYSTEM_PACKAGES := build-essential cmake chromium libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins nginx
+SYSTEM_PACKAGES := build-essential cmake chromium libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins nginx espeak-ng
 # llama.cpp without its multimodal library, which duplex does not use: a faster build.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 TORCH := torch==2.13.0

@@ -16,7 +16,8 @@ from duplex.config import Settings
 from duplex.drive import Steps
 from duplex.tdm import POLICIES
 
-REMOTE_SUFFIX = "+remote"  # a policy's runs with answers from the external engine
+REMOTE = "remote"  # a label's variant (POLICY+remote): answers from the external engine
+UNDERSTANDINGS = ("text", "speech", "both")  # POLICY+speech, POLICY+both: how the LM hears
 SHARED_SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
 
 
@@ -42,6 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="local",
         help="remote: each policy also runs with answers from the engine at "
         "responder.base_url, side by side with the in-process LM (real time)",
+    )
+    parser.add_argument(
+        "--understanding",
+        default="",
+        help="comma-separated text,speech,both: each policy runs with each (labels "
+        "POLICY+speech, POLICY+both; text is the plain label), in one run "
+        "(default: models.understanding alone)",
     )
     parser.add_argument(
         "--policies",
@@ -95,8 +103,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "--responder remote needs the engine's URL: --set responder.base_url="
             "http://127.0.0.1:8000/v1 (and responder.model)"
         )
-    # each run is labelled by its policy; with a remote responder, also `POLICY+remote`
-    labels = policies + [f"{p}{REMOTE_SUFFIX}" for p in policies] if engine else policies
+    understandings = [u.strip() for u in args.understanding.split(",") if u.strip()]
+    if any(u not in UNDERSTANDINGS for u in understandings):
+        raise ValueError(f"--understanding takes {', '.join(UNDERSTANDINGS)}, comma-separated")
+    if understandings and args.server:
+        raise ValueError("--understanding runs in process: the server has its own setting")
+    understandings = understandings or [settings.models.understanding]
+    # each run is labelled by its policy, plus how the LM hears (not for text) and
+    # where the answer comes from: duplex, duplex+speech, duplex+remote, ...
+    labels = [
+        "+".join([p] + ([u] if u != "text" else []) + ([REMOTE] if remote else []))
+        for remote in ([False, True] if engine else [False])
+        for u in understandings
+        for p in policies
+    ]
     snrs = [None if s.strip().lower() == "none" else float(s) for s in args.snr.split(",")]
     console = Console(stderr=True)
     stack = SpeechStack(settings)
@@ -120,9 +140,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     def in_process(clock: Clock, label: str) -> Steps:
         if not hasattr(per_thread, "lm"):
             per_thread.lm = stack.new_lm()
-        policy = POLICIES[label.removesuffix(REMOTE_SUFFIX)](settings.policy)
-        answers_remote = label.endswith(REMOTE_SUFFIX)
-        return stack.new_session(clock, lm=per_thread.lm, policy=policy, remote=answers_remote)
+        name, *variants = label.split("+")
+        heard = [v for v in variants if v in UNDERSTANDINGS]
+        return stack.new_session(
+            clock,
+            lm=per_thread.lm,
+            policy=POLICIES[name](settings.policy),
+            remote=REMOTE in variants,
+            understanding=heard[0] if heard else "text",
+        )
 
     make_session: runner.SessionFactory = in_process
     memory = None

@@ -169,7 +169,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         "",
         "Latencies are median / p95 in ms on the audio timeline (lower is better). "
         "TOR: the assistant took the turn during a mid-utterance pause. "
-        "Backchannel hold: how long the answer paused over an \"uh-huh\" it then went on from. "
+        'Backchannel hold: how long the answer paused over an "uh-huh" it then went on from. '
         "Gaps in answers: silence inside an answer to a question (the loop busy longer than "
         "its output cushion). "
         "RTF: median compute / audio time; CPU: median process CPU per second of audio. "

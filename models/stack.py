@@ -75,10 +75,8 @@ class SpeechStack:
         return SpeechAdapter.load(self.settings.models.adapter or None)
 
     @cached_property
-    def speech_head(self) -> StateHead | None:
-        """The state head trained on speech positions, where the LM hears speech."""
-        if self.settings.models.understanding == "text":
-            return None
+    def speech_head(self) -> StateHead:
+        """The state head trained on speech positions (`models.speech_head`)."""
         return StateHead.load(self.settings.models.speech_head or SPEECH_HEAD_PATH)
 
     def new_listener(self) -> AdapterListener:
@@ -97,7 +95,7 @@ class SpeechStack:
             temperature=m.temperature,
             seed=m.seed,
             state_head=self.state_head,
-            speech_head=self.speech_head,
+            speech_head=None if self.settings.models.understanding == "text" else self.speech_head,
         )
 
     def new_responder(self) -> RemoteResponder:
@@ -115,12 +113,14 @@ class SpeechStack:
         policy: Policy | None = None,
         remote: bool | None = None,
         ahead: bool | None = None,
+        understanding: str | None = None,
     ) -> Session:
         """A session on the shared models; pass `lm` to reuse one (it is reset here).
 
         `remote`: answers from the external engine (default: `responder.kind`).
         `ahead`: later clauses synthesized on background threads (default: where
         the clock is real; on a virtual clock synthesis stays in the loop, charged).
+        `understanding`: text, speech or both (default: `models.understanding`).
         """
         from models.asr import WhisperRecognizer
 
@@ -141,7 +141,9 @@ class SpeechStack:
             end_ms=s.vad.end_ms,
             pre_roll_ms=s.vad.pre_roll_ms,
         )
-        understanding = s.models.understanding
+        understanding = understanding or s.models.understanding
+        if understanding != "text" and lm.speech_head is None:
+            lm.speech_head = self.speech_head
         recognizer: Recognizer = WhisperRecognizer(
             self.asr_path,
             device=s.device,
