@@ -20,9 +20,9 @@ from duplex.audio import Frame, read_wav
 from duplex.clock import Clock, VirtualClock
 from duplex.config import Settings
 from duplex.drive import Steps
-from duplex.events import Event, Interrupted, ResponseText
+from duplex.events import Event, Interrupted, ResponseText, TranscriptDelta
 from duplex.tdm import POLICIES
-from models.lm import LlamaDuplexLM
+from models.lm import SPEECH_MARK, LlamaDuplexLM
 from models.stack import SpeechStack
 from models.tts import PiperSynthesizer
 
@@ -54,12 +54,19 @@ class Recorded:
         return events
 
 
-def run(stack: SpeechStack, lm: LlamaDuplexLM, scenario: Scenario) -> tuple[Run, list[Event]]:
+def run(
+    stack: SpeechStack, lm: LlamaDuplexLM, scenario: Scenario, understanding: str = "text"
+) -> tuple[Run, list[Event]]:
     recorded: list[Recorded] = []
 
     def make(clock: Clock, policy: str) -> Steps:
         settings = stack.settings.policy
-        session = stack.new_session(VirtualClock(), lm=lm, policy=POLICIES[policy](settings))
+        session = stack.new_session(
+            VirtualClock(),
+            lm=lm,
+            policy=POLICIES[policy](settings),
+            understanding=understanding,
+        )
         recorded.append(Recorded(session))
         return recorded[-1]
 
@@ -133,3 +140,22 @@ def test_real_recordings_are_answered(stack: SpeechStack, lm: LlamaDuplexLM) -> 
         cue = Cue("question", path.stem, read_wav(path), at_ms=500)
         result, _ = run(stack, lm, Scenario(path.stem, "turn_end", (cue,), source="recording"))
         assert result.metrics["end_of_turn_ms"] is not None, (path.name, result.heard)
+
+
+@pytest.mark.parametrize("understanding", ["speech", "both"])
+def test_the_lm_hearing_speech_answers_a_question(
+    stack: SpeechStack, lm: LlamaDuplexLM, voice: PiperSynthesizer, understanding: str
+) -> None:
+    question = say(voice, "question", "What is the capital of France?", at_ms=500)
+    scenario = Scenario("turn-end", "turn_end", (question,))
+    result, events = run(stack, lm, scenario, understanding)
+    assert result.metrics["end_of_turn_ms"] is not None, result.heard
+    assert result.assistant and result.assistant[0].status in ("completed", "unfinished")
+    user = lm.text().split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
+    transcripts = [e for e in events if isinstance(e, TranscriptDelta)]
+    if understanding == "speech":
+        # the LM answered what it heard as speech positions; no recognizer ran
+        assert user.startswith(SPEECH_MARK) and not transcripts
+    else:
+        # the speech decided the turn, the answer was written from the recognizer's words
+        assert "capital of France" in user and SPEECH_MARK not in user
