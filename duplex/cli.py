@@ -167,7 +167,7 @@ def _train_adapter_arguments(parser: argparse.ArgumentParser) -> None:
         help="1: the adapter, 2: the speech state head (on a trained adapter)",
     )
     parser.add_argument(
-        "--conversations", type=int, default=160, help="dialogues for the speech state head"
+        "--conversations", type=int, default=120, help="dialogues for the speech state head"
     )
 
 
@@ -271,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where models run")
     parser.add_argument(
         "--understanding",
+        dest="heard_as",  # `bench --understanding` takes a list of its own
         choices=("text", "speech", "both"),
         help="how the LM hears the user: the recognizer's words, speech through the "
         "adapter, or both (speech decides turns, words are answered)",
@@ -298,8 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = parse_assignments(args.set)
         if args.device:
             overrides["device"] = args.device
-        if args.understanding:
-            overrides["models.understanding"] = args.understanding
+        if args.heard_as:
+            overrides["models.understanding"] = args.heard_as
         settings = load_settings(args.config, overrides)
         return COMMANDS[args.command].run(args, settings)
     except (ValueError, RuntimeError) as error:  # problems a user can fix: one line

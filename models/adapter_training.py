@@ -231,7 +231,7 @@ def train_adapter(
     seed: int = 0,
     out: str | Path | None = None,
     stages: tuple[int, ...] = (1, 2),
-    conversations: int = 160,
+    conversations: int = 120,
     progress: Progress = lambda what, done, total: None,
 ) -> dict[str, Any]:
     """Speak and encode, train the adapter (stage 1), measure its transcripts, train the

@@ -240,7 +240,7 @@ def train_speech_head(
     encoder: SpeechEncoder,
     adapter: SpeechAdapter,
     *,
-    conversations: int = 160,
+    conversations: int = 120,
     seed: int = 0,
     progress: Progress = lambda what, done, total: None,
 ) -> tuple[Any, dict[str, Any]]:

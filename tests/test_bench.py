@@ -217,14 +217,17 @@ def test_duplex_bench_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     command = [
         sys.executable, "-m", "duplex.cli", "bench", "--fast", "--per-category", "1",
-        "--policies", "duplex,silence-500ms", "--recordings", str(tmp_path / "none"),
-        "--out", str(out),
+        "--policies", "duplex,silence-500ms", "--understanding", "text,speech",
+        "--recordings", str(tmp_path / "none"), "--out", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     data = json.loads((out / "bench.json").read_text())
-    assert data["policies"] == ["duplex", "silence-500ms"]
-    assert len(data["runs"]) == 8 and {r["category"] for r in data["runs"]} == set(CATEGORIES)
+    # each policy with the LM hearing words, then with it hearing the speech
+    labels = ["duplex", "silence-500ms", "duplex+speech", "silence-500ms+speech"]
+    assert data["policies"] == labels
+    assert len(data["runs"]) == 16 and {r["category"] for r in data["runs"]} == set(CATEGORIES)
+    assert data["summary"]["duplex+speech"]["end_of_turn_ms"]["count"] >= 3
     assert data["summary"]["duplex"]["end_of_turn_ms"]["count"] >= 3
     assert "silence-500ms" in data["ratios"]
     assert "| `silence-500ms`" in (out / "bench.md").read_text()
