@@ -135,6 +135,7 @@ def _train_adapter(args: argparse.Namespace, settings: Settings) -> int:
             out=args.out,
             stages=(1, 2) if args.stage == "all" else (int(args.stage),),
             conversations=args.conversations,
+            init=args.init,
             progress=progress,
         )
     print(
@@ -168,6 +169,11 @@ def _train_adapter_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--conversations", type=int, default=120, help="dialogues for the speech state head"
+    )
+    parser.add_argument(
+        "--init",
+        metavar="NPZ",
+        help="start from this adapter (e.g. the shipped one) to train it further",
     )
 
 

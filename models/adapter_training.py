@@ -232,10 +232,12 @@ def train_adapter(
     out: str | Path | None = None,
     stages: tuple[int, ...] = (1, 2),
     conversations: int = 120,
+    init: str | Path | None = None,
     progress: Progress = lambda what, done, total: None,
 ) -> dict[str, Any]:
     """Speak and encode, train the adapter (stage 1), measure its transcripts, train the
-    speech state head (stage 2); save both with the model card. A rerun resumes."""
+    speech state head (stage 2); save both with the model card. A rerun resumes; `init`
+    starts stage 1 from a saved adapter (the shipped one: train it further)."""
     import torch
 
     from models import weights
@@ -259,12 +261,14 @@ def train_adapter(
         config = TrainConfig(
             steps=steps, batch=batch, seed=seed, system_prompt=settings.models.system_prompt
         )
-        stage = Stage1(TorchLM.from_gguf(lm_path), Tokenizer(lm_path), SpeechAdapter(), config)
+        adapter = SpeechAdapter.load(init) if init else SpeechAdapter()
+        stage = Stage1(TorchLM.from_gguf(lm_path), Tokenizer(lm_path), adapter, config)
 
         def step(done: int, loss: float) -> None:
             progress(f"stage 1, loss {loss:.2f}", done, steps)
 
-        report = train(stage, data, held, cache_dir() / f"adapter-run-{seed}", step)
+        run = f"adapter-run-{seed}" + (f"-from-{Path(init).stem}" if init else "")
+        report = train(stage, data, held, cache_dir() / run, step)
         stage.adapter.save(path)
         report.update(
             utterances=len(data),
