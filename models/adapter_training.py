@@ -94,15 +94,17 @@ class Stage1:
         embed = self.lm.embed.weight
         rows, targets = [], []
         for i in indices:
-            speech = self.adapter(torch.from_numpy(data.utterance(i)))
+            speech = self.adapter(torch.from_numpy(data.utterance(i)).to(embed.device))
             text = self._text(data.texts[i])
-            text_t = torch.tensor(text)
-            rows.append(torch.cat([embed[self.prefix], speech, embed[text_t[:-1]]]))
+            text_t = torch.tensor(text, device=embed.device)
+            rows.append(
+                torch.cat([embed[self.prefix.to(embed.device)], speech, embed[text_t[:-1]]])
+            )
             # position p predicts token p + 1: the last speech position predicts the first word
             start = len(self.prefix) + len(speech) - 1
             targets.append((start, text_t))
         length = max(len(r) for r in rows)
-        batch = torch.zeros(len(rows), length, embed.shape[1])
+        batch = torch.zeros(len(rows), length, embed.shape[1], device=embed.device)
         for b, row in enumerate(rows):
             batch[b, : len(row)] = row
         hidden = self.lm.hidden_states(batch)
@@ -137,7 +139,7 @@ def train(
     checkpoint = run_dir / "checkpoint.pt"
     state: dict[str, Any] = {"step": 0, "losses": [], "seconds": 0.0}
     if checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=False)
+        saved = torch.load(checkpoint, weights_only=False, map_location="cpu")
         if saved["config"] == asdict(config):
             stage.adapter.module.load_state_dict(saved["adapter"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -262,13 +264,17 @@ def train_adapter(
             steps=steps, batch=batch, seed=seed, system_prompt=settings.models.system_prompt
         )
         adapter = SpeechAdapter.load(init) if init else SpeechAdapter()
-        stage = Stage1(TorchLM.from_gguf(lm_path), Tokenizer(lm_path), adapter, config)
+        device = "cuda" if settings.device != "cpu" and torch.cuda.is_available() else "cpu"
+        adapter.module.to(device)
+        frozen = TorchLM.from_gguf(lm_path).to(device)
+        stage = Stage1(frozen, Tokenizer(lm_path), adapter, config)
 
         def step(done: int, loss: float) -> None:
             progress(f"stage 1, loss {loss:.2f}", done, steps)
 
         run = f"adapter-run-{seed}" + (f"-from-{Path(init).stem}" if init else "")
         report = train(stage, data, held, cache_dir() / run, step)
+        adapter.module.to("cpu")
         stage.adapter.save(path)
         report.update(
             utterances=len(data),
