@@ -59,7 +59,8 @@ class Conversation:
             self._user.text = " ".join((self._user.text + " " + event.text).split())
         elif isinstance(event, TranscriptFinal):
             line = self._user or self._add(Line("you", ""))
-            line.text, line.partial, self._user = event.text, False, None
+            line.text = event.text or "(heard as speech, no transcript)"
+            line.partial, self._user = False, None
         elif isinstance(event, TurnTaken):
             self._answer = self._add(Line("assistant", ""))
             self.state = "thinking"

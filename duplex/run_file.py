@@ -116,7 +116,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _show(console: Console, event: Event) -> None:
     if isinstance(event, TranscriptFinal):
-        console.print(f"[{event.audio_ms / 1000:6.2f}s] user: {event.text}")
+        heard = event.text or "(heard as speech, no transcript)"
+        console.print(f"[{event.audio_ms / 1000:6.2f}s] user: {heard}")
     elif isinstance(event, ResponseDone):
         console.print(f"[{event.audio_ms / 1000:6.2f}s] assistant ({event.status}): {event.text}")
     elif isinstance(event, Interrupted):
