@@ -75,6 +75,18 @@ def check_rate(rate: int) -> int:
     return rate
 
 
+def voiced_span(pcm: Int16Array, floor_db: float = -40.0) -> tuple[int, int]:
+    """First and last 20 ms frame whose level is within `floor_db` of the loudest (ms):
+    where the voice in a recording begins and ends."""
+    frames = pcm[: pcm.size // FRAME_SAMPLES * FRAME_SAMPLES].astype(np.float64)
+    frames = frames.reshape(-1, FRAME_SAMPLES) if frames.size else frames.reshape(0, FRAME_SAMPLES)
+    rms = np.sqrt(np.mean(frames**2, axis=1)) + 1e-9
+    if rms.size == 0:
+        return 0, 0
+    loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > floor_db)
+    return int(loud[0]) * FRAME_MS, int(loud[-1] + 1) * FRAME_MS
+
+
 def pcm16_to_float(pcm: Int16Array) -> Float32Array:
     return (pcm.astype(np.float32) / 32768.0).astype(np.float32)
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from duplex.audio import SAMPLE_RATE, Int16Array
+from duplex.audio import SAMPLE_RATE, Int16Array, voiced_span
 from models.adapter import POSITIONS_PER_CHUNK, SpeechAdapter, SpeechEncoder
 from models.adapter_data import VariedVoices
 from models.lm import _TURN_END, _TURN_START, LlamaDuplexLM
@@ -57,17 +57,6 @@ class Spoken:
     pcm: Int16Array
     voice_ms: tuple[int, int]  # first and last voiced ms
     pause_ms: tuple[int, int] | None  # the mid-turn pause, if any
-
-
-def voiced_span(pcm: Int16Array, floor_db: float = -40.0) -> tuple[int, int]:
-    """First and last ms of 10 ms windows within `floor_db` of the loudest one."""
-    window = SAMPLE_RATE // 100
-    frames = pcm[: pcm.size // window * window].astype(np.float32).reshape(-1, window)
-    level = 20 * np.log10(np.sqrt((frames**2).mean(axis=1)) + 1e-6)
-    loud = np.flatnonzero(level > level.max() + floor_db)
-    if not loud.size:
-        return 0, 0
-    return int(loud[0]) * 10, int(loud[-1] + 1) * 10
 
 
 class TurnSpeaker:
@@ -199,13 +188,6 @@ def pause_auc(head: Any, test: SpeechFeatures) -> float:
     return roc_auc(p, test.complete[silent])
 
 
-def _subset(f: SpeechFeatures, mask: npt.NDArray[np.bool_]) -> SpeechFeatures:
-    keys = [k for k, keep in zip(f.conversation, mask, strict=True) if keep]
-    return SpeechFeatures(
-        f.x[mask], f.y[mask], keys, f.complete[mask], f.overlap[mask], f.pause[mask]
-    )
-
-
 def real_speech_auc(
     lm: LlamaDuplexLM, encoder: SpeechEncoder, adapter: SpeechAdapter, head: Any
 ) -> dict[str, Any]:
@@ -262,8 +244,8 @@ def train_speech_head(
         lm, encoder, adapter, train_dialogues + test_dialogues, seed, progress
     )
     test = np.array([k in held_out for k in features.conversation])
-    head = fit(_subset(features, ~test), text_style="speech", seed=seed)
-    held = _subset(features, test)
+    head = fit(features.subset(~test), text_style="speech", seed=seed)
+    held = features.subset(test)
     speech = evaluate(head, held)
     speech.update(pause_auc=pause_auc(head, held), train_examples=int((~test).sum()))
     text = evaluate(StateHead.load(HEAD_PATH), featurize(lm, test_dialogues, "asr", progress))

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,17 @@ class Features:
     conversation: list[str]
     complete: npt.NDArray[np.bool_]  # listening examples: is this the whole turn
     overlap: npt.NDArray[np.bool_]
+
+    def subset(self, mask: npt.NDArray[np.bool_]) -> Self:
+        """The examples where `mask` holds (every per-example field, subclasses' too)."""
+        values: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                values[f.name] = value[mask]
+            else:
+                values[f.name] = [v for v, keep in zip(value, mask, strict=True) if keep]
+        return type(self)(**values)
 
 
 def featurize(
@@ -167,11 +178,6 @@ def evaluate(head: StateHead, test: Features) -> dict[str, Any]:
     }
 
 
-def _subset(f: Features, mask: npt.NDArray[np.bool_]) -> Features:
-    keys = [k for k, keep in zip(f.conversation, mask, strict=True) if keep]
-    return Features(f.x[mask], f.y[mask], keys, f.complete[mask], f.overlap[mask])
-
-
 def train_state_head(
     lm: LlamaDuplexLM,
     *,
@@ -190,9 +196,9 @@ def train_state_head(
     for text_style in ("asr", "plain"):
         features = featurize(lm, data, text_style, progress)
         test_mask = np.array([k in held_out for k in features.conversation])
-        head = fit(_subset(features, ~test_mask), text_style=text_style, seed=seed)
+        head = fit(features.subset(~test_mask), text_style=text_style, seed=seed)
         heads[text_style] = head
-        results[text_style] = evaluate(head, _subset(features, test_mask))
+        results[text_style] = evaluate(head, features.subset(test_mask))
         results[text_style]["train_examples"] = int((~test_mask).sum())
     best = max(heads, key=lambda s: results[s]["end_of_turn_auc"])
     heads[best].save(out)

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from benchmarks.runner import Run, ratios, summarize_runs
-from benchmarks.scenarios import CATEGORIES, Cue, Placed, Scenario, UserSimulator, voiced_span
+from benchmarks.scenarios import CATEGORIES, Cue, Placed, Scenario, UserSimulator
 from benchmarks.scoring import OutputSpan, score
-from duplex.audio import FRAME_MS, SAMPLE_RATE, Int16Array
+from duplex.audio import FRAME_MS, SAMPLE_RATE, Int16Array, voiced_span
 from duplex.events import ResponseAudio, ResponseDone, TurnTaken
 
 
