@@ -144,8 +144,7 @@ class TorchLM(nn.Module):
 
 
 def _load_cached(path: Path) -> tuple[LlamaShape, dict[str, np.ndarray]]:
-    stat = path.stat()
-    cached = cache_dir() / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}.npz"
+    cached = cache_dir() / f"{path.stem}-{_fingerprint(path)}.npz"
     if cached.exists():
         with np.load(cached) as saved:
             tensors = {k: saved[k] for k in saved.files if k != "shape"}
@@ -153,11 +152,26 @@ def _load_cached(path: Path) -> tuple[LlamaShape, dict[str, np.ndarray]]:
         return _shape(values), tensors
     shape, tensors = _read_gguf(path)
     cached.parent.mkdir(parents=True, exist_ok=True)
+    for stale in cached.parent.glob(f"{path.stem}-*.npz"):  # an older copy of these weights
+        stale.unlink()
     partial = cached.with_suffix(".part.npz")
     arrays: dict[str, Any] = {"shape": np.array(_shape_values(shape)), **tensors}
     np.savez(partial, **arrays)
     partial.replace(cached)
     return shape, tensors
+
+
+def _fingerprint(path: Path) -> str:
+    """Size and a hash of the file's ends: the same weights under any install's mtime."""
+    import hashlib
+
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        digest.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        digest.update(f.read())
+    return digest.hexdigest()[:16]
 
 
 def _shape_values(shape: LlamaShape) -> list[float]:
