@@ -8,10 +8,11 @@ server, the local client and the benchmark lazily inside each subcommand, so
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from duplex import __version__
@@ -85,9 +86,21 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     command.add_arguments(parser)
 
 
-def _train_state_head(args: argparse.Namespace, settings: Settings) -> int:
+@contextlib.contextmanager
+def _progress_bar(first: str) -> Iterator[Callable[[str, int, int], None]]:
+    """One rich progress bar that a long job updates with (what, done, total)."""
     from rich.progress import Progress
 
+    with Progress() as bar:
+        task = bar.add_task(first, total=None)
+
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
+        yield progress
+
+
+def _train_state_head(args: argparse.Namespace, settings: Settings) -> int:
     from models.lm import LlamaDuplexLM
     from models.state_training import train_state_head
     from models.weights import LM
@@ -97,12 +110,7 @@ def _train_state_head(args: argparse.Namespace, settings: Settings) -> int:
         system_prompt=settings.models.system_prompt,
         device=settings.device,
     )
-    with Progress() as bar:
-        task = bar.add_task("hidden states", total=None)
-
-        def progress(what: str, done: int, total: int) -> None:
-            bar.update(task, description=what, completed=done, total=total)
-
+    with _progress_bar("hidden states") as progress:
         report = train_state_head(
             lm, conversations=args.conversations, seed=args.seed, progress=progress
         )
@@ -116,16 +124,9 @@ def _train_state_head(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _train_adapter(args: argparse.Namespace, settings: Settings) -> int:
-    from rich.progress import Progress
-
     from models.adapter_training import train_adapter
 
-    with Progress() as bar:
-        task = bar.add_task("preparing", total=None)
-
-        def progress(what: str, done: int, total: int) -> None:
-            bar.update(task, description=what, completed=done, total=total)
-
+    with _progress_bar("preparing") as progress:
         report = train_adapter(
             settings,
             utterances=args.utterances,

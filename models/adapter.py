@@ -151,7 +151,7 @@ class SpeechAdapter:
         embeddings: npt.NDArray[np.float32] = out.numpy().astype(np.float32)
         return embeddings
 
-    def save(self, path: str | Path, card: dict[str, Any] | None = None) -> None:
+    def save(self, path: str | Path) -> None:
         """Weights as .npz (a few MB), loadable without training code."""
         state = {k: v.detach().cpu().numpy() for k, v in self.module.state_dict().items()}
         np.savez(path, hidden=np.array(self.shape.hidden), out=np.array(self.shape.out), **state)

@@ -85,6 +85,10 @@ class VariedVoices:
         self._espeak = shutil.which("espeak-ng")
         self._espeak_share = espeak_share if self._espeak else 0.0
 
+    def reseed(self, seed: int) -> None:
+        """Sample voices from `seed` on: the same texts are spoken the same way again."""
+        self._rng.seed(seed)
+
     def speak(self, text: str) -> tuple[Int16Array, str]:
         """A sampled voice, 0-300 ms of silence before it, noise half the time."""
         pcm, voice = self.voice(text)
@@ -170,7 +174,7 @@ def _write_shard(
     seed: int,
     progress: Callable[[int], None] | None,
 ) -> None:
-    voices._rng.seed(seed)  # a resumed build speaks each shard the same way
+    voices.reseed(seed)  # a resumed build speaks each shard the same way
     frames, lengths, labels = [], [], []
     for text in texts:
         pcm, voice = voices.speak(text)

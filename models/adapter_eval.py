@@ -36,12 +36,7 @@ def shared_recordings(directory: Path = SHARED_SPEECH) -> list[tuple[str, np.nda
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) != 3 or not cells[0].endswith((".wav", ".raw")):
             continue
-        path = directory / cells[0]
-        if path.suffix == ".raw":
-            pcm = np.frombuffer(path.read_bytes(), dtype="<i2").astype(np.int16)
-        else:
-            pcm = read_wav(path)
-        out.append((cells[2], pcm))
+        out.append((cells[2], read_wav(directory / cells[0])))
     return out
 
 

@@ -248,7 +248,6 @@ def train_adapter(
     from models.asr import load_model
     from models.torch_lm import TorchLM, cache_dir
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     whisper = load_model(weights.ASR.resolve(settings.models.asr), settings.device)
     encoder = SpeechEncoder(whisper)
     data, held = spoken_sets(encoder, utterances, held_out, seed, progress)

@@ -21,6 +21,7 @@ import io
 import logging
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -278,14 +279,11 @@ class LlamaDuplexLM:
         return self._speech_state()
 
     def overlap_speech(self, embeddings: Float32Array) -> StateProbs:
-        mark, logits, hidden = len(self.tokens), self._logits, self.hidden
-        self._append(_TURN_END + _TURN_START.format(role="user"), hidden=True)
-        if len(embeddings):
-            self.hear(embeddings)
-        probs = self._speech_state()
-        self._cut(mark)
-        self._logits, self.hidden = logits, hidden
-        return probs
+        with self._probe():
+            self._append(_TURN_END + _TURN_START.format(role="user"), hidden=True)
+            if len(embeddings):
+                self.hear(embeddings)
+            return self._speech_state()
 
     def rewrite_turn(self, text: str) -> None:
         if self._open_role != "user":
@@ -315,13 +313,21 @@ class LlamaDuplexLM:
         return float(np.exp(logits[self._end_tokens] - top).sum()) / total
 
     def overlap(self, text: str) -> StateProbs:
+        with self._probe():
+            probe = _TURN_END + _TURN_START.format(role="user") + self._styled(text.strip())
+            self._append(probe, hidden=True)
+            return self._state(text, overlap=True)
+
+    @contextlib.contextmanager
+    def _probe(self) -> Iterator[None]:
+        """Whatever is appended inside is forgotten after: the cache, its logits and
+        hidden state are as they were (the answer goes on from where it was)."""
         mark, logits, hidden = len(self.tokens), self._logits, self.hidden
-        probe = _TURN_END + _TURN_START.format(role="user") + self._styled(text.strip())
-        self._append(probe, hidden=True)
-        probs = self._state(text, overlap=True)
-        self._cut(mark)
-        self._logits, self.hidden = logits, hidden  # the answer goes on from where it was
-        return probs
+        try:
+            yield
+        finally:
+            self._cut(mark)
+            self._logits, self.hidden = logits, hidden
 
     def _state(self, text: str, overlap: bool) -> StateProbs:
         if self.state_head is None:
@@ -448,11 +454,7 @@ class LlamaDuplexLM:
         `SPEECH_MARK`."""
         lib = self._llama_cpp
         count = len(embeddings)
-        if len(self.tokens) + count > self.context_tokens:
-            raise RuntimeError(
-                f"the conversation outgrew the LM context ({self.context_tokens} tokens); "
-                "raise models.context_tokens"
-            )
+        self._check_room(count)
         if self._speech_batch is None:
             self._speech_batch = lib.llama_batch_init(_SPEECH_BATCH, self.hidden_size, 1)
         batch = self._speech_batch
@@ -481,16 +483,14 @@ class LlamaDuplexLM:
     def transcribe_heard(self, max_tokens: int = 40) -> str:
         """Greedy continuation of the open turn up to its end, then forgotten again:
         after speech positions, what the LM read in them (the adapter's transcript)."""
-        mark, logits, hidden = len(self.tokens), self._logits, self.hidden
         tokens: list[int] = []
-        for _ in range(max_tokens):
-            token = int(np.argmax(self._logits))
-            if token == self._end_token:
-                break
-            tokens.append(token)
-            self._eval([token], hidden=False)
-        self._cut(mark)
-        self._logits, self.hidden = logits, hidden
+        with self._probe():
+            for _ in range(max_tokens):
+                token = int(np.argmax(self._logits))
+                if token == self._end_token:
+                    break
+                tokens.append(token)
+                self._eval([token], hidden=False)
         return self._llm.detokenize(tokens).decode("utf-8", "replace").strip()
 
     def forget_from(self, position: int) -> None:
@@ -548,11 +548,7 @@ class LlamaDuplexLM:
     def _eval(self, tokens: list[int], *, hidden: bool) -> None:
         """Decode tokens at the end of the cache; keep logits (and hidden state) of the last."""
         lib = self._llama_cpp
-        if len(self.tokens) + len(tokens) > self.context_tokens:
-            raise RuntimeError(
-                f"the conversation outgrew the LM context ({self.context_tokens} tokens); "
-                "raise models.context_tokens"
-            )
+        self._check_room(len(tokens))
         lib.llama_set_embeddings(self._ctx, hidden)
         batch = self._llm._batch
         for i in range(0, len(tokens), self._llm.n_batch):
@@ -563,6 +559,13 @@ class LlamaDuplexLM:
         self._logits = _floats(lib.llama_get_logits_ith(self._ctx, -1), self._n_vocab)
         if hidden:
             self.hidden = _floats(lib.llama_get_embeddings_ith(self._ctx, -1), self.hidden_size)
+
+    def _check_room(self, count: int) -> None:
+        if len(self.tokens) + count > self.context_tokens:
+            raise RuntimeError(
+                f"the conversation outgrew the LM context ({self.context_tokens} tokens); "
+                "raise models.context_tokens"
+            )
 
     def _cut(self, position: int) -> None:
         """Forget every cached token from `position` on (the caller restores logits)."""

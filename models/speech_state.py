@@ -196,7 +196,8 @@ def real_speech_auc(
     from models.state_training import roc_auc
 
     scores, ends = [], []
-    for _, pcm in shared_recordings():
+    recordings = shared_recordings()
+    for _, pcm in recordings:
         spoken = Spoken(
             np.concatenate([pcm, np.zeros(TAIL_MS * SAMPLE_RATE // 1000, np.int16)]),
             voiced_span(pcm),
@@ -212,7 +213,7 @@ def real_speech_auc(
     if not scores:
         return {"recordings": 0}
     return {
-        "recordings": len(shared_recordings()),
+        "recordings": len(recordings),
         "end_of_turn_auc": roc_auc(np.array(scores, np.float32), np.array(ends)),
     }
 

@@ -95,7 +95,6 @@ class SpeechStack:
             temperature=m.temperature,
             seed=m.seed,
             state_head=self.state_head,
-            speech_head=None if self.settings.models.understanding == "text" else self.speech_head,
         )
 
     def new_responder(self) -> RemoteResponder:
@@ -144,14 +143,16 @@ class SpeechStack:
         understanding = understanding or s.models.understanding
         if understanding != "text" and lm.speech_head is None:
             lm.speech_head = self.speech_head
-        recognizer: Recognizer = WhisperRecognizer(
-            self.asr_path,
-            device=s.device,
-            interval_ms=s.models.asr_interval_ms,
-            model=self.whisper,
+        recognizer: Recognizer = (
+            NoRecognizer()  # the LM hears the speech itself: no decodes
+            if understanding == "speech"
+            else WhisperRecognizer(
+                self.asr_path,
+                device=s.device,
+                interval_ms=s.models.asr_interval_ms,
+                model=self.whisper,
+            )
         )
-        if understanding == "speech":
-            recognizer = NoRecognizer()  # the LM hears the speech itself: no decodes
         return Session(
             vad=vad,
             recognizer=recognizer,
