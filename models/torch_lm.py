@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+Past = tuple[torch.Tensor, torch.Tensor]  # one block's rotated keys and values
+
 
 @dataclass(frozen=True)
 class LlamaShape:
@@ -61,25 +63,32 @@ class _Block(nn.Module):
         self.down = nn.Linear(shape.ffn, shape.hidden, bias=False)
         self.shape = shape
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: Past | None = None
+    ) -> tuple[torch.Tensor, Past]:
+        """The block on `x` after the keys and values of `past` positions: (out, x's k and v)."""
         s = self.shape
         batch, length, _ = x.shape
         h = self.attn_norm(x)
-        q = self.q(h).view(batch, length, s.heads, s.head_dim)
-        k = self.k(h).view(batch, length, s.kv_heads, s.head_dim)
-        v = self.v(h).view(batch, length, s.kv_heads, s.head_dim)
+        q = self.q(h).view(batch, length, s.heads, s.head_dim).transpose(1, 2)
+        k = self.k(h).view(batch, length, s.kv_heads, s.head_dim).transpose(1, 2)
+        v = self.v(h).view(batch, length, s.kv_heads, s.head_dim).transpose(1, 2)
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        keys, values, mask = k, v, None
+        if past is not None:
+            before = past[0].shape[2]
+            keys = torch.cat([past[0].expand(batch, -1, -1, -1), k], dim=2)
+            values = torch.cat([past[1].expand(batch, -1, -1, -1), v], dim=2)
+            # every position sees the whole past and, causally, its own sequence
+            mask = torch.ones(length, before + length, dtype=torch.bool, device=x.device)
+            mask[:, before:] = torch.ones(length, length, dtype=torch.bool).tril()
         attended = F.scaled_dot_product_attention(
-            q.transpose(1, 2),
-            k.transpose(1, 2),
-            v.transpose(1, 2),
-            is_causal=True,
-            enable_gqa=True,
+            q, keys, values, attn_mask=mask, is_causal=mask is None, enable_gqa=True
         )
         x = x + self.o(attended.transpose(1, 2).reshape(batch, length, s.hidden))
         h = self.ffn_norm(x)
         out: torch.Tensor = x + self.down(F.silu(self.gate(h)) * self.up(h))
-        return out
+        return out, (k, v)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -126,17 +135,35 @@ class TorchLM(nn.Module):
     def token_embeddings(self, tokens: list[int]) -> torch.Tensor:
         return self.embed.weight[torch.tensor(tokens, dtype=torch.long)]
 
-    def hidden_states(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """(batch, length, hidden) input embeddings -> final-normed hidden states."""
-        length = embeddings.shape[1]
-        inverse: torch.Tensor = self.inverse_freq  # type: ignore[assignment]
-        angles = torch.outer(torch.arange(length, dtype=torch.float32), inverse)
-        cos, sin = angles.cos()[None, :, None], angles.sin()[None, :, None]
+    def hidden_states(
+        self, embeddings: torch.Tensor, prefix: list[Past] | None = None
+    ) -> torch.Tensor:
+        """(batch, length, hidden) input embeddings, after the cached `prefix` if given,
+        -> final-normed hidden states."""
         x = embeddings
-        for block in self.blocks:
-            x = block(x, cos, sin)
+        start = prefix[0][0].shape[2] if prefix else 0
+        cos, sin = self._angles(start, x.shape[1])
+        for i, block in enumerate(self.blocks):
+            x, _ = block(x, cos, sin, prefix[i] if prefix else None)
         normed: torch.Tensor = self.norm(x)
         return normed
+
+    @torch.no_grad()
+    def prefix_cache(self, embeddings: torch.Tensor) -> list[Past]:
+        """Each block's keys and values for a (1, length, hidden) prefix that many
+        sequences share (the system prompt): computed once instead of per sequence."""
+        cos, sin = self._angles(0, embeddings.shape[1])
+        x, cache = embeddings, []
+        for block in self.blocks:
+            x, past = block(x, cos, sin)
+            cache.append(past)
+        return cache
+
+    def _angles(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        inverse: torch.Tensor = self.inverse_freq  # type: ignore[assignment]
+        positions = torch.arange(start, start + length, dtype=torch.float32, device=inverse.device)
+        angles = torch.outer(positions, inverse)
+        return angles.cos()[None, None], angles.sin()[None, None]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The tied output head."""

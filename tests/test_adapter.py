@@ -116,6 +116,31 @@ def test_torch_lm_matches_llama_cpp(torch_lm) -> None:  # type: ignore[no-untype
     assert int(np.argmax(logits)) == int(np.argmax(expected))
 
 
+def test_a_cached_prefix_equals_reading_it(torch_lm) -> None:  # type: ignore[no-untyped-def]
+    # training computes the shared system prompt once; what follows it must not change
+    generator = torch.Generator().manual_seed(0)
+    prefix = torch_lm.token_embeddings(list(range(100, 112)))[None]
+    rest = torch.randn(3, 7, 576, generator=generator) * 0.05
+    with torch.no_grad():
+        whole = torch_lm.hidden_states(torch.cat([prefix.expand(3, -1, -1), rest], dim=1))
+        cached = torch_lm.hidden_states(rest, torch_lm.prefix_cache(prefix))
+    torch.testing.assert_close(cached, whole[:, 12:], atol=1e-4, rtol=1e-4)
+
+
+def test_batches_see_every_utterance_once_an_epoch() -> None:
+    from models.adapter_training import TrainConfig, batch_indices
+
+    lengths = [int(n) for n in np.random.default_rng(0).integers(5, 60, size=1003)]
+    config = TrainConfig(batch=8)
+    epoch = [batch_indices(lengths, config, step) for step in range(1003 // 8)]
+    seen = [i for batch in epoch for i in batch]
+    assert len(seen) == len(set(seen)) == 1000
+    padded = sum(8 * max(lengths[i] for i in b) for b in epoch)
+    assert sum(lengths[i] for i in seen) > 0.9 * padded  # similar lengths share a batch
+    assert batch_indices(lengths, config, 5) == epoch[5]
+    assert batch_indices(lengths, config, 125 + 5) != epoch[5]  # the next epoch reshuffles
+
+
 def test_hearing_embeddings_equals_reading_their_tokens(torch_lm) -> None:  # type: ignore[no-untyped-def]
     # speech positions go through the same cache: token embeddings heard as
     # "speech" give the hidden state and logits of reading the tokens
