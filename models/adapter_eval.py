@@ -111,8 +111,7 @@ Whisper tiny.en's encoder (CTranslate2 int8, a 1.28 s window ending at each
 - **Method (stage 1)**: the LM frozen (torch, dequantized from the same GGUF);
   next-token loss on the transcript and `<|im_end|>` after the speech
   positions, in the session's context (system prompt, user turn opened).
-  AdamW, lr 1e-3, warmup then cosine, batch {report["batch"]}, {report["steps"]} steps,
-  {report["minutes"]:.0f} minutes on a 2-core CPU.
+  AdamW, lr 1e-3, warmup then cosine, batch {report["batch"]}: {_steps(report)}.
 - **Loss**: {report["first_loss"]:.2f} at the start, {report["last_loss"]:.2f} at the end;
   held-out {report["held_out_loss"]:.2f} ({report["held_out_utterances"]} utterances,
   sentences not trained on).
@@ -132,6 +131,18 @@ Whisper tiny.en's encoder (CTranslate2 int8, a 1.28 s window ending at each
 {real}
 {_head_section(report.get("state_head"))}"""
     )
+
+
+def _steps(report: dict[str, Any]) -> str:
+    total, minutes = (
+        report.get("total_steps", report["steps"]),
+        report.get("total_minutes", report["minutes"]),
+    )
+    said = f"{total} steps, {minutes:.0f} minutes on a 2-core CPU"
+    if total == report["steps"]:
+        return said
+    last = report["steps"]
+    return f"{said}, in runs that each went on from the adapter before (the last: {last} steps)"
 
 
 def _head_section(head: dict[str, Any] | None) -> str:

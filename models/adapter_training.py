@@ -302,6 +302,11 @@ def train_adapter(
             held_out_utterances=len(held),
             voices=_voice_mix(data),
         )
+        earlier = _earlier_training(init)
+        report.update(
+            total_steps=earlier["steps"] + report["steps"],
+            total_minutes=earlier["minutes"] + report["minutes"],
+        )
     if "wer" not in report:
         report.update(evaluate_adapter(settings, path, held, whisper, progress))
     if 2 in stages:
@@ -321,6 +326,18 @@ def train_adapter(
     report_path.write_text(json.dumps(report, indent=1))
     write_card(report, path.with_suffix(".md"))
     return report
+
+
+def _earlier_training(init: str | Path | None) -> dict[str, float]:
+    """Steps and minutes already in the adapter training starts from (its report, if any)."""
+    report = Path(init).with_suffix(".json") if init else None
+    if report is None or not report.exists():
+        return {"steps": 0, "minutes": 0.0}
+    done = json.loads(report.read_text())
+    return {
+        "steps": done.get("total_steps", done["steps"]),
+        "minutes": done.get("total_minutes", done["minutes"]),
+    }
 
 
 def _voice_mix(data: SpokenSet) -> dict[str, int]:
