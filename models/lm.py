@@ -480,12 +480,15 @@ class LlamaDuplexLM:
         self.hidden = hidden[-1].copy()
         return hidden
 
-    def transcribe_heard(self, max_tokens: int = 40) -> str:
+    def transcribe_heard(self) -> str:
         """Greedy continuation of the open turn up to its end, then forgotten again:
-        after speech positions, what the LM read in them (the adapter's transcript)."""
+        after speech positions, what the LM read in them (the adapter's transcript).
+        At most 4 + one token per two positions (6 a second of speech; people say
+        about 4): a continuation that loops stops, as the recognizer's does."""
+        heard = self.tokens[self._turn_start :].count(SPEECH_POSITION)
         tokens: list[int] = []
         with self._probe():
-            for _ in range(max_tokens):
+            for _ in range(4 + heard // 2):
                 token = int(np.argmax(self._logits))
                 if token == self._end_token:
                     break
