@@ -119,6 +119,8 @@ Whisper tiny.en's encoder (CTranslate2 int8, a 1.28 s window ending at each
 
 ## Transcript WER (greedy continuation after the speech, through llama.cpp)
 
+Generation stops at `<|im_end|>` or after 4 + 6 tokens per second of speech heard.
+
 - held-out synthesized speech: **{report["wer"]:.2f}**
 - ../shared/speech (real recordings): **{real_wer}**
 

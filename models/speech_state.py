@@ -22,9 +22,11 @@ conversations, so the two paths' end-of-turn AUCs sit side by side.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -179,6 +181,43 @@ def featurize_speech(
     )
 
 
+def pause_emphasis(train: SpeechFeatures) -> npt.NDArray[np.float32]:
+    """Per-example weights that give the positions inside mid-turn pauses as much
+    weight as all other listening positions together: without them a pause is 5% of
+    listening, the head learns "silence means speak", and takes pauses over."""
+    pauses = int(train.pause.sum())
+    others = int(((train.y == LISTEN) & ~train.pause).sum())
+    return np.where(train.pause, others / max(1, pauses), 1.0).astype(np.float32)
+
+
+def _features_path(adapter: SpeechAdapter, seed: int, conversations: int) -> Path:
+    """Where the hidden states for this adapter, seed and data are cached."""
+    from models.torch_lm import cache_dir
+
+    digest = hashlib.sha1()
+    for value in adapter.module.state_dict().values():
+        digest.update(value.detach().cpu().numpy().tobytes())
+    return cache_dir() / "speech-head" / f"{digest.hexdigest()[:12]}-{seed}-{conversations}.npz"
+
+
+def _cached(path: Path, build: Callable[[], SpeechFeatures]) -> SpeechFeatures:
+    """Stage 2's hidden states take minutes to compute: kept on disk for refits."""
+    if path.exists():
+        with np.load(path) as saved:
+            values = {f.name: saved[f.name] for f in fields(SpeechFeatures)}
+        values["conversation"] = values["conversation"].tolist()
+        return SpeechFeatures(**values)
+    features = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".part.npz")
+    arrays: dict[str, Any] = {
+        f.name: np.asarray(getattr(features, f.name)) for f in fields(features)
+    }
+    np.savez(partial, **arrays)
+    partial.replace(path)
+    return features
+
+
 def pause_auc(head: Any, test: SpeechFeatures) -> float:
     """End of turn against mid-turn pause, both silences: the hard case."""
     from models.state_training import roc_auc
@@ -241,11 +280,15 @@ def train_speech_head(
     held_out = split([c.key for c in data], seed=seed)
     test_dialogues = [c for c in data if c.key in held_out]
     train_dialogues = [c for c in data if c.key not in held_out][:conversations]
-    features = featurize_speech(
-        lm, encoder, adapter, train_dialogues + test_dialogues, seed, progress
+    features = _cached(
+        _features_path(adapter, seed, len(train_dialogues)),
+        lambda: featurize_speech(
+            lm, encoder, adapter, train_dialogues + test_dialogues, seed, progress
+        ),
     )
     test = np.array([k in held_out for k in features.conversation])
-    head = fit(features.subset(~test), text_style="speech", seed=seed)
+    train = features.subset(~test)
+    head = fit(train, text_style="speech", seed=seed, emphasis=pause_emphasis(train))
     held = features.subset(test)
     speech = evaluate(head, held)
     speech.update(pause_auc=pause_auc(head, held), train_examples=int((~test).sum()))
