@@ -181,15 +181,6 @@ def featurize_speech(
     )
 
 
-def pause_emphasis(train: SpeechFeatures) -> npt.NDArray[np.float32]:
-    """Per-example weights that give the positions inside mid-turn pauses as much
-    weight as all other listening positions together: without them a pause is 5% of
-    listening, the head learns "silence means speak", and takes pauses over."""
-    pauses = int(train.pause.sum())
-    others = int(((train.y == LISTEN) & ~train.pause).sum())
-    return np.where(train.pause, others / max(1, pauses), 1.0).astype(np.float32)
-
-
 def _features_path(adapter: SpeechAdapter, seed: int, conversations: int) -> Path:
     """Where the hidden states for this adapter, seed and data are cached."""
     from models.torch_lm import cache_dir
@@ -287,8 +278,7 @@ def train_speech_head(
         ),
     )
     test = np.array([k in held_out for k in features.conversation])
-    train = features.subset(~test)
-    head = fit(train, text_style="speech", seed=seed, emphasis=pause_emphasis(train))
+    head = fit(features.subset(~test), text_style="speech", seed=seed)
     held = features.subset(test)
     speech = evaluate(head, held)
     speech.update(pause_auc=pause_auc(head, held), train_examples=int((~test).sum()))

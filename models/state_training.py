@@ -103,17 +103,10 @@ def featurize(
 
 
 def fit(
-    train: Features,
-    hidden: int = 64,
-    epochs: int = 30,
-    seed: int = 0,
-    text_style: str = "asr",
-    emphasis: npt.NDArray[np.float32] | None = None,
+    train: Features, hidden: int = 64, epochs: int = 30, seed: int = 0, text_style: str = "asr"
 ) -> StateHead:
-    """A one-hidden-layer MLP with class-balanced cross-entropy; `emphasis` multiplies
-    single examples' weights (hard cases a class would otherwise drown)."""
+    """A one-hidden-layer MLP with class-balanced cross-entropy."""
     import torch
-    from torch.nn import functional as F
 
     torch.manual_seed(seed)
     mean = train.x.mean(axis=0)
@@ -121,22 +114,18 @@ def fit(
     x = torch.from_numpy((train.x - mean) / std)
     y = torch.from_numpy(train.y)
     counts = np.bincount(train.y, minlength=3).astype(np.float32)
-    balance = counts.sum() / (3 * np.maximum(counts, 1))
-    weights = torch.from_numpy(
-        (balance[train.y] * (1 if emphasis is None else emphasis)).astype(np.float32)
-    )
+    weights = torch.from_numpy(counts.sum() / (3 * np.maximum(counts, 1)))
     first, second = torch.nn.Linear(x.shape[1], hidden), torch.nn.Linear(hidden, 3)
     model = torch.nn.Sequential(first, torch.nn.ReLU(), second)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-2)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=generator)
         for i in range(0, len(x), 256):
             batch = order[i : i + 256]
             optimizer.zero_grad()
-            losses = F.cross_entropy(model(x[batch]), y[batch], reduction="none")
-            loss: Any = (losses * weights[batch]).sum() / weights[batch].sum()
-            loss.backward()
+            loss_fn(model(x[batch]), y[batch]).backward()
             optimizer.step()
     return StateHead(
         mean=mean.astype(np.float32),

@@ -74,33 +74,3 @@ def test_shipped_head_tells_a_finished_question_from_a_pause() -> None:
     ack, interruption = lm.overlap("Uh-huh."), lm.overlap("Wait, what about the sun?")
     assert ack.dismiss > interruption.dismiss
     assert interruption.speak > ack.speak
-
-
-def test_pause_emphasis_keeps_pauses_from_drowning() -> None:
-    # a few silent positions inside turns, close to the many after turns: unweighted,
-    # the head calls them speak; emphasised as much as the rest of listening, listen
-    from models.speech_state import SpeechFeatures, pause_emphasis
-    from models.state_data import LISTEN
-    from models.state_training import fit
-
-    rng = np.random.default_rng(0)
-    centres = [(-2.0, LISTEN, False, 2000), (2.0, SPEAK, False, 1000), (1.0, LISTEN, True, 60)]
-    x = np.concatenate([rng.normal((c, 0.0), 0.3, (n, 2)) for c, _, _, n in centres])
-    features = SpeechFeatures(
-        x.astype(np.float32),
-        np.concatenate([[y] * n for _, y, _, n in centres]).astype(np.int64),
-        ["c"] * len(x),
-        np.concatenate([[y == SPEAK] * n for _, y, _, n in centres]),
-        np.zeros(len(x), bool),
-        np.concatenate([[p] * n for _, _, p, n in centres]),
-    )
-    emphasis = pause_emphasis(features)
-    assert emphasis[features.pause].sum() == pytest.approx(2000)
-    pauses = features.x[features.pause]
-
-    def listened(head: StateHead) -> float:
-        return float((head.probabilities(pauses).argmax(axis=1) == LISTEN).mean())
-
-    plain_head = fit(features)
-    emphasised = fit(features, emphasis=emphasis)
-    assert listened(emphasised) > 0.8 > listened(plain_head) + 0.3
