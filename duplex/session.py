@@ -512,6 +512,9 @@ class Session:
         ended = not self._vad.in_speech
         if self.understanding != "text":
             probs = self._overlap_probs  # the speech path's reading, chunk by chunk
+            if self.understanding == "both" and asks_to_stop(self._overlap_text):
+                # the recognizer heard "wait" or "stop": words the speech path may misread
+                probs = StateProbs(0.0, 1.0, 0.0)
         else:
             probs = self._lm.overlap(self._overlap_text)
             unsure = self._recognizer.last_confidence < self.settings.min_overlap_confidence

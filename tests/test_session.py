@@ -549,6 +549,17 @@ def test_speech_understanding_dismisses_a_short_sound_and_yields_to_speech() -> 
     assert user[0] == "user" and user[1].count("[speech]") >= 4  # what it heard over the answer
 
 
+def test_both_yields_to_a_stop_word_the_speech_head_would_dismiss() -> None:
+    said = [*QUESTION, (2000, 2150, "Wait.")]
+    stopped = Harness(said, understanding="both")
+    stopped.run(7000, spans=[(0, 1000), (2000, 2150)])
+    [interrupted] = stopped.of(Interrupted)
+    assert interrupted.audio_ms < 2500 and stopped.of(BackchannelIgnored) == []
+    sound = Harness([*QUESTION, (2000, 2150, "Mm.")], understanding="both")
+    sound.run(7000, spans=[(0, 1000), (2000, 2150)])
+    assert sound.of(Interrupted) == [] and len(sound.of(BackchannelIgnored)) == 1
+
+
 def test_speech_understanding_needs_a_listener() -> None:
     from duplex.session import Session
     from duplex.vad import VadTracker
