@@ -104,6 +104,10 @@ class DuplexLM(Protocol):
         the LM heard): the answer is written from words."""
         ...
 
+    def transcribe_heard(self) -> str:
+        """What the LM read in the open turn's speech, in words (then forgotten)."""
+        ...
+
     def begin_response(self) -> None:
         """Close the user turn and open the assistant's."""
         ...

@@ -454,7 +454,12 @@ class Session:
 
     def _begin_answer(self, response: _Response) -> _Response:
         self._last_response = None  # the one before can no longer be cut
-        if self.understanding == "both":
+        if self.understanding == "speech":
+            # answered straight after speech positions the LM says back what it heard
+            # (the adapter was trained to transcribe): it writes down what it read first,
+            # and answers that; a draft dropped for more speech keeps its words
+            self._user_text = f"{self._user_text} {self._lm.transcribe_heard()}".strip()
+        if self.understanding != "text":
             self._lm.rewrite_turn(self._user_text)  # heard as speech, answered from words
         self._lm.begin_response()
         if self._responder is not None:

@@ -165,6 +165,10 @@ class ScriptedLM:
         assert self.history[-1][0] == "user"
         self.history[-1][1] = text
 
+    def transcribe_heard(self) -> str:
+        """The speech since the turn's words, as one word a chunk."""
+        return " ".join(["word"] * self.history[-1][1].count("[speech]"))
+
     def begin_response(self) -> None:
         answer = self.answers[
             sum(1 for role, _ in self.history if role == "assistant") % len(self.answers)

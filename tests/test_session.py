@@ -501,9 +501,12 @@ def test_speech_understanding_takes_the_turn_from_what_it_heard() -> None:
     [taken] = h.of(TurnTaken)
     # chunks end every 160 ms from the onset; 1280 and 1440 are quiet: speak at 1440
     assert (taken.audio_ms, taken.silence_ms, taken.p_speak) == (1440, 440, 0.95)
-    assert h.lm.turns()[0] == ("user", " ".join(["[speech]"] * 9))
+    # the LM wrote down what it read in the 9 chunks, answered that, and said so
+    assert h.lm.turns()[0] == ("user", " ".join(["word"] * 9))
     assert h.lm.turns()[1] == ("assistant", ANSWER)
-    assert h.recognizer.heard_until > 0  # fed, but no words were ever needed
+    [final] = h.of(TranscriptFinal)
+    assert isinstance(final, TranscriptFinal) and final.text == " ".join(["word"] * 9)
+    assert h.recognizer.heard_until > 0  # fed, but no recognizer words were needed
 
 
 def test_speech_heard_while_a_draft_is_written_joins_the_turn_when_the_user_goes_on() -> None:
@@ -523,6 +526,9 @@ def test_speech_heard_while_a_draft_is_written_joins_the_turn_when_the_user_goes
     heard = [ms for ms, _ in h.lm.heard]
     assert heard == list(range(160, heard[-1] + 1, 160))  # no chunk lost to the draft
     assert heard[-1] >= 2720
+    # the dropped draft's words stay; the speech after them is read and added
+    words = h.lm.turns()[0][1].split()
+    assert set(words) == {"word"} and len(words) == len(heard)
 
 
 def test_both_answers_from_the_recognizers_words_decided_by_speech() -> None:
@@ -546,7 +552,7 @@ def test_speech_understanding_dismisses_a_short_sound_and_yields_to_speech() -> 
     # the third loud chunk ends at 2480: yield at the next tick
     assert (interrupted.onset_ms, interrupted.audio_ms) == (2000, 2560)
     user = long.lm.turns()[2]
-    assert user[0] == "user" and user[1].count("[speech]") >= 4  # what it heard over the answer
+    assert user[0] == "user" and user[1].count("word") >= 4  # what it heard over the answer
 
 
 def test_both_yields_to_a_stop_word_the_speech_head_would_dismiss() -> None:
