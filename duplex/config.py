@@ -129,10 +129,6 @@ class Settings:
                 f"{self.models.understanding!r}",
             ),
             (
-                r.kind != "remote" or self.models.understanding != "speech",
-                "responder.kind=remote needs words to send: use models.understanding=both",
-            ),
-            (
                 self.models.lm_threads > 0,
                 f"models.lm_threads must be > 0, got {self.models.lm_threads}",
             ),

@@ -566,6 +566,15 @@ def test_both_yields_to_a_stop_word_the_speech_head_would_dismiss() -> None:
     assert sound.of(Interrupted) == [] and len(sound.of(BackchannelIgnored)) == 1
 
 
+def test_speech_understanding_sends_what_the_lm_read_to_a_responder() -> None:
+    engine = ScriptedResponder([ANSWER])
+    h = Harness([], understanding="speech", responder=engine)
+    h.run(6000, spans=[(0, 1000)])
+    assert engine.requests == [[{"role": "user", "content": " ".join(["word"] * 9)}]]
+    [done] = h.of(ResponseDone)
+    assert isinstance(done, ResponseDone) and done.text == ANSWER
+
+
 def test_speech_understanding_needs_a_listener() -> None:
     from duplex.session import Session
     from duplex.vad import VadTracker
