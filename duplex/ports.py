@@ -99,6 +99,10 @@ class DuplexLM(Protocol):
         """Read the state for speech said over the assistant, without keeping it."""
         ...
 
+    def overlap_words(self, embeddings: Float32Array) -> str:
+        """What the LM reads in speech said over the assistant, without keeping it."""
+        ...
+
     def rewrite_turn(self, text: str) -> None:
         """The open user turn now holds `text` (the recognizer's words for the speech
         the LM heard): the answer is written from words."""

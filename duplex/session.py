@@ -517,8 +517,12 @@ class Session:
         ended = not self._vad.in_speech
         if self.understanding != "text":
             probs = self._overlap_probs  # the speech path's reading, chunk by chunk
-            if self.understanding == "both" and asks_to_stop(self._overlap_text):
-                # the recognizer heard "wait" or "stop": words the speech path may misread
+            if self.understanding == "speech" and ended and self._overlap_speech:
+                # decided now: what the LM read in it, once ("wait, stop." is no "uh-huh")
+                speech = np.concatenate(self._overlap_speech)
+                self._overlap_text = self._lm.overlap_words(speech)
+            if asks_to_stop(self._overlap_text):
+                # "wait" or "stop" in words: the speech head may read them as an "uh-huh"
                 probs = StateProbs(0.0, 1.0, 0.0)
         else:
             probs = self._lm.overlap(self._overlap_text)

@@ -280,10 +280,18 @@ class LlamaDuplexLM:
 
     def overlap_speech(self, embeddings: Float32Array) -> StateProbs:
         with self._probe():
-            self._append(_TURN_END + _TURN_START.format(role="user"), hidden=True)
-            if len(embeddings):
-                self.hear(embeddings)
+            self._hear_over_answer(embeddings)
             return self._speech_state()
+
+    def overlap_words(self, embeddings: Float32Array) -> str:
+        with self._probe():
+            self._hear_over_answer(embeddings)
+            return self.transcribe_heard()
+
+    def _hear_over_answer(self, embeddings: Float32Array) -> None:
+        self._append(_TURN_END + _TURN_START.format(role="user"), hidden=True)
+        if len(embeddings):
+            self.hear(embeddings)
 
     def rewrite_turn(self, text: str) -> None:
         if self._open_role != "user":

@@ -139,6 +139,7 @@ class ScriptedLM:
     instructions: str = ""
     speech_state: Callable[[list[tuple[int, bool]], bool], StateProbs] = default_speech_state
     heard: list[tuple[int, bool]] = field(default_factory=list)  # the open turn's speech
+    said_over_answer: str = ""  # what the LM reads in speech over the answer
     _words: list[str] = field(default_factory=list)
 
     def listen(self, text: str) -> StateProbs:
@@ -164,6 +165,9 @@ class ScriptedLM:
     def rewrite_turn(self, text: str) -> None:
         assert self.history[-1][0] == "user"
         self.history[-1][1] = text
+
+    def overlap_words(self, embeddings: Float32Array) -> str:
+        return self.said_over_answer
 
     def transcribe_heard(self) -> str:
         """The speech since the turn's words, as one word a chunk."""

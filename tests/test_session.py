@@ -566,6 +566,19 @@ def test_both_yields_to_a_stop_word_the_speech_head_would_dismiss() -> None:
     assert sound.of(Interrupted) == [] and len(sound.of(BackchannelIgnored)) == 1
 
 
+def test_speech_understanding_yields_to_a_stop_word_the_lm_read_over_the_answer() -> None:
+    stopped = Harness([], understanding="speech")
+    stopped.lm.said_over_answer = "Wait."
+    stopped.run(7000, spans=[(0, 1000), (2000, 2150)])
+    [interrupted] = stopped.of(Interrupted)
+    assert interrupted.onset_ms == 2000 and stopped.of(BackchannelIgnored) == []
+    sound = Harness([], understanding="speech")
+    sound.lm.said_over_answer = "Mm."
+    sound.run(7000, spans=[(0, 1000), (2000, 2150)])
+    [ignored] = sound.of(BackchannelIgnored)
+    assert isinstance(ignored, BackchannelIgnored) and ignored.text == "Mm."
+
+
 def test_speech_understanding_sends_what_the_lm_read_to_a_responder() -> None:
     engine = ScriptedResponder([ANSWER])
     h = Harness([], understanding="speech", responder=engine)
