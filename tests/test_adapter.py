@@ -159,6 +159,11 @@ def test_hearing_embeddings_equals_reading_their_tokens(torch_lm) -> None:  # ty
     # a barge-in's cut and a new turn work across speech positions
     heard.begin_response()
     heard.speak(3)
+    # speech over the answer is read and forgotten: the answer goes on as it was
+    before = (list(heard.tokens), heard.logits())
+    said = heard.overlap_words(torch_lm.token_embeddings(tokens).numpy())
+    assert isinstance(said, str)
+    assert heard.tokens == before[0] and np.array_equal(heard.logits(), before[1])
     heard.truncate("")
     assert heard.text().endswith("<|im_start|>assistant\n<|im_end|>\n")
 
