@@ -58,6 +58,8 @@ from duplex.vad import VadStep, VadTracker
 
 # a step that took longer than this stalled: input arrived meanwhile
 STALL_MS = FRAME_MS
+# the state read from a stop word said over the answer: yield
+_STOP_WORD = StateProbs(0.0, 1.0, 0.0)
 # with speech understanding, voice shorter than this is a cough or a click, not a turn
 MIN_TURN_SPEECH_MS = 240
 UNDERSTANDING = ("text", "speech", "both")
@@ -517,13 +519,8 @@ class Session:
         ended = not self._vad.in_speech
         if self.understanding != "text":
             probs = self._overlap_probs  # the speech path's reading, chunk by chunk
-            if self.understanding == "speech" and ended and self._overlap_speech:
-                # decided now: what the LM read in it, once ("wait, stop." is no "uh-huh")
-                speech = np.concatenate(self._overlap_speech)
-                self._overlap_text = self._lm.overlap_words(speech)
             if asks_to_stop(self._overlap_text):
-                # "wait" or "stop" in words: the speech head may read them as an "uh-huh"
-                probs = StateProbs(0.0, 1.0, 0.0)
+                probs = _STOP_WORD  # the recognizer's "wait": the head may hear an "uh-huh"
         else:
             probs = self._lm.overlap(self._overlap_text)
             unsure = self._recognizer.last_confidence < self.settings.min_overlap_confidence
@@ -534,6 +531,13 @@ class Session:
             self._overlap_end if ended and self._overlap_end else now_ms
         ) - self._overlap_onset
         decision = self.policy.on_overlap(probs, overlap_ms, ended)
+        speech = self._overlap_speech if self.understanding == "speech" else []
+        if decision is OverlapDecision.DISMISS and speech:
+            # about to be dismissed: what the LM reads in it, once ("wait, stop." is no
+            # "uh-huh"); a yield never waits for this decode
+            self._overlap_text = self._lm.overlap_words(np.concatenate(speech))
+            if asks_to_stop(self._overlap_text):
+                decision = self.policy.on_overlap(_STOP_WORD, overlap_ms, ended)
         if decision is OverlapDecision.YIELD:
             return self._yield(now_ms)
         if decision is OverlapDecision.DISMISS:

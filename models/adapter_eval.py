@@ -135,11 +135,15 @@ Generation stops at `<|im_end|>` or after 4 + 6 tokens per second of speech hear
     )
 
 
-def _steps(report: dict[str, Any]) -> str:
-    total, minutes = (
-        report.get("total_steps", report["steps"]),
-        report.get("total_minutes", report["minutes"]),
+def trained_so_far(report: dict[str, Any]) -> tuple[int, float]:
+    """Steps and minutes in an adapter, its earlier runs (`--init`) included."""
+    return report.get("total_steps", report["steps"]), report.get(
+        "total_minutes", report["minutes"]
     )
+
+
+def _steps(report: dict[str, Any]) -> str:
+    total, minutes = trained_so_far(report)
     said = f"{total} steps, {minutes:.0f} minutes on a 2-core CPU"
     if total == report["steps"]:
         return said

@@ -302,10 +302,10 @@ def train_adapter(
             held_out_utterances=len(held),
             voices=_voice_mix(data),
         )
-        earlier = _earlier_training(init)
+        steps_before, minutes_before = _earlier_training(init)
         report.update(
-            total_steps=earlier["steps"] + report["steps"],
-            total_minutes=earlier["minutes"] + report["minutes"],
+            total_steps=steps_before + report["steps"],
+            total_minutes=minutes_before + report["minutes"],
         )
     if "wer" not in report:
         report.update(evaluate_adapter(settings, path, held, whisper, progress))
@@ -328,16 +328,14 @@ def train_adapter(
     return report
 
 
-def _earlier_training(init: str | Path | None) -> dict[str, float]:
+def _earlier_training(init: str | Path | None) -> tuple[int, float]:
     """Steps and minutes already in the adapter training starts from (its report, if any)."""
+    from models.adapter_eval import trained_so_far
+
     report = Path(init).with_suffix(".json") if init else None
     if report is None or not report.exists():
-        return {"steps": 0, "minutes": 0.0}
-    done = json.loads(report.read_text())
-    return {
-        "steps": done.get("total_steps", done["steps"]),
-        "minutes": done.get("total_minutes", done["minutes"]),
-    }
+        return 0, 0.0
+    return trained_so_far(json.loads(report.read_text()))
 
 
 def _voice_mix(data: SpokenSet) -> dict[str, int]:
