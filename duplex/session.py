@@ -80,6 +80,7 @@ class _Response:
     # the first clause is written and synthesized while the user waits: 4 words at most
     splitter: ClauseSplitter = field(default_factory=lambda: ClauseSplitter(first_words=4))
     clauses: list[_Clause] = field(default_factory=list)
+    written: deque[str] = field(default_factory=deque)  # clauses not synthesized yet
     queue: deque[tuple[Int16Array, int]] = field(default_factory=deque)
     # a clause being synthesized in the background, queued once its audio is made
     pending: tuple[str, PendingAudio] | None = None
@@ -99,7 +100,7 @@ class _Response:
 
     @property
     def finished(self) -> bool:
-        return not self.generating and not self.queue and self.pending is None
+        return not self.generating and not self.written and not self.queue and self.pending is None
 
     def collect(self, wait: bool = False) -> None:
         """Queue the background clause's audio if it is made (or once it is, `wait`)."""
@@ -598,37 +599,40 @@ class Session:
     def _speak_slice(self, response: _Response, now_ms: int) -> list[Event]:
         events: list[Event] = []
         budget = self.settings.max_tokens_per_tick
-        while (
-            response.generating
-            and response.pending is None  # one clause in the making at a time
-            and (
-                not response.queue
-                or (response.queued_ms < self.settings.audio_lead_ms and budget > 0)
-            )
-        ):
+        lead = self.settings.audio_lead_ms
+        # one clause in the making at a time; the first plays before more is made (the
+        # user is waiting for it), then clauses are made as soon as they are written
+        while response.pending is None and (not response.queue or response.sent):
+            if response.written:
+                self._synthesize(response, response.written.popleft(), now_ms)
+                continue
+            if not response.generating or (
+                response.queue and (response.queued_ms >= lead or budget <= 0)
+            ):
+                break
             text, done = self._write(response, now_ms, events)
             if not text and not done:
                 break  # the responder has nothing yet: the next frame looks again
             budget -= self.settings.tokens_per_call
-            clauses = response.splitter.push(text)
+            response.written += response.splitter.push(text)
             if text:
                 if self._record is not None and not response.tokens_seen:
                     self._record.first_token_ms = self._timeline(now_ms)
                 response.tokens_seen = True
                 events.append(self._event(ResponseText, now_ms, response_id=response.id, text=text))
             if done:
-                clauses += response.splitter.flush()
+                response.written += response.splitter.flush()
                 response.generating = False
-            for clause in clauses:
-                response.collect(wait=True)  # two clauses from one read (rare): in order
-                if response.queue and isinstance(self._tts, SynthesizesAhead):
-                    # earlier audio plays meanwhile: made off the loop, no stall
-                    response.pending = (clause, self._tts.start(clause))
-                    continue
-                response.enqueue(clause, self._tts.synthesize(clause))
-                if self._record is not None and self._record.first_tts_audio_ms is None:
-                    self._record.first_tts_audio_ms = self._timeline(now_ms)
         return events
+
+    def _synthesize(self, response: _Response, clause: str, now_ms: int) -> None:
+        if response.queue and isinstance(self._tts, SynthesizesAhead):
+            # earlier audio plays meanwhile: made off the loop, no stall
+            response.pending = (clause, self._tts.start(clause))
+            return
+        response.enqueue(clause, self._tts.synthesize(clause))
+        if self._record is not None and self._record.first_tts_audio_ms is None:
+            self._record.first_tts_audio_ms = self._timeline(now_ms)
 
     def _write(self, response: _Response, now_ms: int, events: list[Event]) -> tuple[str, bool]:
         """The answer's next words: the responder's while it works, else the LM's own."""

@@ -602,3 +602,14 @@ def test_speech_understanding_needs_a_listener() -> None:
             clock=VirtualClock(),
             understanding="speech",
         )
+
+
+def test_the_first_clause_plays_before_the_next_is_made() -> None:
+    """One read wrote two clauses ("Sure. Yes."): the user hears the first one
+    synthesis after the words, not two."""
+    h = Harness(QUESTION, answers=("Sure. Yes. It is noon.",))
+    h.session._tts = SlowSynth(h.clock)
+    h.run(3000)
+    first_text, first_audio = h.of(ResponseText)[0], h.of(ResponseAudio)[0]
+    assert first_audio.clock_ms - first_text.clock_ms == 300
+    assert first_audio.text == "Sure."
