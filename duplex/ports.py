@@ -38,9 +38,13 @@ class Recognizer(Protocol):
         """New words since the last call that will not change (append-only)."""
         ...
 
-    def pause(self) -> None:
+    def pause(self) -> str:
         """The user may have stopped: decode what was heard now, so that `finish`
-        has nothing left to decode if no more audio arrives before it."""
+        has nothing left to decode if no more audio arrives before it.
+
+        Returns the words that decode heard after the stable ones (those `stable`
+        returned or returns next): what `finish` returns if no more audio comes,
+        and a guess that may still change if it does."""
         ...
 
     def finish(self) -> str:
@@ -84,6 +88,15 @@ class DuplexLM(Protocol):
 
     def listen(self, text: str) -> StateProbs:
         """Append user words (may be empty) to the open user turn; read the state."""
+        ...
+
+    def listen_tentatively(self, text: str) -> StateProbs:
+        """`listen` to words that may still change (the recognizer's reading of what may
+        be the end of the turn); `retract` forgets them, and the next `listen` keeps them."""
+        ...
+
+    def retract(self) -> None:
+        """Forget the words of the last `listen_tentatively` (the user went on)."""
         ...
 
     def overlap(self, text: str) -> StateProbs:

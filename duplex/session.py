@@ -209,6 +209,11 @@ class Session:
         self._overlap_text = ""
         # an answer written while the silence threshold is still running
         self._speculative: _Response | None = None
+        # the words the decode at a pause heard after the stable ones, which the LM has
+        # read tentatively (the turn's last words, unless the user goes on), and when
+        self._tentative: str | None = None
+        self._tentative_ms = 0
+        self._probs_before_tentative = StateProbs(1.0, 0.0, 0.0)
         self._probs = StateProbs(1.0, 0.0, 0.0)
         self._after_barge_in = False
         # the speech path: what it hears of the user's turn, or of words over the answer
@@ -277,9 +282,11 @@ class Session:
             elif self._record is None:
                 self._record = TurnRecord(self._responses + 1, user_onset_ms=vad.started)
         elif vad.in_speech:
-            # a frame the VAD keeps in speech only by its lower in-speech threshold
-            # is the fading end of a word: a pause may have begun
-            self._hear_in_speech(frame, vad.probability >= self._vad.threshold)
+            # a frame the VAD keeps in speech only by its lower in-speech threshold, or
+            # one whose level is down to the background's, is the fading end of a word:
+            # a pause may have begun
+            voiced = vad.probability >= self._vad.threshold and not vad.quiet
+            events += self._hear_in_speech(frame, voiced)
         if vad.stopped is not None:
             events.append(self._event(SpeechStopped, vad.stopped))
             self._held = []  # the hangover's silence: the decode at the pause covers the words
@@ -291,24 +298,56 @@ class Session:
                 self._record.vad_end_ms = frame.end_ms
         return events
 
-    def _hear_in_speech(self, frame: Frame, voiced: bool) -> None:
+    def _hear_in_speech(self, frame: Frame, voiced: bool) -> list[Event]:
         """Voiced audio goes to the recognizer. A short silence makes it decode at once
         and the rest of the silence waits: if the VAD then ends the utterance, `finish`
         has nothing new to decode, and the final pass is off the end of turn's path."""
         if voiced:
+            self._retract_tentative()  # the user goes on
             for held in self._held:
                 self._recognizer.accept(held)
             self._held, self._unvoiced = [], 0
             self._recognizer.accept(frame)
-            return
+            return []
         self._unvoiced += 1
         pause_frames = self.settings.pause_decode_ms // FRAME_MS
         if self._unvoiced > pause_frames:
             self._held.append(frame)
-            return
+            return []
         self._recognizer.accept(frame)
         if self._unvoiced == pause_frames:
-            self._recognizer.pause()
+            return self._tentative_end(self._recognizer.pause(), frame.end_ms)
+        return []
+
+    def _tentative_end(self, rest: str, now_ms: int) -> list[Event]:
+        """The decode at a pause heard `rest` after the stable words. If the turn ends
+        here, those are its last words: the LM reads them now, and a likely end starts
+        the draft answer while the VAD's hangover still runs (the turn is taken only
+        once it ends). If the user goes on, the LM forgets them again."""
+        if self.understanding != "text" or self.state is not State.LISTENING:
+            return []
+        if self._record is None or not rest.strip():
+            return []
+        words = self._recognizer.stable()  # what this decode agreed on
+        events = [self._event(TranscriptDelta, now_ms, text=words)] if words.strip() else []
+        events += self._listen_slice(words, now_ms, ended=False)
+        if self._speculative is not None:
+            return events  # a draft for the words before: the LM is in its answer
+        self._probs_before_tentative = self._probs
+        self._probs = self._lm.listen_tentatively(rest)
+        self._tentative, self._tentative_ms = rest, self._timeline(now_ms)
+        if self._probs.speak >= self.settings.speculate_threshold:
+            self._speculate(now_ms)
+        return events
+
+    def _retract_tentative(self) -> None:
+        """The LM forgets the words it read at a pause, and a draft answer to them."""
+        if self._tentative is None:
+            return
+        if self._speculative is not None:
+            self._discard_speculation()
+        self._lm.retract()
+        self._tentative, self._probs = None, self._probs_before_tentative
 
     def _feed_speech(self, frame: Frame, vad: VadStep) -> None:
         """The speech path hears the user's turn from its onset, pauses and the silence
@@ -397,7 +436,8 @@ class Session:
 
     def _tick(self, now_ms: int) -> list[Event]:
         words = self._recognizer.stable()
-        if self._utterance_ended:
+        ended = self._utterance_ended
+        if ended:
             words += self._recognizer.finish()
             self._utterance_ended = False
             if self._record is not None and self.state is State.LISTENING:
@@ -406,16 +446,23 @@ class Session:
         if words.strip():
             events.append(self._event(TranscriptDelta, now_ms, text=words))
         if self.state is State.LISTENING:
-            events += self._listen_slice(words, now_ms)
+            events += self._listen_slice(words, now_ms, ended)
         elif self.state is State.OVERLAP:
             events += self._overlap_slice(words, now_ms)
         if self._response is not None and self.state is not State.LISTENING:
             events += self._speak_slice(self._response, now_ms)
         return events
 
-    def _listen_slice(self, words: str, now_ms: int) -> list[Event]:
+    def _listen_slice(self, words: str, now_ms: int, ended: bool) -> list[Event]:
         if self._record is None:  # nobody has spoken since the last answer
             return []
+        if self._tentative is not None and (words.strip() or ended):
+            if ended and words.strip() == self._tentative.strip():
+                # the utterance ended with the words the LM read at the pause
+                self._user_text += words
+                self._tentative, self._record.asr_final_ms = None, self._tentative_ms
+                return self._decide(now_ms)
+            self._retract_tentative()
         if words.strip() and self._speculative is not None:
             self._discard_speculation()  # the user went on
         self._user_text += words
@@ -441,10 +488,13 @@ class Session:
         if self.policy.take_turn(probs, silence):
             return self._take_turn(probs, silence, now_ms)
         if self._speculative is None and probs.speak >= self.settings.speculate_threshold:
-            # likely the end: write and synthesize the start of the answer while silence runs
-            self._speculative = self._begin_answer(_Response(self._responses + 1))
-            self._speculative.held = self._speak_slice(self._speculative, now_ms)
+            self._speculate(now_ms)
         return []
+
+    def _speculate(self, now_ms: int) -> None:
+        """Likely the end: write and synthesize the start of the answer while silence runs."""
+        self._speculative = self._begin_answer(_Response(self._responses + 1))
+        self._speculative.held = self._speak_slice(self._speculative, now_ms)
 
     def _said_something(self, record: TurnRecord) -> bool:
         """Words, or with speech understanding alone, voice long enough to be words."""
@@ -667,6 +717,7 @@ class Session:
         """
         now = self.position_ms
         events = self.cancel() if self._response is not None else []
+        self._retract_tentative()
         if self._speculative is not None:
             self._discard_speculation()
         words = text.strip()
@@ -684,6 +735,7 @@ class Session:
         now = self.position_ms
         if self._response is not None:
             raise ValueError("a response is already in progress; cancel it first")
+        self._retract_tentative()  # words the recognizer has not finished are not the turn's
         if self._record is None:
             self._record = TurnRecord(self._responses + 1, user_onset_ms=now)
         silence = now - (self._record.user_last_voiced_ms or now)
@@ -692,6 +744,7 @@ class Session:
 
     def commit(self) -> list[Event]:
         """End the user's utterance now (manual turns): its words join the open turn."""
+        self._retract_tentative()  # the LM reads the final words instead
         words = self._recognizer.finish()
         self._utterance_ended = False
         if not words.strip():
@@ -705,6 +758,7 @@ class Session:
 
     def clear_input(self) -> None:
         """Drop the utterance being recognized (words not yet heard by the LM)."""
+        self._retract_tentative()
         self._recognizer.reset()
         self._utterance_ended = False
 

@@ -32,6 +32,15 @@ from duplex.audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Frame
 
 __all__ = ["SileroVad", "VadStep", "VadTracker", "WebRtcVad"]
 
+# A frame in speech is *quiet* when its level is this far below the utterance's loudest
+# frame, or this close to the background's floor: the voice has likely stopped, about
+# 60-140 ms before Silero's probability falls (its 32 ms chunks and its smoothing)
+QUIET_BELOW_PEAK_DB = 35.0
+QUIET_ABOVE_FLOOR_DB = 3.0
+# the floor is the quietest recent level: it drops at once and rises 2.5 dB a second,
+# so it follows a background that grows louder
+FLOOR_RISE_DB = 0.05
+
 SILERO_CHUNK = 512  # samples the v6 model consumes per call at 16 kHz (32 ms)
 SILERO_CONTEXT = 64  # samples of the previous chunk prepended to each call
 _SILERO_STATE = (1, 1, 128)
@@ -164,12 +173,20 @@ class VadStep:
     started: int | None = None  # onset (start_ms of the run's first voiced frame) on start
     stopped: int | None = None  # end_ms of the last voiced frame on stop
     pre_roll: tuple[Frame, ...] = ()  # on start: pre_roll_ms before the onset .. this frame
+    # in speech, by level alone: near the background or far below the utterance's peak
+    quiet: bool = False
 
 
 def _positive_ms(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum} ms, got {value!r}")
     return value
+
+
+def frame_level_db(frame: Frame) -> float:
+    """The frame's RMS level in dB re full scale (digital silence: -120)."""
+    rms = float(np.sqrt(np.mean(frame.samples().astype(np.float64) ** 2)))
+    return 20.0 * math.log10(max(rms, 1e-6))
 
 
 class VadTracker:
@@ -214,6 +231,8 @@ class VadTracker:
         self._reset_state()
 
     def _reset_state(self) -> None:
+        self._floor_db = -math.inf  # the background's level (none heard yet)
+        self._peak_db = -math.inf  # the loudest voiced frame of the utterance (or run)
         self._in_speech = False
         self._voiced_run = 0
         self._unvoiced_run = 0
@@ -252,17 +271,23 @@ class VadTracker:
             self._history.clear()
         self._prev_index = index
         self._history.append(frame)
+        level = frame_level_db(frame)
+        if probability < self.threshold:  # the background, between and around the voice
+            rising = self._floor_db + FLOOR_RISE_DB if math.isfinite(self._floor_db) else level
+            self._floor_db = min(level, rising)
 
         if self._in_speech:
-            return self._push_in_speech(frame, probability)
-        return self._push_silent(frame, probability)
+            return self._push_in_speech(frame, probability, level)
+        return self._push_silent(frame, probability, level)
 
-    def _push_silent(self, frame: Frame, probability: float) -> VadStep:
+    def _push_silent(self, frame: Frame, probability: float, level: float) -> VadStep:
         voiced = probability >= self.threshold
         if not voiced:
             self._voiced_run = 0
             self._run_start = None
+            self._peak_db = -math.inf
             return VadStep(probability, False, False)
+        self._peak_db = max(self._peak_db, level)
         if self._voiced_run == 0:
             self._run_start = int(frame.index)
         self._voiced_run += 1
@@ -278,15 +303,19 @@ class VadTracker:
         self._run_start = None
         return VadStep(probability, True, True, started=onset, pre_roll=pre_roll)
 
-    def _push_in_speech(self, frame: Frame, probability: float) -> VadStep:
+    def _push_in_speech(self, frame: Frame, probability: float, level: float) -> VadStep:
         voiced = probability >= self.end_threshold
+        quiet = level < max(
+            self._peak_db - QUIET_BELOW_PEAK_DB, self._floor_db + QUIET_ABOVE_FLOOR_DB
+        )
         if voiced:
+            self._peak_db = max(self._peak_db, level)
             self._unvoiced_run = 0
             self._last_voiced_end = frame.end_ms
-            return VadStep(probability, True, True)
+            return VadStep(probability, True, True, quiet=quiet)
         self._unvoiced_run += 1
         if self._unvoiced_run < self._end_frames:
-            return VadStep(probability, False, True)
+            return VadStep(probability, False, True, quiet=quiet)
         self._in_speech = False
         self._unvoiced_run = 0
         self._voiced_run = 0

@@ -102,6 +102,7 @@ _NO_SPEECH_PROB = 0.6  # Whisper's no-speech rule, both thresholds
 _NO_SPEECH_LOGPROB = -1.0
 _NO_SPEECH_ALONE = 0.8  # no words above this, whatever the text's log-probability
 _CUT_SEARCH_S = 2.0  # where to look for a quiet place to cut an over-long utterance
+_NO_REPEAT_NGRAM = 3  # a loop ("10 of clubs 10 of clubs ...") cannot start
 
 
 # -- text normalisation and word error rate ----------------------------------------
@@ -261,7 +262,7 @@ class WhisperRecognizer:
         device: str = "auto",
         compute_type: str = "int8",
         interval_ms: int = 320,
-        min_window_s: float = 15.0,
+        min_window_s: float = 10.0,
         max_window_s: float = 20.0,
         beam_size: int = 1,
         cpu_threads: int = 2,
@@ -335,8 +336,9 @@ class WhisperRecognizer:
                 self.stats.skipped += 1
         return _delta(words)
 
-    def pause(self) -> None:
-        """Decode what was heard now, unless the latest decode covers it already.
+    def pause(self) -> str:
+        """Decode what was heard now, unless the latest decode covers it already; the
+        words it heard beyond the committed ones (what `finish` would add).
 
         Called when the user may have stopped: if no more audio comes, `finish`
         reuses this decode, so the final pass runs during the VAD's hangover
@@ -345,7 +347,16 @@ class WhisperRecognizer:
         last = self._previous.samples if self._previous else 0
         if self._size and self._size != last:
             with self._busy:
-                self._pending += self._agree(self._decode(self._pcm(), final=False))
+                hypothesis = self._decode(self._pcm(), final=False)
+            if self._size - last >= self.interval_samples // 2:
+                self._pending += self._agree(hypothesis)
+            else:
+                # two decodes this close heard the same half word ("time in-" and its
+                # closure): agreeing would commit a guess ("and")
+                self._previous = hypothesis
+        if self._previous is None or self._previous.degenerate:
+            return ""  # `finish` decodes again
+        return _delta(self._previous.words[len(self._committed) :])
 
     def finish(self) -> str:
         words = self._take_pending() + self._roll_over()
@@ -439,6 +450,7 @@ class WhisperRecognizer:
             return_no_speech_prob=True,
             suppress_blank=True,
             suppress_tokens=self._suppress,
+            no_repeat_ngram_size=_NO_REPEAT_NGRAM,
         )[0]
         tokens: list[int] = result.sequences_ids[0]
         text: str = self._tokenizer.decode(tokens).strip()

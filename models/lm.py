@@ -235,6 +235,8 @@ class LlamaDuplexLM:
         self._user_text = ""
         self._answer: _Answer | None = None
         self._before_answer = (0, self._logits, self.hidden, "")
+        # where the cache was before `listen_tentatively`, until kept or retracted
+        self._tentative: tuple[int, Float32Array, Float32Array, str, float | None] | None = None
         self._append(
             _TURN_START.format(role="system") + self.system_prompt + _TURN_END, hidden=False
         )
@@ -255,6 +257,8 @@ class LlamaDuplexLM:
     # the DuplexLM port --------------------------------------------------------
 
     def listen(self, text: str) -> StateProbs:
+        if text.strip():
+            self._tentative = None  # words after tentative ones keep them
         if self._open_role != "user":
             self._open("user")
             text = text.lstrip()
@@ -270,6 +274,23 @@ class LlamaDuplexLM:
             if len(body) < len(text):
                 self._append(text[len(body) :], hidden=True)
         return self._state(self._user_text, overlap=False)
+
+    def listen_tentatively(self, text: str) -> StateProbs:
+        if self._open_role != "user":
+            self._open("user")
+        mark = (len(self.tokens), self._logits, self.hidden, self._user_text, self._p_end)
+        probs = self.listen(text)
+        self._tentative = mark
+        return probs
+
+    def retract(self) -> None:
+        if self._tentative is None:
+            return
+        if self._answer is not None:
+            raise ValueError("cancel the answer to tentative words before retracting them")
+        position, self._logits, self.hidden, self._user_text, self._p_end = self._tentative
+        self._cut(position)
+        self._tentative = None
 
     def listen_speech(self, embeddings: Float32Array) -> StateProbs:
         if self._open_role != "user":
@@ -538,7 +559,7 @@ class LlamaDuplexLM:
         self._open_role = role
         self._turn_start = len(self.tokens)
         if role == "user":
-            self._user_text, self._p_end = "", None
+            self._user_text, self._p_end, self._tentative = "", None, None
 
     def _close_turn(self) -> None:
         if self._open_role is not None:

@@ -179,8 +179,8 @@ class NoRecognizer:
     def stable(self) -> str:
         return ""
 
-    def pause(self) -> None:
-        pass
+    def pause(self) -> str:
+        return ""
 
     def finish(self) -> str:
         return ""

@@ -67,8 +67,13 @@ class ScriptedRecognizer:
     def stable(self) -> str:
         return self._take(self.heard_until - self.lag_ms)
 
-    def pause(self) -> None:
-        pass
+    def pause(self) -> str:
+        """What `finish` would add now beyond what `stable` returns next; nothing is taken."""
+        return "".join(
+            " " + text.removeprefix("~")
+            for i, (_, end, text) in enumerate(self.words)
+            if i not in self.emitted and self.heard_until - self.lag_ms < end <= self.heard_until
+        )
 
     def finish(self) -> str:
         return self._take(self.heard_until)
@@ -140,14 +145,30 @@ class ScriptedLM:
     speech_state: Callable[[list[tuple[int, bool]], bool], StateProbs] = default_speech_state
     heard: list[tuple[int, bool]] = field(default_factory=list)  # the open turn's speech
     said_over_answer: str = ""  # what the LM reads in speech over the answer
+    retracted: int = 0
     _words: list[str] = field(default_factory=list)
+    _tentative: int | None = None
 
     def listen(self, text: str) -> StateProbs:
+        if text.strip():
+            self._tentative = None
         if not self.history or self.history[-1][0] != "user":
             self.history.append(["user", ""])
             self.heard = []
         self.history[-1][1] += text
         return self.state(self.history[-1][1], False)
+
+    def listen_tentatively(self, text: str) -> StateProbs:
+        probs = self.listen(text)
+        self._tentative = len(self.history[-1][1]) - len(text)
+        return probs
+
+    def retract(self) -> None:
+        if self._tentative is not None:
+            assert self.history[-1][0] == "user", "an answer to tentative words is open"
+            self.history[-1][1] = self.history[-1][1][: self._tentative]
+            self._tentative = None
+            self.retracted += 1
 
     def overlap(self, text: str) -> StateProbs:
         self.overlaps.append(text)

@@ -180,7 +180,7 @@ def test_words_become_stable_before_the_utterance_ends(runs: dict[str, Run], nam
 def test_decodes_use_a_short_window_and_are_counted(
     recognizer: WhisperRecognizer, runs: dict[str, Run]
 ) -> None:
-    assert recognizer.window_s(3 * SAMPLE_RATE) == 15 < FULL_WINDOW_S
+    assert recognizer.window_s(3 * SAMPLE_RATE) == 10 < FULL_WINDOW_S
     assert recognizer.window_s(17 * SAMPLE_RATE + 1) == 18
     stats = recognizer.stats
     assert stats.decodes > len(REFERENCES)  # streaming re-decodes, not one pass per file

@@ -148,6 +148,27 @@ def test_cancelled_answer_leaves_the_user_turn_as_it_was() -> None:
     _close(lm.logits(), plain.logits())
 
 
+def test_retracted_words_and_their_draft_leave_the_turn_as_it_was() -> None:
+    """Words read at a pause, and an answer begun to them, are forgotten when the user
+    goes on: the turn continues as if they had never been read."""
+    lm, plain = _lm(), _lm()
+    for model in (lm, plain):
+        model.listen("What is the capital")
+    lm.listen_tentatively(" of France?")
+    lm.begin_response()
+    lm.speak(4)
+    lm.cancel_response()
+    lm.retract()
+    assert lm.tokens == plain.tokens and lm.p_end == plain.p_end
+    _close(lm.hidden, plain.hidden)
+    lm.listen(" of France and of Spain?")
+    plain.listen(" of France and of Spain?")
+    assert lm.text() == plain.text()
+    _close(lm.logits(), plain.logits())
+    lm.retract()  # later words kept the tentative ones: nothing to retract
+    assert lm.tokens == plain.tokens
+
+
 def test_end_probability_tells_a_pause_from_a_finished_question() -> None:
     """The benchmark's sentences: the words before each mid-sentence pause, as the
     recognizer punctuates them, must not look finished; each whole question must."""

@@ -264,12 +264,14 @@ def test_compute_lag_delays_output_and_a_barge_in_keeps_what_was_heard() -> None
     starts = [e.audio_ms for e in audio]
     # output plays back to back, never before it was synthesized
     assert all(b - a >= 20 for a, b in itertools.pairwise(starts))
-    assert starts[0] == 1200 + 300
+    # the answer was begun 40 ms into the silence (the decode at the pause heard "it?"),
+    # its 300 ms of synthesis ran while the VAD's hangover did
+    assert starts[0] == 1040 + 300
     [interrupted] = h.of(Interrupted)
     heard = [s for s in starts if s < interrupted.stopped_ms]
     assert interrupted.played_ms == 20 * len(heard)
     record = h.of(TurnMetrics)[0].record
-    assert record.end_of_turn_ms == 500
+    assert record.end_of_turn_ms == 340
     assert record.output_stopped_ms == interrupted.stopped_ms
     assert h.lm.turns()[1] == ("assistant", interrupted.played_text)
 
@@ -324,12 +326,14 @@ def test_answer_is_written_speculatively_while_the_silence_runs() -> None:
     [taken] = h.of(TurnTaken)
     # decided at the first frame with enough silence, not at the next tick
     assert (taken.audio_ms, taken.silence_ms) == (1580, 580)
-    # the answer was written and synthesized at the 1200 ms tick, held until the decision
+    # the answer was written and synthesized 40 ms into the silence (the decode at the
+    # pause heard "it?"), held until the decision
     text_events = h.of(ResponseText)
-    assert text_events[0].audio_ms == 1200
+    assert text_events[0].audio_ms == 1040
     assert h.events.index(text_events[0]) > h.events.index(taken)
     [record] = [e.record for e in h.of(TurnMetrics)]
-    assert (record.first_token_ms, record.decision_ms, record.first_output_ms) == (1200, 1580, 1580)
+    assert (record.first_token_ms, record.decision_ms, record.first_output_ms) == (1040, 1580, 1580)
+    assert record.asr_final_ms == 1040
     assert h.lm.cancelled == 0
 
 
@@ -389,9 +393,9 @@ def test_a_short_silence_decodes_at_once_and_holds_back_the_rest() -> None:
         accepted.append(frame.index)
         accept(frame)
 
-    def record_pause() -> None:
+    def record_pause() -> str:
         pauses.append(accepted[-1])
-        pause()
+        return pause()
 
     h.recognizer.accept = record_accept  # type: ignore[method-assign]
     h.recognizer.pause = record_pause  # type: ignore[method-assign]
@@ -613,3 +617,17 @@ def test_the_first_clause_plays_before_the_next_is_made() -> None:
     first_text, first_audio = h.of(ResponseText)[0], h.of(ResponseAudio)[0]
     assert first_audio.clock_ms - first_text.clock_ms == 300
     assert first_audio.text == "Sure."
+
+
+def test_words_read_at_a_pause_are_forgotten_when_the_user_goes_on() -> None:
+    """40 ms into a 120 ms gap the decode hears "it?": the LM reads it and a draft
+    answer begins. The user goes on before the VAD ends the utterance: the draft and
+    the tentative words go, and the turn holds each word once."""
+    words = [*QUESTION, (1120, 1300, "and"), (1300, 1600, "tomorrow?")]
+    h = Harness(words)
+    h.run(4000)
+    assert (h.lm.retracted, h.lm.cancelled) == (1, 1)
+    assert [e.audio_ms for e in h.of(SpeechStopped)] == [1600]
+    [final] = h.of(TranscriptFinal)
+    assert final.text == "what time is it? and tomorrow?"
+    assert h.lm.turns()[0] == ("user", "what time is it? and tomorrow?")

@@ -450,3 +450,31 @@ def test_non_finite_probability_is_rejected_without_touching_state() -> None:
 def test_out_of_range_probability_is_clamped() -> None:
     steps = run(scripted([1.7, -0.2]), silent_frames(2))
     assert [s.probability for s in steps] == [1.0, 0.0]
+
+
+def level_frames(levels_db: Sequence[float], seed: int = 7) -> list[Frame]:
+    """White-noise frames at the given levels (dB re full scale)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i, level in enumerate(levels_db):
+        noise = rng.normal(0.0, 10 ** (level / 20) * 32768, FRAME_SAMPLES)
+        frames.append(Frame(i, np.clip(np.round(noise), -32768, 32767).astype(np.int16)))
+    return frames
+
+
+def test_the_fading_end_of_a_voice_is_quiet_before_the_probability_falls() -> None:
+    """The backend still says speech (it lags the voice), but the level fell 40 dB
+    below the utterance's loudest frame: quiet. Soft speech 20 dB down is not."""
+    levels = [-20.0] * 10 + [-40.0] * 3 + [-60.0] * 3
+    steps = run(scripted([0.9] * 16), level_frames(levels))
+    assert [s.quiet for s in steps[3:]] == [False] * 10 + [True] * 3
+    assert all(s.in_speech and s.voiced for s in steps[3:])
+
+
+def test_a_voice_down_to_the_background_is_quiet() -> None:
+    """In noise the voice never falls far below its peak, but it falls to the noise
+    floor learnt from the frames the backend calls background."""
+    levels = [-40.0] * 10 + [-25.0] * 10 + [-40.0] * 3
+    probs = [0.0] * 10 + [0.9] * 13
+    steps = run(scripted(probs), level_frames(levels))
+    assert [s.quiet for s in steps[12:]] == [False] * 8 + [True] * 3
