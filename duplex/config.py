@@ -87,6 +87,9 @@ class ModelSettings:
     seed: int = 0
     context_tokens: int = 4096  # KV cache size per session
     lm_threads: int = 1  # CPU threads per session's LM: 2 spin against the recognizer (measured)
+    # CPU threads for the LM reading several tokens at once (the user's words, the answer's
+    # header): the end of a turn waits on it, and nothing else runs then
+    lm_read_threads: int = 2
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,10 @@ class Settings:
             (
                 self.models.lm_threads > 0,
                 f"models.lm_threads must be > 0, got {self.models.lm_threads}",
+            ),
+            (
+                self.models.lm_read_threads > 0,
+                f"models.lm_read_threads must be > 0, got {self.models.lm_read_threads}",
             ),
             (r.first_token_ms > 0, f"responder.first_token_ms must be > 0, got {r.first_token_ms}"),
             (r.timeout_s > 0, f"responder.timeout_s must be > 0, got {r.timeout_s}"),

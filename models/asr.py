@@ -5,7 +5,9 @@ every `interval_ms` of new audio, re-decodes all of it (greedy, temperature 0,
 no timestamps, no conditioning on earlier text, English). Words become stable
 by **LocalAgreement-2**: the committed prefix grows by the longest common word
 prefix of the last two hypotheses, beyond what is already committed, so
-`stable()` returns append-only deltas that are never retracted.
+`stable()` returns append-only deltas that are never retracted. The newest
+hypothesis's last word is never committed: it sits where the audio ends, and
+a decode at a breath punctuates it as an ending ("What is...", "rain?").
 
 Short encoder windows, and why not shorter
 ------------------------------------------
@@ -482,6 +484,9 @@ class WhisperRecognizer:
             if _key(a) != _key(b):
                 break
             agreed += 1
+        # the word where the audio ends waits: its punctuation is a guess ("What is..."
+        # or "rain?" from a decode at a breath, the sentence going on)
+        agreed = min(agreed, len(hypothesis.words) - 1)
         new = hypothesis.words[len(self._committed) : agreed]
         self._committed += new
         return new

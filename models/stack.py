@@ -91,6 +91,7 @@ class SpeechStack:
             device=self.settings.device,
             context_tokens=m.context_tokens,
             threads=m.lm_threads,
+            read_threads=m.lm_read_threads,
             max_response_tokens=m.max_response_tokens,
             temperature=m.temperature,
             seed=m.seed,

@@ -254,7 +254,6 @@ def test_bad_settings_fail_with_one_line() -> None:
         WhisperRecognizer(min_window_s=45)
 
 
-
 def test_confidence_tells_a_guessed_sound_from_words(recognizer: WhisperRecognizer) -> None:
     """The shipped voice's "mm-hm" comes out as made-up words, decoded unsure; the
     session does not yield to such words (policy.min_overlap_confidence)."""
