@@ -685,8 +685,11 @@ class Session:
             self._record.first_tts_audio_ms = self._timeline(now_ms)
 
     def _write(self, response: _Response, now_ms: int, events: list[Event]) -> tuple[str, bool]:
-        """The answer's next words: the responder's while it works, else the LM's own."""
-        count = self.settings.tokens_per_call
+        """The answer's next words: the responder's while it works, else the LM's own.
+        Until the first clause is complete, one token at a time: it is synthesized as
+        soon as its last word is, not after a budget's worth of tokens past it."""
+        first = not response.clauses and not response.written
+        count = 1 if first else self.settings.tokens_per_call
         if response.remote and self._responder is not None:
             try:
                 text, done = self._responder.read(count)

@@ -631,3 +631,14 @@ def test_words_read_at_a_pause_are_forgotten_when_the_user_goes_on() -> None:
     [final] = h.of(TranscriptFinal)
     assert final.text == "what time is it? and tomorrow?"
     assert h.lm.turns()[0] == ("user", "what time is it? and tomorrow?")
+
+
+def test_the_first_clause_is_written_one_token_at_a_time() -> None:
+    """The first clause goes to the voice as soon as its fourth word is complete,
+    not after a whole budget of tokens past it."""
+    h = Harness(QUESTION, answers=("one two three four five six seven eight nine ten.",))
+    h.run(3000)
+    first_audio = h.events.index(h.of(ResponseAudio)[0])
+    written = [e for e in h.events[:first_audio] if isinstance(e, ResponseText)]
+    assert "".join(e.text for e in written) == " one two three four five"
+    assert h.of(ResponseAudio)[0].text == "one two three four"
