@@ -29,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--sessions", type=int, default=1, help="concurrent sessions")
     parser.add_argument(
+        "--stagger-ms",
+        type=int,
+        default=2000,
+        help="with several sessions, each conversation starts after a random 0 to this many "
+        "ms, as users arrive (0: all at once, turn ends in lockstep)",
+    )
+    parser.add_argument(
         "--server",
         metavar="URL",
         help="bench a running `duplex serve` instead of the in-process engine, in real time: "
@@ -90,6 +97,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError(f"unknown policy {unknown}; choose from {', '.join(POLICIES)}")
     if args.sessions < 1:
         raise ValueError("--sessions must be at least 1")
+    if args.stagger_ms < 0:
+        raise ValueError("--stagger-ms must be 0 or more")
     if args.server and args.fast:
         raise ValueError("--server runs in real time (the server keeps its own clock): drop --fast")
     engine = args.responder == "remote"
@@ -173,6 +182,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             labels,
             fast=args.fast,
             sessions=args.sessions,
+            stagger_ms=args.stagger_ms,
             progress=lambda r: bar.update(
                 task, advance=1, description=f"{r.policy:<22} {r.scenario.name:<22}"
             ),
@@ -184,6 +194,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         fast=args.fast,
         sessions=args.sessions,
         cpus=len(os.sched_getaffinity(0)),
+        stagger_ms=args.stagger_ms,
     )
     if args.server and memory is not None:
         data["server"] = {"url": args.server, "memory": memory.stop(args.sessions)}

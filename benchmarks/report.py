@@ -128,7 +128,9 @@ def markdown(results: Mapping[str, Any]) -> str:
     machine = results.get("machine") or {}
     facts = [str(results[k]) for k in ("created",) if results.get(k)]
     if results.get("sessions") is not None:
-        facts.append(f"{results['sessions']} session(s)")
+        arriving = results.get("stagger_ms")
+        spread = f" arriving over {arriving} ms" if arriving else ""
+        facts.append(f"{results['sessions']} session(s){spread}")
     if machine:
         facts.append(f"{machine.get('platform', '?')}, {machine.get('cpus', '?')} CPUs")
     scenarios = {run["scenario"] for run in results.get("runs", [])}

@@ -8,6 +8,7 @@ in-process engine is one such factory, a remote server can be another.
 from __future__ import annotations
 
 import platform
+import random
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -102,6 +103,13 @@ def run_one(make_session: SessionFactory, policy: str, scenario: Scenario, fast:
     return run
 
 
+def arrival_delays(jobs: int, sessions: int, stagger_ms: int) -> list[int]:
+    """Per job, ms to wait before it starts: the first `sessions` jobs (one per
+    session) arrive at seeded random times within `stagger_ms`, the rest at once."""
+    first = random.Random(jobs).choices(range(stagger_ms + 1), k=min(jobs, sessions))
+    return first + [0] * (jobs - len(first))
+
+
 def run_all(
     make_session: SessionFactory,
     scenarios: Sequence[Scenario],
@@ -109,9 +117,17 @@ def run_all(
     *,
     fast: bool,
     sessions: int = 1,
+    stagger_ms: int = 0,
     progress: Callable[[Run], None] | None = None,
 ) -> list[Run]:
-    """Every scenario against every policy, `sessions` at a time."""
+    """Every scenario against every policy, `sessions` at a time.
+
+    With several sessions, the first conversation of each starts after a random 0
+    to `stagger_ms` (seeded), as users arrive; later ones start when one ends.
+    Without it the sessions begin in the same instant, and their users, saying the
+    first scenarios' same question, end their turns within milliseconds of each
+    other.
+    """
     jobs = [(p, s) for s in scenarios for p in policies]  # policies interleaved: same conditions
     if sessions <= 1:
         runs = []
@@ -121,14 +137,17 @@ def run_all(
                 progress(runs[-1])
         return runs
 
-    def job(policy: str, scenario: Scenario) -> Run:
+    delays = arrival_delays(len(jobs), sessions, stagger_ms)
+
+    def job(policy: str, scenario: Scenario, delay_ms: int) -> Run:
+        time.sleep(delay_ms / 1000)
         run = run_one(make_session, policy, scenario, fast)
         if progress:
             progress(run)
         return run
 
     with ThreadPoolExecutor(sessions) as pool:
-        futures = [pool.submit(job, p, s) for p, s in jobs]
+        futures = [pool.submit(job, p, s, d) for (p, s), d in zip(jobs, delays, strict=True)]
         return [f.result() for f in futures]
 
 
@@ -208,6 +227,7 @@ def results(
     fast: bool,
     sessions: int,
     cpus: int,
+    stagger_ms: int = 0,
 ) -> dict[str, Any]:
     summary = summarize_runs(runs, policies)
     peak = peak_rss_mb()
@@ -218,6 +238,7 @@ def results(
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "mode": "fast" if fast else "real-time",
         "sessions": sessions,
+        "stagger_ms": stagger_ms if sessions > 1 else 0,
         "machine": {"platform": platform.platform(), "cpus": cpus},
         "policies": list(policies),
         "runs": [r.to_dict() for r in runs],

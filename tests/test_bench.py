@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks.runner import Run, ratios, summarize_runs
+from benchmarks.runner import Run, arrival_delays, ratios, summarize_runs
 from benchmarks.scenarios import CATEGORIES, Cue, Placed, Scenario, UserSimulator
 from benchmarks.scoring import OutputSpan, score
 from duplex.audio import FRAME_MS, SAMPLE_RATE, Int16Array, voiced_span
@@ -233,3 +233,11 @@ def test_duplex_bench_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     assert "| `silence-500ms`" in (out / "bench.md").read_text()
     for png in ("timeline.png", "latency-cdf.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sessions_arrive_at_random_times_then_run_back_to_back() -> None:
+    delays = arrival_delays(jobs=18, sessions=4, stagger_ms=2000)
+    assert len(delays) == 18 and delays == arrival_delays(18, 4, 2000)  # seeded
+    assert all(0 <= d <= 2000 for d in delays[:4]) and len(set(delays[:4])) > 1
+    assert delays[4:] == [0] * 14
+    assert arrival_delays(3, 4, 0) == [0, 0, 0]
