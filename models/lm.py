@@ -209,6 +209,10 @@ class LlamaDuplexLM:
         # its warnings (e.g. that it marks every probed token as an output) are noise here
         llama_cpp._logger.logger.setLevel(logging.CRITICAL)
         self._ctx = self._llm.ctx
+        self._threads = threads
+        # threads for reading several tokens at once; a server lowers it to 1 while
+        # other sessions run (threads that wait on each other, descheduled, stall)
+        self.read_threads = self._read_threads_set = read_threads
         self._n_vocab = self._llm.n_vocab()
         self.hidden_size = self._llm.n_embd()
         self._end_token = self._token_id("<|im_end|>")
@@ -583,6 +587,9 @@ class LlamaDuplexLM:
         lib = self._llama_cpp
         self._check_room(len(tokens))
         lib.llama_set_embeddings(self._ctx, hidden)
+        if len(tokens) > 1 and self.read_threads != self._read_threads_set:
+            lib.llama_set_n_threads(self._ctx, self._threads, self.read_threads)
+            self._read_threads_set = self.read_threads
         batch = self._llm._batch
         for i in range(0, len(tokens), self._llm.n_batch):
             chunk = tokens[i : i + self._llm.n_batch]

@@ -579,3 +579,17 @@ def test_replicas_behind_nginx_share_sessions_and_survive_one_dying(
         proxy.wait(30)
         for replica in replicas:
             replica.kill()
+
+
+def test_sessions_read_on_one_thread_while_others_run(sessions: StackSessions) -> None:
+    """A session alone reads its words on two threads; with another running, each on
+    one, and back to two when it is alone again."""
+    first = sessions.acquire()
+    try:
+        assert first.lm.read_threads == 2  # type: ignore[attr-defined]
+        second = sessions.acquire()
+        assert first.lm.read_threads == second.lm.read_threads == 1  # type: ignore[attr-defined]
+        sessions.release(second)
+        assert first.lm.read_threads == 2  # type: ignore[attr-defined]
+    finally:
+        sessions.release(first)
