@@ -274,14 +274,15 @@ def test_confidence_tells_a_guessed_sound_from_words(recognizer: WhisperRecogniz
 def test_a_routine_decode_gives_way_to_another_sessions_decode(
     recognizer: WhisperRecognizer,
 ) -> None:
-    """Sessions share the model: while one decodes, another's routine decode is
-    skipped (and done at the next tick); its pause and final decodes wait their turn."""
+    """Sessions share the model's two workers: while both decode for others, a routine
+    decode is skipped (and done at the next tick); pause and final decodes wait their
+    turn. With one worker free it decodes at once."""
     other = WhisperRecognizer(device="cpu", model=recognizer._model)
     recognizer.reset()
     for frame in frames_of(recording(next(iter(REFERENCES)))[: 2 * SAMPLE_RATE]):
         other.accept(frame)
     decodes, skipped = other.stats.decodes, other.stats.skipped
-    with recognizer._busy:  # the first session is decoding
+    with recognizer._busy, recognizer._busy:  # two other sessions are decoding
         other.stable()
     assert (other.stats.decodes, other.stats.skipped) == (decodes, skipped + 1)
     other.stable()  # the model is free again: the next tick decodes
