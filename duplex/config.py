@@ -36,7 +36,7 @@ class PolicySettings:
 
     tick_ms: int = 160  # one listen/decide/speak slice
     # while listening: silence needed to take the turn shrinks as P(speak) grows
-    min_silence_ms: int = 100  # needed when P(speak) = 1
+    min_silence_ms: int = 150  # needed when P(speak) = 1
     max_silence_ms: int = 2000  # the cap, needed when P(speak) = 0
     # after this much unvoiced audio inside speech the recognizer decodes at once and
     # the rest of the VAD's hangover is held back: if the turn ends there, its final

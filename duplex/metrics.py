@@ -41,7 +41,10 @@ class TurnRecord:
 
     @property
     def barge_in_stop_ms(self) -> float | None:
-        """User's speech onset over the answer -> assistant output silent."""
+        """User's speech onset over the answer -> assistant output silent (None where
+        none of the answer had played: nothing to stop)."""
+        if self.first_output_ms is None:
+            return None
         return _span(self.barge_in_onset_ms, self.output_stopped_ms)
 
     def stages(self) -> dict[str, float]:

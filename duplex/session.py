@@ -194,6 +194,7 @@ class Session:
         # after a stall, no output until the input that arrived during it is heard
         self._catch_up_to = 0
         self._utterance_ended = False
+        self._voice_now = False  # the latest frame was voiced
         # unvoiced frames inside speech, and those held back from the recognizer
         self._unvoiced = 0
         self._held: list[Frame] = []
@@ -247,6 +248,7 @@ class Session:
                 "fill gaps with silence"
             )
         vad = self._vad.push(frame)
+        self._voice_now = vad.voiced
         self._next_index += 1
         if self._clock_origin is None:
             self._clock_origin = self._clock.now_ms() - frame.end_ms
@@ -475,7 +477,8 @@ class Session:
         """While listening: take the turn now? Checked at every tick and, once the
         user's words are all in, at every frame between ticks: only the silence grows."""
         probs = self._probs
-        if self._record is None or self._vad.in_speech:
+        # a voiced frame the VAD has not yet called speech may be the user going on
+        if self._record is None or self._vad.in_speech or self._voice_now:
             return []
         if not self._said_something(self._record):  # a cough or a click: no turn
             self._record, self._feeding = None, False

@@ -10,7 +10,7 @@ P(speak) grows::
     required_silence(p) = max_silence_ms - (max_silence_ms - min_silence_ms) * p
 
 so a finished sentence (p near 1) is answered after about `min_silence_ms`
-(100 ms by default) and a dangling "and then I" (p near 0) waits up to the
+(150 ms by default) and a dangling "and then I" (p near 0) waits up to the
 cap, `max_silence_ms` (2000 ms).
 
 While speaking, words the user says over the answer make it yield at once

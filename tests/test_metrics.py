@@ -79,6 +79,10 @@ def test_missing_marks_give_none() -> None:
     record = TurnRecord(response_id=2, first_output_ms=500, output_stopped_ms=900)
     assert record.end_of_turn_ms is None
     assert record.barge_in_stop_ms is None
+    # the user went on before any of the answer played: no stop to time (the
+    # output's end is where the previous answer stopped)
+    record = TurnRecord(response_id=3, barge_in_onset_ms=8560, output_stopped_ms=5600)
+    assert record.barge_in_stop_ms is None
 
 
 def test_stages_skip_missing_marks() -> None:

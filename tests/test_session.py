@@ -520,7 +520,11 @@ def test_speech_heard_while_a_draft_is_written_joins_the_turn_when_the_user_goes
         quiet = len(heard) >= 2 and not heard[-1][1] and not heard[-2][1]
         return StateProbs(0.5, 0.5, 0.0) if quiet else StateProbs(0.95, 0.05, 0.0)
 
-    h = Harness([], understanding="speech", settings=PolicySettings(speculate_threshold=0.4))
+    h = Harness(
+        [],
+        understanding="speech",
+        settings=PolicySettings(min_silence_ms=100, speculate_threshold=0.4),
+    )
     h.lm.speech_state = unsure
     h.run(6000, spans=[(0, 1000), (1900, 2400)])
     assert h.lm.cancelled == 1  # a draft began at 1440 (P(speak) 0.5) and was dropped
@@ -642,3 +646,15 @@ def test_the_first_clause_is_written_one_token_at_a_time() -> None:
     written = [e for e in h.events[:first_audio] if isinstance(e, ResponseText)]
     assert "".join(e.text for e in written) == " one two three four five"
     assert h.of(ResponseAudio)[0].text == "one two three four"
+
+
+def test_a_voiced_frame_the_vad_has_not_confirmed_keeps_the_turn_open() -> None:
+    """ "hello there." then 220 ms of silence and more words: the silence needed (242.5
+    ms by default) is reached on a frame that is voice again, before the VAD confirms
+    it (60 ms): the user goes on, and it is one turn."""
+    words = [(0, 300, "hello"), (300, 600, "there."), (820, 1000, "what"), (1000, 1300, "time?")]
+    h = Harness(words, settings=PolicySettings())
+    h.run(4000)
+    assert not h.of(Interrupted)
+    [final] = h.of(TranscriptFinal)
+    assert final.text == "hello there. what time?"
