@@ -23,7 +23,10 @@ VAD's onset time, and a dismissed backchannel resumes the answer exactly
 where it paused; nothing unheard is lost either way.
 
 Decisions wait for the VAD's end of speech (`vad.end_ms`, 100 ms of
-unvoiced frames); the session runs a tick the moment it fires.
+unvoiced frames) and are never taken on a frame that is voiced again; the
+session runs a tick the moment it fires. The answer's first clause may be
+written before, at the recognizer's decode a moment into the pause, and is
+dropped if the user goes on.
 """
 
 from __future__ import annotations
