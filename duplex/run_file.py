@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from duplex.audio import SAMPLE_RATE, Int16Array, frames_of, read_wav, write_wav
+from duplex.audio import FRAME_MS, SAMPLE_RATE, Frame, Int16Array, frames_of, read_wav, write_wav
 from duplex.clock import Clock
 from duplex.config import Settings
 from duplex.drive import DriveResult, drive, mix
@@ -32,6 +33,7 @@ from duplex.events import (
 from duplex.metrics import STAGES
 from duplex.ports import Synthesizer
 from duplex.session import Session
+from duplex.tdm import State
 
 # The example user: two questions, the second one asked while the first answer
 # may still be playing (then the assistant yields to it).
@@ -40,6 +42,10 @@ EXAMPLE_TURNS = (
     (8000, "Thanks. And how far away is the moon?"),
 )
 EXAMPLE_TAIL_MS = 9000
+
+
+# after the recording, silence is fed while an answer plays, at most this long
+DRAIN_MS = 30_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,15 +95,30 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         with console.status("synthesizing the example user with the shipped voice"):
             user = example_user(stack.voice, args.output.parent / "example-user.wav")
 
+    sessions: list[Session] = []
+
     def new_session(clock: Clock) -> Session:
         with console.status("loading the speech models"):
-            return stack.new_session(clock)
+            sessions.append(stack.new_session(clock))
+        return sessions[-1]
+
+    def frames() -> Iterator[Frame]:
+        """The recording, then silence while the last answer still plays (at most
+        DRAIN_MS): it is heard to its end."""
+        last = -1
+        for frame in frames_of(user):
+            last = frame.index
+            yield frame
+        for index in range(last + 1, last + 1 + DRAIN_MS // FRAME_MS):
+            if not sessions or sessions[-1].state is State.LISTENING:
+                return
+            yield Frame.silence(index)
 
     mode = "fast (virtual clock)" if args.fast else "real time"
     console.print(f"conversation of {user.size / SAMPLE_RATE:.1f} s, {mode}")
     result = drive(
         new_session,
-        frames_of(user),
+        frames(),
         fast=args.fast,
         on_event=lambda event: _show(console, event),
     )

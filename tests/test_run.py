@@ -73,3 +73,24 @@ def test_duplex_run_answers_each_turn_offline(user_wav: Path, tmp_path: Path) ->
         words = " ".join(s.text for s in segments).split()
         assert len(words) >= 2, f"no words heard in answer {answer}"
     assert read_wav(out).size >= assistant.size > 0
+
+
+def test_the_last_answer_is_heard_to_its_end(tmp_path: Path) -> None:
+    """A recording that ends right after a question: silence follows it while the
+    answer plays, so the answer is there, complete, in the transcript and the track."""
+    from models.tts import PiperSynthesizer
+
+    pcm = PiperSynthesizer(noise_scale=0.0, noise_w=0.0).synthesize("Why is the sky blue?")
+    wav = tmp_path / "user.wav"
+    write_wav(wav, np.concatenate([np.zeros(4800, np.int16), pcm, np.zeros(4800, np.int16)]))
+    transcript, track = tmp_path / "t.json", tmp_path / "assistant.wav"
+    command = [
+        sys.executable, "-m", "duplex.cli", "run", "--fast", "--input", str(wav),
+        "--output", str(tmp_path / "reply.wav"), "--assistant-track", str(track),
+        "--transcript", str(transcript),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [answer] = [t for t in json.loads(transcript.read_text())["turns"] if t["role"] == "assistant"]
+    assert answer["status"] == "completed" and answer["text"]
+    assert read_wav(track).size * 1000 // SAMPLE_RATE >= answer["audio_end_ms"] > 0
