@@ -198,10 +198,6 @@ class PendingAudio(Protocol):
         """Its audio once made, None until then (never waits)."""
         ...
 
-    def wait(self) -> Int16Array:
-        """Its audio, waiting for it to be made."""
-        ...
-
 
 @runtime_checkable
 class SynthesizesAhead(Synthesizer, Protocol):

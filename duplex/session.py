@@ -102,11 +102,11 @@ class _Response:
     def finished(self) -> bool:
         return not self.generating and not self.written and not self.queue and self.pending is None
 
-    def collect(self, wait: bool = False) -> None:
-        """Queue the background clause's audio if it is made (or once it is, `wait`)."""
+    def collect(self) -> None:
+        """Queue the background clause's audio if it is made."""
         if self.pending is not None:
             text, audio = self.pending
-            pcm = audio.wait() if wait else audio.result()
+            pcm = audio.result()
             if pcm is not None:
                 self.enqueue(text, pcm)
                 self.pending = None

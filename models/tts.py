@@ -286,11 +286,6 @@ class _Clause:
     def result(self) -> Int16Array | None:
         return self._pcm
 
-    def wait(self) -> Int16Array:
-        self._thread.join()
-        assert self._pcm is not None
-        return self._pcm
-
 
 class AheadSynthesizer:
     """A voice that makes an answer's later clauses on background threads.
