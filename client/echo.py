@@ -14,13 +14,12 @@ canceller has been leaving; quieter frames become silence.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from typing import Any
 
 import numpy as np
 
-from duplex.audio import Int16Array
+from duplex.audio import Int16Array, rms_db
 
 APM_RATE = 16_000
 APM_SAMPLES = APM_RATE // 100  # the module works in 10 ms frames
@@ -73,14 +72,6 @@ def _whole(block: Int16Array) -> int:
     if block.size % APM_SAMPLES:
         raise ValueError(f"blocks must be multiples of {APM_SAMPLES} samples, got {block.size}")
     return block.size
-
-
-def rms_db(samples: Int16Array) -> float:
-    """Level in dB relative to full scale (-120 for silence)."""
-    if samples.size == 0:
-        return -120.0
-    power = float(np.mean((samples.astype(np.float64) / 32768.0) ** 2))
-    return 10 * math.log10(power) if power > 1e-12 else -120.0
 
 
 class EchoGate:

@@ -66,7 +66,7 @@ class RemoteError(RuntimeError):
 
 
 def protocol_for(url: str, policies: Sequence[str | None]) -> str:
-    """"stream" or "realtime", by the URL's path; ValueError if the path or a policy
+    """ "stream" or "realtime", by the URL's path; ValueError if the path or a policy
     (None: the server's default) does not fit."""
     path = urlparse(url).path.rstrip("/")
     if path.endswith("/v1/stream"):

@@ -8,6 +8,7 @@ loop never sees it.
 
 from __future__ import annotations
 
+import math
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -85,6 +86,14 @@ def voiced_span(pcm: Int16Array, floor_db: float = -40.0) -> tuple[int, int]:
         return 0, 0
     loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > floor_db)
     return int(loud[0]) * FRAME_MS, int(loud[-1] + 1) * FRAME_MS
+
+
+def rms_db(samples: Int16Array) -> float:
+    """Level in dB relative to full scale (-120 for silence)."""
+    if samples.size == 0:
+        return -120.0
+    power = float(np.mean((samples.astype(np.float64) / 32768.0) ** 2))
+    return 10 * math.log10(power) if power > 1e-12 else -120.0
 
 
 def pcm16_to_float(pcm: Int16Array) -> Float32Array:

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from duplex.audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Frame
+from duplex.audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Frame, rms_db
 
 __all__ = ["SileroVad", "VadStep", "VadTracker", "WebRtcVad"]
 
@@ -183,12 +183,6 @@ def _positive_ms(name: str, value: object, minimum: int) -> int:
     return value
 
 
-def frame_level_db(frame: Frame) -> float:
-    """The frame's RMS level in dB re full scale (digital silence: -120)."""
-    rms = float(np.sqrt(np.mean(frame.samples().astype(np.float64) ** 2)))
-    return 20.0 * math.log10(max(rms, 1e-6))
-
-
 class VadTracker:
     """Hysteresis over a per-frame speech probability: speech starts, speech stops.
 
@@ -271,7 +265,7 @@ class VadTracker:
             self._history.clear()
         self._prev_index = index
         self._history.append(frame)
-        level = frame_level_db(frame)
+        level = rms_db(frame.pcm)
         if probability < self.threshold:  # the background, between and around the voice
             rising = self._floor_db + FLOOR_RISE_DB if math.isfinite(self._floor_db) else level
             self._floor_db = min(level, rising)

@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from client.echo import rms_db
-from duplex.audio import SAMPLE_RATE, Int16Array
+from duplex.audio import SAMPLE_RATE, Int16Array, rms_db
 from duplex.config import Settings
 from models.asr import WhisperRecognizer
 from models.tts import PiperSynthesizer

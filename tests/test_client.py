@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from client.conversation import Conversation
-from client.echo import EchoCanceller, EchoGate, rms_db
-from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE
+from client.echo import EchoCanceller, EchoGate
+from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE, rms_db
 from duplex.events import (
     BackchannelIgnored,
     Interrupted,
