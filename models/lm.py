@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -169,6 +169,16 @@ class _Answer:
     done: bool = False
 
 
+class _Mark(NamedTuple):
+    """Where the cache was, and what was read from it there: `_rewind` goes back."""
+
+    position: int
+    logits: Float32Array
+    hidden: Float32Array
+    user_text: str
+    p_end: float | None
+
+
 class LlamaDuplexLM:
     """SmolLM2-135M-Instruct (GGUF) with one KV cache for one conversation."""
 
@@ -239,9 +249,9 @@ class LlamaDuplexLM:
         self._turn_start = 0  # where the open turn's contents begin
         self._user_text = ""
         self._answer: _Answer | None = None
-        self._before_answer = (0, self._logits, self.hidden, "")
+        self._before_answer = self._mark()
         # where the cache was before `listen_tentatively`, until kept or retracted
-        self._tentative: tuple[int, Float32Array, Float32Array, str, float | None] | None = None
+        self._tentative: _Mark | None = None
         self._append(
             _TURN_START.format(role="system") + self.system_prompt + _TURN_END, hidden=False
         )
@@ -283,7 +293,7 @@ class LlamaDuplexLM:
     def listen_tentatively(self, text: str) -> StateProbs:
         if self._open_role != "user":
             self._open("user")
-        mark = (len(self.tokens), self._logits, self.hidden, self._user_text, self._p_end)
+        mark = self._mark()
         probs = self.listen(text)
         self._tentative = mark
         return probs
@@ -293,8 +303,7 @@ class LlamaDuplexLM:
             return
         if self._answer is not None:
             raise ValueError("cancel the answer to tentative words before retracting them")
-        position, self._logits, self.hidden, self._user_text, self._p_end = self._tentative
-        self._cut(position)
+        self._rewind(self._tentative)
         self._tentative = None
 
     def listen_speech(self, embeddings: Float32Array) -> StateProbs:
@@ -356,12 +365,11 @@ class LlamaDuplexLM:
     def _probe(self) -> Iterator[None]:
         """Whatever is appended inside is forgotten after: the cache, its logits and
         hidden state are as they were (the answer goes on from where it was)."""
-        mark, logits, hidden = len(self.tokens), self._logits, self.hidden
+        mark = self._mark()
         try:
             yield
         finally:
-            self._cut(mark)
-            self._logits, self.hidden = logits, hidden
+            self._rewind(mark)
 
     def _state(self, text: str, overlap: bool) -> StateProbs:
         if self.state_head is None:
@@ -375,14 +383,13 @@ class LlamaDuplexLM:
         return (" " if text[0].isspace() else "") + plain(text)
 
     def begin_response(self) -> None:
-        self._before_answer = (len(self.tokens), self._logits, self.hidden, self._user_text)
+        self._before_answer = self._mark()
         self._open("assistant")
         self._answer = _Answer(start=len(self.tokens), tokens=[], pieces=[])
 
     def cancel_response(self) -> None:
         """A speculative answer the user talked over: back to the open user turn, as it was."""
-        position, self._logits, self.hidden, self._user_text = self._before_answer
-        self._cut(position)
+        self._rewind(self._before_answer)
         self._answer, self._open_role = None, "user"
 
     def speak(self, max_tokens: int) -> tuple[str, bool]:
@@ -468,6 +475,7 @@ class LlamaDuplexLM:
         if len(self.tokens) + len(tokens) > self.context_tokens:
             raise ValueError(f"{len(self.tokens) + len(tokens)} tokens exceed the LM context")
         lib.llama_set_embeddings(self._ctx, True)
+        self._sync_threads()
         batch, hidden = self._llm._batch, []
         for i in range(0, len(tokens), self._llm.n_batch):
             chunk = tokens[i : i + self._llm.n_batch]
@@ -493,6 +501,7 @@ class LlamaDuplexLM:
             self._speech_batch = lib.llama_batch_init(_SPEECH_BATCH, self.hidden_size, 1)
         batch = self._speech_batch
         lib.llama_set_embeddings(self._ctx, True)
+        self._sync_threads()
         states = []
         for i in range(0, count, _SPEECH_BATCH):
             part = np.ascontiguousarray(embeddings[i : i + _SPEECH_BATCH], dtype=np.float32)
@@ -587,9 +596,7 @@ class LlamaDuplexLM:
         lib = self._llama_cpp
         self._check_room(len(tokens))
         lib.llama_set_embeddings(self._ctx, hidden)
-        if len(tokens) > 1 and self.read_threads != self._read_threads_set:
-            lib.llama_set_n_threads(self._ctx, self._threads, self.read_threads)
-            self._read_threads_set = self.read_threads
+        self._sync_threads()
         batch = self._llm._batch
         for i in range(0, len(tokens), self._llm.n_batch):
             chunk = tokens[i : i + self._llm.n_batch]
@@ -606,6 +613,22 @@ class LlamaDuplexLM:
                 f"the conversation outgrew the LM context ({self.context_tokens} tokens); "
                 "raise models.context_tokens"
             )
+
+    def _sync_threads(self) -> None:
+        """Read on `read_threads` from the next decode on (a server changes it as
+        sessions come and go)."""
+        if self.read_threads != self._read_threads_set:
+            self._llama_cpp.llama_set_n_threads(self._ctx, self._threads, self.read_threads)
+            self._read_threads_set = self.read_threads
+
+    def _mark(self) -> _Mark:
+        return _Mark(len(self.tokens), self._logits, self.hidden, self._user_text, self._p_end)
+
+    def _rewind(self, mark: _Mark) -> None:
+        """Back to `mark`: later tokens forgotten, its logits and readings restored."""
+        self._cut(mark.position)
+        self._logits, self.hidden = mark.logits, mark.hidden
+        self._user_text, self._p_end = mark.user_text, mark.p_end
 
     def _cut(self, position: int) -> None:
         """Forget every cached token from `position` on (the caller restores logits)."""
