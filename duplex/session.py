@@ -261,6 +261,7 @@ class Session:
         else:
             if self.state is State.LISTENING and not self._utterance_ended:
                 events += self._decide(frame.end_ms)
+                events += self._first_clause(frame.end_ms)
             events += self._read_remote(frame.end_ms)
         if self._clock.now_ms() - started > STALL_MS:
             self._catch_up_to = self._timeline(frame.end_ms)
@@ -317,9 +318,21 @@ class Session:
             self._held.append(frame)
             return []
         self._recognizer.accept(frame)
-        if self._unvoiced == pause_frames:
+        if self._unvoiced == pause_frames and not self._hangover_passed(frame.end_ms):
             return self._tentative_end(self._recognizer.pause(), frame.end_ms)
         return []
+
+    def _behind_ms(self, position_ms: int) -> int:
+        """How far the clock is past this audio position: the loop runs behind real
+        time (a busy machine) and the audio after it has already arrived."""
+        return self._timeline(position_ms) - position_ms
+
+    def _hangover_passed(self, position_ms: int) -> bool:
+        """Whether the VAD's answer on a pause starting here is already due. Work done
+        early at a pause, to be ready when the VAD ends it, then wins nothing: the
+        frames that decide are waiting, and they are quick to read."""
+        left = self._vad.end_ms - self.settings.pause_decode_ms
+        return self._behind_ms(position_ms) >= left
 
     def _tentative_end(self, rest: str, now_ms: int) -> list[Event]:
         """The decode at a pause heard `rest` after the stable words. If the turn ends
@@ -437,8 +450,12 @@ class Session:
     # per tick -------------------------------------------------------------
 
     def _tick(self, now_ms: int) -> list[Event]:
-        words = self._recognizer.stable()
         ended = self._utterance_ended
+        # listening behind real time, a routine decode only puts the loop further
+        # behind; the words come with the next one (or with the end of the utterance)
+        behind = self._behind_ms(now_ms) >= self._tick_frames * FRAME_MS
+        catching_up = behind and self.state is State.LISTENING and not ended
+        words = "" if catching_up else self._recognizer.stable()
         if ended:
             words += self._recognizer.finish()
             self._utterance_ended = False
@@ -454,6 +471,12 @@ class Session:
         if self._response is not None and self.state is not State.LISTENING:
             events += self._speak_slice(self._response, now_ms)
         return events
+
+    def _first_clause(self, now_ms: int) -> list[Event]:
+        """A turn taken between ticks starts its answer now, not at the next tick."""
+        if self.state is not State.SPEAKING or self._response is None:
+            return []
+        return self._speak_slice(self._response, now_ms)
 
     def _listen_slice(self, words: str, now_ms: int, ended: bool) -> list[Event]:
         if self._record is None:  # nobody has spoken since the last answer
@@ -490,7 +513,8 @@ class Session:
             return []  # who interrupts goes on ("Wait. Stop. What about Spain?"): room for it
         if self.policy.take_turn(probs, silence):
             return self._take_turn(probs, silence, now_ms)
-        if self._speculative is None and probs.speak >= self.settings.speculate_threshold:
+        likely = probs.speak >= self.settings.speculate_threshold
+        if self._speculative is None and likely and not self._hangover_passed(now_ms):
             self._speculate(now_ms)
         return []
 

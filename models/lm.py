@@ -21,6 +21,7 @@ import io
 import logging
 import math
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +180,9 @@ class _Mark(NamedTuple):
     p_end: float | None
 
 
+_LOADING = threading.Lock()
+
+
 class LlamaDuplexLM:
     """SmolLM2-135M-Instruct (GGUF) with one KV cache for one conversation."""
 
@@ -204,7 +208,10 @@ class LlamaDuplexLM:
 
         self._llama_cpp = llama_cpp
         self.device = resolve_device(device)
-        with contextlib.redirect_stderr(io.StringIO()):  # llama.cpp's load chatter
+        # llama.cpp's load chatter goes to a string; llama-cpp-python itself points the
+        # process's stdout and stderr at /dev/null and back: two loads at once (two
+        # sessions starting) left them there, and the server's log went silent
+        with _LOADING, contextlib.redirect_stderr(io.StringIO()):
             self._llm = llama_cpp.Llama(
                 model_path=str(model_path),
                 n_ctx=context_tokens,

@@ -221,13 +221,14 @@ class PiperSynthesizer:
         if not text.strip():
             return
         config = self._config(length_scale, noise_scale, noise_w)
-        sentences = iter(self._voice.synthesize(text, config))
-        while True:
-            with self._lock:  # espeak-ng's phonemizer is not thread-safe; sessions share a voice
-                chunk = next(sentences, None)
-            if chunk is None:
-                return
-            audio = self._finish(np.asarray(chunk.audio_float_array, dtype=np.float32))
+        with self._lock:  # espeak-ng's phonemizer is not thread-safe; sessions share a voice
+            sentences = self._voice.phonemize(text)
+        for phonemes in sentences:
+            if not phonemes:
+                continue
+            ids = self._voice.phonemes_to_ids(phonemes)
+            raw = self._voice.phoneme_ids_to_audio(ids, config)  # sessions' side by side
+            audio = self._finish(np.clip(np.asarray(raw, dtype=np.float32), -1.0, 1.0))
             if audio.size:
                 yield audio
 

@@ -7,6 +7,8 @@ neither the real environment nor a stray ./duplex.toml can leak in.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -388,3 +390,14 @@ def test_parse_assignments_feeds_overrides() -> None:
     settings = load_settings(overrides=overrides, environ={"DUPLEX_POLICY__TICK_MS": "240"})
     assert settings.policy.tick_ms == 320
     assert settings.vad.threshold == 0.4
+
+
+def test_numpy_blas_runs_on_the_calling_thread_unless_the_user_says_otherwise() -> None:
+    """numpy's OpenBLAS workers spin between our small products: a sixth of two cores
+    under four server sessions. Importing duplex sets one thread, before numpy loads."""
+    probe = "import duplex, numpy, os; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    run = [sys.executable, "-c", probe]
+    assert subprocess.run(run, env=env, capture_output=True, text=True).stdout.strip() == "1"
+    env["OPENBLAS_NUM_THREADS"] = "2"
+    assert subprocess.run(run, env=env, capture_output=True, text=True).stdout.strip() == "2"

@@ -9,6 +9,10 @@ require the same greedy next token.
 
 from __future__ import annotations
 
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -235,3 +239,15 @@ def test_written_answer_is_truncated_and_sent_as_heard() -> None:
     lm.write("Mont Blanc.", done=True)
     assert lm.messages()[-1] == {"role": "assistant", "content": "Mont Blanc."}
     assert lm.text().endswith("Mont Blanc.<|im_end|>\n")
+
+
+def test_two_loads_at_once_leave_the_process_output_alone() -> None:
+    """llama-cpp-python silences a load by pointing file descriptors 1 and 2 at
+    /dev/null and back; two loads at once on two threads (two sessions starting on a
+    server) once left them there, and the server's log went silent."""
+    before, stderr = [os.fstat(fd) for fd in (1, 2)], sys.stderr
+    with ThreadPoolExecutor(2) as pool:
+        lms = list(pool.map(lambda _: _lm(), range(2)))
+    after = [os.fstat(fd) for fd in (1, 2)]
+    assert [(s.st_dev, s.st_ino) for s in after] == [(s.st_dev, s.st_ino) for s in before]
+    assert sys.stderr is stderr and len(lms) == 2

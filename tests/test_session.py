@@ -35,7 +35,7 @@ from duplex.events import (
     TurnTaken,
 )
 from duplex.tdm import State, TurnPolicy
-from tests.fakes import Harness, ScriptedResponder, ToneSynth
+from tests.fakes import Harness, ScriptedResponder, ToneSynth, frames_of, user_audio
 
 QUESTION = [(0, 300, "what"), (300, 500, "time"), (500, 700, "is"), (700, 1000, "it?")]
 ANSWER = "It is noon. Anything else I can help you with today? I am happy to help."
@@ -658,3 +658,44 @@ def test_a_voiced_frame_the_vad_has_not_confirmed_keeps_the_turn_open() -> None:
     assert not h.of(Interrupted)
     [final] = h.of(TranscriptFinal)
     assert final.text == "hello there. what time?"
+
+
+def test_a_turn_taken_between_ticks_starts_its_answer_at_once() -> None:
+    """No final mark: P(speak) is low and the turn waits for a long silence, whose end
+    falls between two ticks. The answer's first clause is made on that frame, not at
+    the next tick (up to `tick_ms` later)."""
+    h = Harness([(0, 300, "so"), (300, 600, "anyway")])
+    h.run(4000)
+    [taken] = h.of(TurnTaken)
+    assert taken.audio_ms % h.settings.tick_ms != 0  # between ticks
+    assert h.of(ResponseText)[0].audio_ms == taken.audio_ms
+    assert h.of(ResponseAudio)[0].audio_ms - taken.audio_ms <= 20
+
+
+def test_a_session_behind_real_time_leaves_out_work_that_cannot_win_time() -> None:
+    """A busy machine: each frame is read 200 ms after it arrived, so the frames that
+    end a pause are already waiting when it begins. No decode at the pause and no
+    draft answer during the VAD's hangover (nothing to gain), no routine decode while
+    the user talks (the loop only falls further behind); the turn is the same."""
+    h = Harness(QUESTION)
+    calls: list[tuple[str, State]] = []
+    recognizer = h.recognizer
+    for name in ("pause", "stable"):
+        real = getattr(recognizer, name)
+
+        def record(real: Any = real, name: str = name) -> str:
+            calls.append((name, h.session.state))
+            return str(real())
+
+        setattr(recognizer, name, record)
+    for frame in frames_of(user_audio([(s, e) for s, e, _ in QUESTION], 3000)):
+        behind = 200 if frame.index else 0
+        h.clock.advance(max(0.0, frame.end_ms + behind - h.clock.now_ms()))
+        h.events += h.session.step(frame)
+    assert ("pause", State.LISTENING) not in calls
+    # only the tick that ends the utterance, with `finish`
+    assert calls.count(("stable", State.LISTENING)) == 1
+    assert h.lm.cancelled == 0 and h.lm.retracted == 0
+    [final] = h.of(TranscriptFinal)
+    assert final.text == "what time is it?"
+    assert len(h.of(TurnTaken)) == 1 and h.of(ResponseAudio)

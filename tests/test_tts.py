@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -144,6 +145,18 @@ def test_speaking_rate(tts: PiperSynthesizer) -> None:
 def test_without_noise_synthesis_is_deterministic(tts: PiperSynthesizer) -> None:
     first = tts.synthesize("What time is it?", **QUIET)
     assert np.array_equal(first, tts.synthesize("What time is it?", **QUIET))
+
+
+def test_sessions_synthesize_side_by_side_and_get_their_own_audio(
+    tts: PiperSynthesizer,
+) -> None:
+    """Sessions share one voice; only its phonemizer is taken in turn. Four clauses made
+    at once on four threads are the audio each makes alone."""
+    texts = ["What time is it?", "It is noon.", "Hello there.", "The sky is blue today."]
+    alone = [tts.synthesize(t, **QUIET) for t in texts]
+    with ThreadPoolExecutor(len(texts)) as pool:
+        together = list(pool.map(lambda t: tts.synthesize(t, **QUIET), texts))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))
 
 
 def test_stream_yields_sentences_that_add_up_to_synthesize(tts: PiperSynthesizer) -> None:
