@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from duplex.audio import Frame, Int16Array
+from duplex.audio import Frame, Int16Array, frames_of
 from duplex.clock import VirtualClock
 from duplex.config import PolicySettings
 from duplex.events import (
@@ -35,7 +35,7 @@ from duplex.events import (
     TurnTaken,
 )
 from duplex.tdm import State, TurnPolicy
-from tests.fakes import Harness, ScriptedResponder, ToneSynth, frames_of, user_audio
+from tests.fakes import Harness, ScriptedResponder, ToneSynth, user_audio
 
 QUESTION = [(0, 300, "what"), (300, 500, "time"), (500, 700, "is"), (700, 1000, "it?")]
 ANSWER = "It is noon. Anything else I can help you with today? I am happy to help."
