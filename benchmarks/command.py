@@ -160,12 +160,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
 
     make_session: runner.SessionFactory = in_process
-    memory = None
+    watch = None
     if args.server:
         from benchmarks import remote
 
         make_session = remote.session_factory(args.server, args.token, policies)
-        memory = remote.MemoryWatch(args.server, args.token)
+        watch = remote.ServerWatch(args.server, args.token)
 
     total = len(chosen) * len(labels)
     with Progress(
@@ -196,8 +196,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         cpus=len(os.sched_getaffinity(0)),
         stagger_ms=args.stagger_ms,
     )
-    if args.server and memory is not None:
-        data["server"] = {"url": args.server, "memory": memory.stop(args.sessions)}
+    if args.server and watch is not None:
+        data["server"] = {"url": args.server, **watch.stop(args.sessions)}
     paths = report.write_all(data, args.out)
     print(report.markdown(data))
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -180,11 +180,14 @@ def markdown(results: Mapping[str, Any]) -> str:
     server = results.get("server")
     if server:
         memory = server.get("memory") or {}
+        cpu = server.get("cpu") or {}
         lines += [
             "",
             f"Server `{server.get('url')}`: memory {memory.get('baseline_mb', 0):.0f} MB idle, "
             f"{memory.get('peak_mb', 0):.0f} MB at peak, "
-            f"{memory.get('per_session_mb', 0):.0f} MB per concurrent session.",
+            f"{memory.get('per_session_mb', 0):.0f} MB per concurrent session; "
+            f"CPU {cpu.get('seconds', 0):.0f} s, {cpu.get('cores', 0):.2f} cores busy on "
+            "average while the runs went.",
         ]
     else:
         peak = max((float(s.get("peak_rss_mb") or 0) for s in summary.values()), default=0.0)

@@ -298,7 +298,8 @@ class Session:
                 self._overlap_end = vad.stopped
             elif self._record is not None:
                 self._record.user_last_voiced_ms = vad.stopped
-                self._record.vad_end_ms = frame.end_ms
+                # when the loop read it: later than the audio says on a busy machine
+                self._record.vad_end_ms = self._timeline(frame.end_ms)
         return events
 
     def _hear_in_speech(self, frame: Frame, voiced: bool) -> list[Event]:

@@ -274,3 +274,17 @@ def test_write_all(results: dict[str, Any], tmp_path: Path) -> None:
     assert paths["markdown"].read_text(encoding="utf-8") == report.markdown(results)
     for key in ("timeline", "cdf"):
         assert paths[key].read_bytes()[:8] == PNG_MAGIC
+
+
+def test_markdown_reports_the_servers_memory_and_cpu(results: dict[str, Any]) -> None:
+    results = {
+        **results,
+        "server": {
+            "url": "ws://127.0.0.1:8765/v1/stream",
+            "memory": {"baseline_mb": 325.0, "peak_mb": 1303.0, "per_session_mb": 244.5},
+            "cpu": {"seconds": 71.2, "cores": 1.13},
+        },
+    }
+    md = report.markdown(results)
+    assert "memory 325 MB idle, 1303 MB at peak, 244 MB per concurrent session" in md
+    assert "CPU 71 s, 1.13 cores busy on average" in md

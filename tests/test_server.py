@@ -457,6 +457,7 @@ def test_bench_drives_a_remote_session(
     assert run.metrics["barge_in_stop_ms"] is not None, run.metrics
     assert run.records, "the server's turn metrics arrive"
     assert remote.server_rss_mb(url) > 100
+    assert remote.server_cpu_s(url) > 1  # it loaded the models and ran a conversation
 
 
 def test_remote_session_refusals_are_clear(live: LiveServer) -> None:

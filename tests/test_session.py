@@ -688,7 +688,7 @@ def test_a_session_behind_real_time_leaves_out_work_that_cannot_win_time() -> No
             return str(real())
 
         setattr(recognizer, name, record)
-    for frame in frames_of(user_audio([(s, e) for s, e, _ in QUESTION], 3000)):
+    for frame in frames_of(user_audio([(s, e) for s, e, _ in QUESTION], 6000)):
         behind = 200 if frame.index else 0
         h.clock.advance(max(0.0, frame.end_ms + behind - h.clock.now_ms()))
         h.events += h.session.step(frame)
@@ -699,3 +699,7 @@ def test_a_session_behind_real_time_leaves_out_work_that_cannot_win_time() -> No
     [final] = h.of(TranscriptFinal)
     assert final.text == "what time is it?"
     assert len(h.of(TurnTaken)) == 1 and h.of(ResponseAudio)
+    # the turn's breakdown shows where the time went: the VAD's end was read late
+    [metrics] = h.of(TurnMetrics)
+    assert isinstance(metrics, TurnMetrics)
+    assert metrics.record.stages()["vad_end"] == 200 + 200
