@@ -319,21 +319,26 @@ class Session:
             self._held.append(frame)
             return []
         self._recognizer.accept(frame)
-        if self._unvoiced == pause_frames and not self._hangover_passed(frame.end_ms):
+        if self._unvoiced == pause_frames and not self._already_here(self._vad_end_in(frame)):
             return self._tentative_end(self._recognizer.pause(), frame.end_ms)
         return []
+
+    def _vad_end_in(self, frame: Frame) -> int:
+        """Audio ms from this frame until the VAD would end the utterance (if the voice
+        does not come back): its hangover after the last frame it heard as voice."""
+        last = self._vad.last_voiced_end_ms
+        return self._vad.end_ms - (frame.end_ms - last if last is not None else 0)
 
     def _behind_ms(self, position_ms: int) -> int:
         """How far the clock is past this audio position: the loop runs behind real
         time (a busy machine) and the audio after it has already arrived."""
         return self._timeline(position_ms) - position_ms
 
-    def _hangover_passed(self, position_ms: int) -> bool:
-        """Whether the VAD's answer on a pause starting here is already due. Work done
-        early at a pause, to be ready when the VAD ends it, then wins nothing: the
+    def _already_here(self, ahead_ms: int) -> bool:
+        """Whether the audio `ahead_ms` past the last frame has already arrived. Work
+        done early, to be ready at a moment that is already here, wins nothing: the
         frames that decide are waiting, and they are quick to read."""
-        left = self._vad.end_ms - self.settings.pause_decode_ms
-        return self._behind_ms(position_ms) >= left
+        return self._behind_ms(self._next_index * FRAME_MS) >= ahead_ms
 
     def _tentative_end(self, rest: str, now_ms: int) -> list[Event]:
         """The decode at a pause heard `rest` after the stable words. If the turn ends
@@ -451,12 +456,8 @@ class Session:
     # per tick -------------------------------------------------------------
 
     def _tick(self, now_ms: int) -> list[Event]:
+        words = self._recognizer.stable()
         ended = self._utterance_ended
-        # listening behind real time, a routine decode only puts the loop further
-        # behind; the words come with the next one (or with the end of the utterance)
-        behind = self._behind_ms(now_ms) >= self._tick_frames * FRAME_MS
-        catching_up = behind and self.state is State.LISTENING and not ended
-        words = "" if catching_up else self._recognizer.stable()
         if ended:
             words += self._recognizer.finish()
             self._utterance_ended = False
@@ -515,7 +516,8 @@ class Session:
         if self.policy.take_turn(probs, silence):
             return self._take_turn(probs, silence, now_ms)
         likely = probs.speak >= self.settings.speculate_threshold
-        if self._speculative is None and likely and not self._hangover_passed(now_ms):
+        due = self._already_here(round(self.policy.required_silence_ms(probs.speak)) - silence)
+        if self._speculative is None and likely and not due:
             self._speculate(now_ms)
         return []
 
