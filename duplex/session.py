@@ -319,20 +319,18 @@ class Session:
             self._held.append(frame)
             return []
         self._recognizer.accept(frame)
-        if self._unvoiced == pause_frames:
-            vad_end = self._vad_end_in(frame)
-            if vad_end is None or not self._already_here(vad_end):
-                return self._tentative_end(self._recognizer.pause(), frame.end_ms)
+        if self._unvoiced == pause_frames and not self._already_here(self._vad_end_in(frame)):
+            return self._tentative_end(self._recognizer.pause(), frame.end_ms)
         return []
 
-    def _vad_end_in(self, frame: Frame) -> int | None:
-        """Audio ms from this frame until the VAD would end the utterance if the voice
-        does not come back: its hangover after the last frame it heard as voice. None
-        while it still hears voice here (its probability trails the level): not in sight."""
+    def _vad_end_in(self, frame: Frame) -> int:
+        """Audio ms from this frame until the VAD ends the utterance at the earliest (if
+        the voice does not come back): its hangover after the last frame it heard as
+        voice. Later if it goes on hearing voice; under load, leaving the early work out
+        on this bound still ended turns sooner (four sessions: 600 / 1068 ms against
+        730 / 1662 when the work ran while the VAD still heard voice)."""
         last = self._vad.last_voiced_end_ms
-        if last is None or last >= frame.end_ms:
-            return None
-        return self._vad.end_ms - (frame.end_ms - last)
+        return self._vad.end_ms - (frame.end_ms - last if last is not None else 0)
 
     def _behind_ms(self, position_ms: int) -> int:
         """How far the clock is past this audio position: the loop runs behind real
