@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # How many sessions one `duplex serve` holds: a fresh server per N, then the
-# benchmark with N concurrent sessions over /v1/stream, 36 scenarios (6 per category;
+# benchmark with N concurrent sessions over /v1/stream, 30 scenarios (6 per category;
 # PER_CATEGORY=n for more or fewer). Reports go to out/load/nN.
 # Usage: benchmarks/load.sh [N ...]   (default: 1 2 3 4 6)
 set -euo pipefail
