@@ -332,16 +332,13 @@ class Session:
         last = self._vad.last_voiced_end_ms
         return self._vad.end_ms - (frame.end_ms - last if last is not None else 0)
 
-    def _behind_ms(self, position_ms: int) -> int:
-        """How far the clock is past this audio position: the loop runs behind real
-        time (a busy machine) and the audio after it has already arrived."""
-        return self._timeline(position_ms) - position_ms
-
     def _already_here(self, ahead_ms: int) -> bool:
-        """Whether the audio `ahead_ms` past the last frame has already arrived. Work
-        done early, to be ready at a moment that is already here, wins nothing: the
-        frames that decide are waiting, and they are quick to read."""
-        return self._behind_ms(self._next_index * FRAME_MS) >= ahead_ms
+        """Whether the audio `ahead_ms` past the last frame has already arrived: the
+        loop runs that far behind the clock (a busy machine). Work done early, to be
+        ready at a moment that is already here, wins nothing: the frames that decide
+        are waiting, and they are quick to read."""
+        position = self._next_index * FRAME_MS
+        return self._timeline(position) - position >= ahead_ms
 
     def _tentative_end(self, rest: str, now_ms: int) -> list[Event]:
         """The decode at a pause heard `rest` after the stable words. If the turn ends
@@ -519,9 +516,10 @@ class Session:
         if self.policy.take_turn(probs, silence):
             return self._take_turn(probs, silence, now_ms)
         likely = probs.speak >= self.settings.speculate_threshold
-        due = self._already_here(round(self.policy.required_silence_ms(probs.speak)) - silence)
-        if self._speculative is None and likely and not due:
-            self._speculate(now_ms)
+        if self._speculative is None and likely:
+            needed = round(self.policy.required_silence_ms(probs.speak))
+            if not self._already_here(needed - silence):  # else the turn's frame is here
+                self._speculate(now_ms)
         return []
 
     def _speculate(self, now_ms: int) -> None:
