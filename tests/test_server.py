@@ -582,15 +582,21 @@ def test_replicas_behind_nginx_share_sessions_and_survive_one_dying(
             replica.kill()
 
 
-def test_sessions_read_on_one_thread_while_others_run(sessions: StackSessions) -> None:
-    """A session alone reads its words on two threads; with another running, each on
-    one, and back to two when it is alone again."""
+def test_sessions_share_the_cores(sessions: StackSessions) -> None:
+    """On two cores, a session alone reads its words on two threads and works ahead
+    at pauses; with another running, each reads on one thread and neither works
+    ahead; alone again, it does both once more."""
+    cores, sessions.cores = sessions.cores, 2
     first = sessions.acquire()
     try:
         assert first.lm.read_threads == 2  # type: ignore[attr-defined]
+        assert first.work_at_pauses
         second = sessions.acquire()
         assert first.lm.read_threads == second.lm.read_threads == 1  # type: ignore[attr-defined]
+        assert not first.work_at_pauses and not second.work_at_pauses
         sessions.release(second)
         assert first.lm.read_threads == 2  # type: ignore[attr-defined]
+        assert first.work_at_pauses
     finally:
         sessions.release(first)
+        sessions.cores = cores

@@ -699,3 +699,27 @@ def test_a_session_behind_real_time_leaves_out_work_that_cannot_win_time() -> No
     [metrics] = h.of(TurnMetrics)
     assert isinstance(metrics, TurnMetrics)
     assert metrics.record.stages()["vad_end"] == 200 + 200
+
+
+def test_a_session_sharing_its_cores_does_no_work_at_pauses() -> None:
+    """On time and alone, the recognizer decodes a moment into the pause; with the
+    early work turned off (a server whose sessions share the cores) it decodes at
+    the VAD's end instead, and the turn and its words are the same."""
+    turns = []
+    for work in (True, False):
+        h = Harness(QUESTION)
+        h.session.work_at_pauses = work
+        pauses: list[int] = []
+        pause = h.recognizer.pause
+
+        def record_pause(pauses: list[int] = pauses, pause: Any = pause) -> str:
+            pauses.append(1)
+            return pause()
+
+        h.recognizer.pause = record_pause  # type: ignore[method-assign]
+        h.run(4000)
+        assert bool(pauses) is work
+        [final] = h.of(TranscriptFinal)
+        assert final.text == "what time is it?"
+        turns.append(len(h.of(TurnTaken)))
+    assert turns == [1, 1]
