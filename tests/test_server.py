@@ -589,14 +589,12 @@ def test_sessions_share_the_cores(sessions: StackSessions) -> None:
     cores, sessions.cores = sessions.cores, 2
     first = sessions.acquire()
     try:
-        assert first.lm.read_threads == 2  # type: ignore[attr-defined]
-        assert first.work_at_pauses
+        assert (first.lm.read_threads, first.work_at_pauses) == (2, True)  # type: ignore[attr-defined]
         second = sessions.acquire()
         assert first.lm.read_threads == second.lm.read_threads == 1  # type: ignore[attr-defined]
-        assert not first.work_at_pauses and not second.work_at_pauses
+        assert (first.work_at_pauses, second.work_at_pauses) == (False, False)
         sessions.release(second)
-        assert first.lm.read_threads == 2  # type: ignore[attr-defined]
-        assert first.work_at_pauses
+        assert (first.lm.read_threads, first.work_at_pauses) == (2, True)  # type: ignore[attr-defined]
     finally:
         sessions.release(first)
         sessions.cores = cores

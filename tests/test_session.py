@@ -714,7 +714,7 @@ def test_a_session_sharing_its_cores_does_no_work_at_pauses() -> None:
 
         def record_pause(pauses: list[int] = pauses, pause: Any = pause) -> str:
             pauses.append(1)
-            return pause()
+            return str(pause())
 
         h.recognizer.pause = record_pause  # type: ignore[method-assign]
         h.run(4000)
