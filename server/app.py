@@ -418,13 +418,12 @@ class StackSessions:
     def _share_cores(self) -> None:
         """One session alone reads its words on `models.lm_read_threads` threads; with
         others running, on one (measured: 3 sessions, end of turn p50 540 -> 380 ms).
-        Sessions work ahead at pauses while each has two cores: beyond that the work,
-        wasted at most pauses, takes the cores other sessions' turns need (four
-        sessions on two cores: 10-18% less CPU, end of turn p95 936 -> 844 ms)."""
+        Sessions work ahead at pauses while each has a core: beyond that the work,
+        wasted at most pauses, takes the cores other sessions' turns need."""
         from models.lm import LlamaDuplexLM
 
         threads = self.stack.settings.models.lm_read_threads if len(self._active) == 1 else 1
-        spare = len(self._active) <= max(1, self.cores // 2)
+        spare = len(self._active) <= self.cores
         for session in self._active:
             session.work_at_pauses = spare
             if isinstance(session.lm, LlamaDuplexLM):

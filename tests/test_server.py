@@ -583,16 +583,20 @@ def test_replicas_behind_nginx_share_sessions_and_survive_one_dying(
 
 
 def test_sessions_share_the_cores(sessions: StackSessions) -> None:
-    """On two cores, a session alone reads its words on two threads and works ahead
-    at pauses; with another running, each reads on one thread and neither works
-    ahead; alone again, it does both once more."""
+    """On two cores, a session alone reads its words on two threads, and with another
+    running on one; sessions work ahead at pauses while there is a core for each.
+    As they leave, each goes back."""
     cores, sessions.cores = sessions.cores, 2
     first = sessions.acquire()
     try:
         assert (first.lm.read_threads, first.work_at_pauses) == (2, True)  # type: ignore[attr-defined]
         second = sessions.acquire()
         assert first.lm.read_threads == second.lm.read_threads == 1  # type: ignore[attr-defined]
-        assert (first.work_at_pauses, second.work_at_pauses) == (False, False)
+        assert (first.work_at_pauses, second.work_at_pauses) == (True, True)
+        third = sessions.acquire()
+        assert not any(s.work_at_pauses for s in (first, second, third))
+        sessions.release(third)
+        assert (first.work_at_pauses, second.work_at_pauses) == (True, True)
         sessions.release(second)
         assert (first.lm.read_threads, first.work_at_pauses) == (2, True)  # type: ignore[attr-defined]
     finally:
