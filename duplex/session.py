@@ -191,9 +191,12 @@ class Session:
         # how long after it is sent a frame is heard: the device's output latency and
         # queue, set by a client that measures it (the local assistant does)
         self.output_delay_ms = 0
-        # the decode, tentative read and draft a moment into each pause: worth their
-        # cost while a core is idle; a server sharing its cores turns them off
-        self.work_at_pauses = True
+        # a moment into each pause the recognizer decodes (if the turn ends there, its
+        # final pass is done) and the LM reads the words and drafts an answer to a
+        # likely end. Most pauses are not the end (about three in four in the
+        # benchmark): the read and the draft pay while a core is idle; a server whose
+        # sessions share the cores turns them off and keeps the decode
+        self.read_at_pauses = True
         # after a stall, no output until the input that arrived during it is heard
         self._catch_up_to = 0
         self._utterance_ended = False
@@ -322,15 +325,11 @@ class Session:
             self._held.append(frame)
             return []
         self._recognizer.accept(frame)
-        if self._unvoiced == pause_frames and self._pause_work_pays(frame):
-            return self._tentative_end(self._recognizer.pause(), frame.end_ms)
+        if self._unvoiced == pause_frames and not self._already_here(self._vad_end_in(frame)):
+            rest = self._recognizer.pause()
+            if self.read_at_pauses:
+                return self._tentative_end(rest, frame.end_ms)
         return []
-
-    def _pause_work_pays(self, frame: Frame) -> bool:
-        """Most pauses are not the end (a breath, a stop consonant: about three in four
-        in the benchmark), so the early work at one is mostly spent for nothing; it pays
-        where a core would idle otherwise, and where it can still win time."""
-        return self.work_at_pauses and not self._already_here(self._vad_end_in(frame))
 
     def _vad_end_in(self, frame: Frame) -> int:
         """Audio ms from this frame until the VAD ends the utterance at the earliest (if
@@ -520,13 +519,13 @@ class Session:
         if self._record.user_last_voiced_ms is None:  # typed words wait for `respond`
             return []
         silence = now_ms - self._record.user_last_voiced_ms
-        if self._after_barge_in and silence < self.settings.after_barge_in_silence_ms:
-            return []  # who interrupts goes on ("Wait. Stop. What about Spain?"): room for it
-        if self.policy.take_turn(probs, silence):
+        # who interrupts goes on ("Wait. Stop. What about Spain?"): room for it
+        room = self.settings.after_barge_in_silence_ms if self._after_barge_in else 0
+        if silence >= room and self.policy.take_turn(probs, silence):
             return self._take_turn(probs, silence, now_ms)
         likely = probs.speak >= self.settings.speculate_threshold
         if self._speculative is None and likely:
-            needed = round(self.policy.required_silence_ms(probs.speak))
+            needed = max(room, round(self.policy.required_silence_ms(probs.speak)))
             if not self._already_here(needed - silence):  # else the turn's frame is here
                 self._speculate(now_ms)
         return []

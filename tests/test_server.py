@@ -584,21 +584,21 @@ def test_replicas_behind_nginx_share_sessions_and_survive_one_dying(
 
 def test_sessions_share_the_cores(sessions: StackSessions) -> None:
     """On two cores, a session alone reads its words on two threads, and with another
-    running on one; sessions work ahead at pauses while there is a core for each.
+    running on one; sessions read and draft at pauses while there is a core for each.
     As they leave, each goes back."""
     cores, sessions.cores = sessions.cores, 2
     first = sessions.acquire()
     try:
-        assert (first.lm.read_threads, first.work_at_pauses) == (2, True)  # type: ignore[attr-defined]
+        assert (first.lm.read_threads, first.read_at_pauses) == (2, True)  # type: ignore[attr-defined]
         second = sessions.acquire()
         assert first.lm.read_threads == second.lm.read_threads == 1  # type: ignore[attr-defined]
-        assert (first.work_at_pauses, second.work_at_pauses) == (True, True)
+        assert (first.read_at_pauses, second.read_at_pauses) == (True, True)
         third = sessions.acquire()
-        assert not any(s.work_at_pauses for s in (first, second, third))
+        assert not any(s.read_at_pauses for s in (first, second, third))
         sessions.release(third)
-        assert (first.work_at_pauses, second.work_at_pauses) == (True, True)
+        assert (first.read_at_pauses, second.read_at_pauses) == (True, True)
         sessions.release(second)
-        assert (first.lm.read_threads, first.work_at_pauses) == (2, True)  # type: ignore[attr-defined]
+        assert (first.lm.read_threads, first.read_at_pauses) == (2, True)  # type: ignore[attr-defined]
     finally:
         sessions.release(first)
         sessions.cores = cores

@@ -34,6 +34,7 @@ from duplex.events import (
     TurnMetrics,
     TurnTaken,
 )
+from duplex.ports import StateProbs
 from duplex.tdm import State, TurnPolicy
 from tests.fakes import Harness, ScriptedResponder, ToneSynth, user_audio
 
@@ -134,6 +135,20 @@ def test_barge_in_stops_output_at_the_onset_and_truncates_history() -> None:
     # after a barge-in the turn waits at least after_barge_in_silence_ms (600)
     assert taken[1].audio_ms == 3200 and taken[1].silence_ms == 600
     assert metrics[1].user_onset_ms == 2000 and metrics[1].end_of_turn_ms == 600
+
+
+def test_the_answer_to_an_interruption_is_drafted_while_its_room_runs() -> None:
+    """After a barge-in the turn waits 600 ms of silence (who interrupts often goes
+    on). A likely end is drafted meanwhile, also where the LM reads nothing at
+    pauses (a server whose sessions share the cores): the answer is ready then."""
+    for read in (True, False):
+        h = Harness([*QUESTION, (2000, 2300, "wait,"), (2300, 2600, "stop.")])
+        h.session.read_at_pauses = read
+        h.run(8000)
+        taken = h.of(TurnTaken)
+        assert [(t.audio_ms, t.silence_ms) for t in taken[1:]] == [(3200, 600)]
+        first = next(e for e in h.of(ResponseText) if e.response_id == 2)
+        assert first.audio_ms < 3200
 
 
 def test_words_the_recognizer_only_guessed_over_the_answer_do_not_stop_it() -> None:
@@ -515,8 +530,6 @@ def test_speech_understanding_takes_the_turn_from_what_it_heard() -> None:
 
 def test_speech_heard_while_a_draft_is_written_joins_the_turn_when_the_user_goes_on() -> None:
     def unsure(heard: list[tuple[int, bool]], overlap: bool) -> Any:
-        from duplex.ports import StateProbs
-
         quiet = len(heard) >= 2 and not heard[-1][1] and not heard[-2][1]
         return StateProbs(0.5, 0.5, 0.0) if quiet else StateProbs(0.95, 0.05, 0.0)
 
@@ -694,19 +707,24 @@ def test_a_session_behind_real_time_leaves_out_work_that_cannot_win_time() -> No
     assert metrics.record.stages()["vad_end"] == 200 + 200
 
 
-def test_a_session_sharing_its_cores_does_no_work_at_pauses() -> None:
-    """On time and alone, the recognizer decodes a moment into the pause; with the
-    early work turned off (a server whose sessions share the cores) it decodes at
-    the VAD's end instead, and the turn and its words are the same."""
-    for work in (True, False):
+def test_a_session_sharing_its_cores_decodes_at_pauses_but_drafts_nothing() -> None:
+    """On time, the recognizer decodes a moment into the pause either way (if the
+    turn ends there, its final pass is done). Alone, the LM reads those words at
+    once and drafts an answer to a likely end; with the read turned off (a server
+    whose sessions share the cores) neither happens before the VAD's end, and the
+    turn and its words are the same."""
+    for read in (True, False):
         h = Harness(QUESTION)
-        h.session.work_at_pauses = work
-        pauses = record_pauses(h)
+        h.session.read_at_pauses = read
+        pauses, reads = record_pauses(h), record_reads(h)
         h.run(4000)
-        assert bool(pauses) is work
+        assert pauses
+        assert bool(reads) is read
         [final] = h.of(TranscriptFinal)
         assert final.text == "what time is it?"
-        assert len(h.of(TurnTaken)) == 1
+        [taken] = h.of(TurnTaken)
+        drafted = h.of(ResponseText)[0].audio_ms < taken.audio_ms
+        assert drafted is read
 
 
 def record_pauses(h: Harness) -> list[int]:
@@ -720,3 +738,16 @@ def record_pauses(h: Harness) -> list[int]:
 
     h.recognizer.pause = record_pause  # type: ignore[method-assign]
     return pauses
+
+
+def record_reads(h: Harness) -> list[str]:
+    """The words the LM reads at a pause (tentatively: the user may go on)."""
+    reads: list[str] = []
+    listen_tentatively = h.lm.listen_tentatively
+
+    def record_read(text: str) -> StateProbs:
+        reads.append(text)
+        return listen_tentatively(text)
+
+    h.lm.listen_tentatively = record_read  # type: ignore[method-assign]
+    return reads
