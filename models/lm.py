@@ -89,8 +89,8 @@ def normalize_overlap(text: str) -> str:
 # P(end) -> P(speak): odds of 1 at P(end) = 10^-3 = 0.001, times 10^1.5 per decade
 END_MIDPOINT_LOG10 = -3.0
 END_ODDS_PER_DECADE_LOG10 = 1.5
-MAX_SPEAK = 0.98  # the cap: even a sure end waits ~140 ms of silence
-UNMARKED_MAX_SPEAK = 0.9  # the cap for words the recognizer left unpunctuated (~290 ms)
+MAX_SPEAK = 0.98  # the cap: even a sure end waits ~190 ms of silence
+UNMARKED_MAX_SPEAK = 0.9  # the cap for words the recognizer left unpunctuated (~335 ms)
 
 
 def speak_from_end(p_end: float) -> float:

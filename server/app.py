@@ -421,7 +421,7 @@ class StackSessions:
         Sessions read and draft at pauses while each has a core: beyond that the work,
         wasted at most pauses, takes the cores other sessions' turns need. The decode
         at a pause stays, and takes the final pass off the turn's path (four sessions,
-        three runs each: end of turn 440 / 660 ms against 560 / 760 without it)."""
+        five runs each: end of turn 440 / 660 ms against 540 / 760 without it)."""
         from models.lm import LlamaDuplexLM
 
         threads = self.stack.settings.models.lm_read_threads if len(self._active) == 1 else 1
