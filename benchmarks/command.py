@@ -7,18 +7,31 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from duplex.audio import Int16Array
 from duplex.clock import Clock
 from duplex.config import Settings
 from duplex.drive import Steps
 from duplex.tdm import POLICIES
 
+if TYPE_CHECKING:
+    from benchmarks.scenarios import Scenario
+    from models.stack import SpeechStack
+
 REMOTE = "remote"  # a label's variant (POLICY+remote): answers from the external engine
 UNDERSTANDINGS = ("text", "speech", "both")  # POLICY+speech, POLICY+both: how the LM hears
 SHARED_SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
+# real speech a Debian package installs (codec2-examples, LGPL-2.1): a radio conversation
+# with natural pauses, and read Harvard sentences
+RECORDINGS = (
+    SHARED_SPEECH,
+    Path("/usr/share/codec2/wav/ve9qrp.wav"),
+    Path("/usr/share/codec2/raw/speech_orig_16k.wav"),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,9 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--recordings",
-        type=Path,
-        default=SHARED_SPEECH,
-        help="real speech to add as turn-end scenarios, if the folder exists",
+        default=",".join(str(p) for p in RECORDINGS),
+        help="real speech: comma-separated folders or files of recordings, cut into "
+        "real-speech scenarios (turn ends, pauses, backchannels, each side of a conversation "
+        "with an .stm beside it), reported apart from the synthetic set; missing ones are "
+        "skipped, none: no real speech (default: ../shared/speech and the recordings of the "
+        "codec2-examples package)",
     )
     parser.add_argument("--scenarios", type=Path, help="your own scenarios (JSON + WAV) instead")
     parser.add_argument("--out", type=Path, default=Path("out/bench"), help="where reports go")
@@ -138,12 +154,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             # the user's voice without Piper's random variation: the same seed, the same audio
             user_voice = PiperSynthesizer(stack.voice_path, noise_scale=0.0, noise_w=0.0)
             chosen = scenarios.generate(
-                user_voice,
-                per_category=args.per_category,
-                seed=args.seed,
-                snrs=snrs,
-                recordings=args.recordings,
+                user_voice, per_category=args.per_category, seed=args.seed, snrs=snrs
             )
+            recordings = [Path(p.strip()) for p in args.recordings.split(",") if p.strip()]
+            chosen += real_scenarios(stack, [p for p in recordings if p.exists()], args.seed)
     per_thread = threading.local()  # one LM (one KV cache) per concurrent session, reused
 
     def in_process(clock: Clock, label: str) -> Steps:
@@ -195,6 +209,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         sessions=args.sessions,
         cpus=len(os.sched_getaffinity(0)),
         stagger_ms=args.stagger_ms,
+        settings=settings.policy,
     )
     if args.server and watch is not None:
         data["server"] = {"url": args.server, **watch.stop(args.sessions)}
@@ -202,6 +217,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(report.markdown(data))
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def real_scenarios(stack: SpeechStack, places: list[Path], seed: int) -> list[Scenario]:
+    """The recordings in `places` cut into scenarios, at the recognizer's word times."""
+    from benchmarks import real_speech
+    from models.asr import word_times
+
+    def words(pcm: Int16Array) -> list[real_speech.Word]:
+        return [real_speech.Word(*w) for w in word_times(stack.whisper, pcm)]
+
+    return real_speech.load(places, words, seed=seed) if places else []
 
 
 def _components(args: argparse.Namespace, settings: Settings) -> int:

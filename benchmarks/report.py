@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-CATEGORIES = ("pause", "turn_end", "interruption", "backchannel")
+CATEGORIES = ("pause", "turn_end", "interruption", "backchannel", "dialogue")
 LATENCIES = (
     ("end_of_turn_ms", "End of turn"),
     ("barge_in_stop_ms", "Barge-in stop"),
@@ -31,6 +31,7 @@ RATES = (
 COMPONENTS = (
     ("vad_end", "VAD end"),
     ("asr_final", "ASR final"),
+    ("turn_audio", "Acoustic estimate"),
     ("decision", "Decision"),
     ("first_token", "First token"),
     ("first_tts_audio", "First TTS audio"),
@@ -43,6 +44,7 @@ KIND_COLORS = {
 }
 POLICY_COLORS = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 LINESTYLES = ("-", "--", ":", "-.")
+FALSE_START_COLOR = "#d62728"
 HATCHES = {"completed": "", "interrupted": "///", "cancelled": ".."}
 DASH = "\u2013"  # en dash: "no data"
 TIMES = "\u00d7"
@@ -140,6 +142,7 @@ def markdown(results: Mapping[str, Any]) -> str:
     header = [
         "Policy",
         "TOR on pauses ↓",
+        "False starts ↓",
         "End of turn ms",
         "Barge-in stop ms",
         "Response after interruption ms",
@@ -156,6 +159,7 @@ def markdown(results: Mapping[str, Any]) -> str:
             [
                 f"`{name}`",
                 fmt_rate(s.get("takeover_rate")),
+                fmt_rate(s.get("false_start_rate")),
                 *(fmt_spread(s.get(key)) for key, _ in LATENCIES),
                 fmt_rate(s.get("backchannel_false_stop_rate")),
                 fmt_spread(s.get("backchannel_hold_ms")),
@@ -171,6 +175,8 @@ def markdown(results: Mapping[str, Any]) -> str:
         "",
         "Latencies are median / p95 in ms on the audio timeline (lower is better). "
         "TOR: the assistant took the turn during a mid-utterance pause. "
+        "False starts: pauses inside a turn into which 120 ms or more of answer audio began "
+        "while the user still had words to say (yielded or not). "
         'Backchannel hold: how long the answer paused over an "uh-huh" it then went on from. '
         "Gaps in answers: silence inside an answer to a question (the loop busy longer than "
         "its output cushion). "
@@ -210,6 +216,7 @@ def markdown(results: Mapping[str, Any]) -> str:
             f"{DASH} where undefined (no data, or the reference is 0).",
         ]
 
+    lines += _real_speech(results, policies)
     lines += ["", "## Where the end-of-turn time goes", ""]
     comp_rows = []
     for name in policies:
@@ -221,6 +228,78 @@ def markdown(results: Mapping[str, Any]) -> str:
         "Median / p95 ms after the user's last voiced frame, for the first answer of each run.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _real_speech(results: Mapping[str, Any], policies: Sequence[str]) -> list[str]:
+    """The real-speech set's own table (never pooled with the synthetic one), false
+    starts per category and source, and the trade-off's knee."""
+    sets: Mapping[str, Any] = results.get("sets") or {}
+    real = sets.get("real")
+    lines: list[str] = []
+    if real:
+        header = [
+            "Policy",
+            "False starts ↓",
+            "Heard of a false start ms",
+            "Turn ends answered ≤ 1.5 s",
+            "End of turn ms",
+            "Backchannel false stops ↓",
+        ]
+        rows = [
+            [
+                f"`{name}`",
+                fmt_rate(real.get(name, {}).get("false_start_rate")),
+                fmt_spread(real.get(name, {}).get("false_start_ms")),
+                fmt_rate(real.get(name, {}).get("answered_rate")),
+                fmt_spread(real.get(name, {}).get("turn_end_ms")),
+                fmt_rate(real.get(name, {}).get("backchannel_false_stop_rate")),
+            ]
+            for name in policies
+        ]
+        lines += ["", "## Real speech", "", *_table(header, rows)]
+        lines += [
+            "",
+            "Recordings of real people (`--recordings`), cut only at their words. End of turn: "
+            "every turn end answered within 1.5 s, median / p95 ms from the last word.",
+        ]
+    by = false_starts_by_category(results)
+    if by:
+        columns = sorted({key for counts in by.values() for key in counts})
+        lines += ["", "### False starts per category and source", ""]
+        rows = [
+            [f"`{name}`", *(fmt_rate(by[name].get(key)) for key in columns)]
+            for name in policies
+            if name in by
+        ]
+        lines += _table(["Policy", *(f"{c[0]} {c[1]}" for c in columns)], rows)
+    tradeoff = results.get("tradeoff") or {}
+    knee = tradeoff.get("knee")
+    if knee:
+        lines += [
+            "",
+            f"Trade-off (real speech, `{tradeoff.get('policy')}`, replayed): the knee is the "
+            f"{knee['estimator']} estimate at bias {knee['bias']:+.1f}: false starts "
+            f"{knee['false_start_rate'] * 100:.0f}% of {knee['pauses']} pauses, turn ends "
+            f"{fmt_ms(knee['turn_end_ms'])} ms median, {knee['answered_rate'] * 100:.0f}% "
+            "answered within 1.5 s (tradeoff.png).",
+        ]
+    return lines
+
+
+def false_starts_by_category(results: Mapping[str, Any]) -> dict[str, dict[Any, Any]]:
+    """Per policy, per (source, category): the false-start rate over its pauses."""
+    pooled: dict[str, dict[tuple[str, str], list[bool]]] = {}
+    for run in results.get("runs", []):
+        pauses = (run.get("metrics") or {}).get("pauses") or []
+        if pauses:
+            key = (str(run.get("source", "?")), str(run.get("category", "?")))
+            pooled.setdefault(run["policy"], {}).setdefault(key, []).extend(pauses)
+    return {
+        policy: {
+            key: {"rate": sum(v) / len(v), "count": len(v)} for key, v in sorted(counts.items())
+        }
+        for policy, counts in pooled.items()
+    }
 
 
 # -------------------------------------------------------------------- plots
@@ -242,17 +321,35 @@ def _policy_colors(policies: Sequence[str]) -> dict[str, str]:
 
 
 def sample_scenarios(
-    results: Mapping[str, Any], scenarios: Sequence[str] | None = None, max_scenarios: int = 4
+    results: Mapping[str, Any], scenarios: Sequence[str] | None = None, max_scenarios: int = 6
 ) -> list[str]:
-    """The scenarios to draw: those asked for, else the first one of each category."""
+    """The scenarios to draw: those asked for, else the first one of each category
+    (the synthetic set's first, then real speech's pauses and conversations)."""
     runs = results.get("runs", [])
     if scenarios is not None:
         return list(scenarios)[:max_scenarios]
-    first: dict[str, str] = {}
+    first: dict[tuple[bool, str], str] = {}
     for run in runs:
-        first.setdefault(run.get("category", "?"), run["scenario"])
-    order = [c for c in CATEGORIES if c in first] + [c for c in first if c not in CATEGORIES]
-    return [first[c] for c in order][:max_scenarios]
+        first.setdefault((run.get("source") == "real", run.get("category", "?")), run["scenario"])
+    rank = {c: i for i, c in enumerate(CATEGORIES)}
+    order = sorted(first, key=lambda k: (k[0], rank.get(k[1], len(rank))))
+    return [first[k] for k in order][:max_scenarios]
+
+
+def false_start_spans(run: Mapping[str, Any]) -> set[int]:
+    """The response ids of a run's answers that began into a pause of the user's."""
+    from benchmarks.scenarios import Placed
+    from benchmarks.scoring import FALSE_START_MS, user_turns
+
+    turns = user_turns([Placed(**p) for p in run.get("user", [])])
+    found = set()
+    for out in run.get("assistant", []):
+        if out["end_ms"] - out["start_ms"] < FALSE_START_MS:
+            continue
+        pauses = [(a.end_ms, b.end_ms) for turn in turns for a, b in zip(turn, turn[1:])]
+        if any(lo <= out["start_ms"] < hi for lo, hi in pauses):
+            found.add(out["response_id"])
+    return found
 
 
 def _label(ax: Axes, start_s: float, width_s: float, y: float, text: str, span_s: float) -> None:
@@ -312,18 +409,22 @@ def plot_timelines(
             if run is None:
                 ax.text(0.01 * span_s, lane, "not run", va="center", fontsize=7, color="gray")
                 continue
+            false = false_start_spans(run)
             for out in run.get("assistant", []):
                 x0, w = out["start_ms"] / 1000, (out["end_ms"] - out["start_ms"]) / 1000
                 status = out.get("status", "completed")
+                wrong = out.get("response_id") in false
                 ax.broken_barh(
                     [(x0, w)],
                     (lane - 0.35, 0.7),
                     facecolors=colors[policy],
-                    edgecolor=colors[policy],
+                    edgecolor=FALSE_START_COLOR if wrong else colors[policy],
+                    linewidth=2.0 if wrong else 1.0,
                     alpha=0.9 if status == "completed" else 0.35,
                     hatch=HATCHES.get(status, ".."),
                 )
-                _label(ax, x0, w, lane, f"#{out.get('response_id', '?')} {status}", span_s)
+                label = "false start" if wrong else status
+                _label(ax, x0, w, lane, f"#{out.get('response_id', '?')} {label}", span_s)
         ax.set_ylim(len(policies) + 0.6, -0.6)
         ax.set_yticks(range(len(lanes)), lanes, fontsize=8)
         ax.tick_params(axis="x", labelsize=8)
@@ -338,8 +439,9 @@ def plot_timelines(
             Patch(facecolor="gray", alpha=0.9, label="assistant: completed"),
             Patch(facecolor="gray", alpha=0.35, hatch="///", label="interrupted"),
             Patch(facecolor="gray", alpha=0.35, hatch="..", label="cancelled"),
+            Patch(facecolor="none", edgecolor=FALSE_START_COLOR, linewidth=2, label="false start"),
         ]
-        fig.legend(handles=handles, loc="outside lower center", ncol=7, fontsize=7, frameon=False)
+        fig.legend(handles=handles, loc="outside lower center", ncol=8, fontsize=7, frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -402,6 +504,44 @@ def plot_cdfs(results: Mapping[str, Any], path: Path | str) -> Path:
     return path
 
 
+def plot_tradeoff(results: Mapping[str, Any], path: Path | str) -> Path:
+    """False starts against end-of-turn latency as the threshold moves, per estimator."""
+    plt = _pyplot()
+    path = Path(path)
+    tradeoff = results.get("tradeoff") or {}
+    curves = tradeoff.get("curves") or {}
+    fig = plt.figure(figsize=CDF_PANEL_IN, dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    styles = {"fused": ("#2ca02c", "-"), "text": ("#1f77b4", "--"), "audio": ("#ff7f0e", ":")}
+    for name, points in curves.items():
+        if not points:
+            continue
+        color, style = styles.get(name, ("#7f7f7f", "-."))
+        xs = [p["turn_end_ms"] for p in points]
+        ys = [p["false_start_rate"] * 100 for p in points]
+        ax.plot(xs, ys, style, color=color, marker=".", linewidth=1.6, label=name)
+        default = next((p for p in points if p["bias"] == 0), None)
+        if default:
+            ax.plot(default["turn_end_ms"], default["false_start_rate"] * 100, "o", color=color)
+    knee = tradeoff.get("knee")
+    if knee:
+        ax.plot(knee["turn_end_ms"], knee["false_start_rate"] * 100, "k*", markersize=10,
+                label="knee")
+    if not curves:
+        ax.text(0.5, 0.5, "no real-speech estimates", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_xlabel("median end of turn, ms (replayed)", fontsize=9)
+    ax.set_ylabel("false starts, % of pauses", fontsize=9)
+    ax.set_title("Real speech: false starts against latency", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=7, loc="upper right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
 # -------------------------------------------------------------------- files
 
 
@@ -414,9 +554,11 @@ def write_all(results: Mapping[str, Any], out_dir: Path | str) -> dict[str, Path
         "markdown": out / "bench.md",
         "timeline": out / "timeline.png",
         "cdf": out / "latency-cdf.png",
+        "tradeoff": out / "tradeoff.png",
     }
     paths["json"].write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     paths["markdown"].write_text(markdown(results), encoding="utf-8")
     plot_timelines(results, paths["timeline"])
     plot_cdfs(results, paths["cdf"])
+    plot_tradeoff(results, paths["tradeoff"])
     return paths

@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks import tradeoff
 from benchmarks.scenarios import Placed, Scenario, UserSimulator
 from benchmarks.scoring import OutputSpan, score
 from duplex.clock import Clock
+from duplex.config import PolicySettings
 from duplex.drive import Steps, drive
 from duplex.events import (
     BackchannelIgnored,
@@ -27,6 +29,7 @@ from duplex.events import (
     Interrupted,
     ResponseDone,
     TranscriptFinal,
+    TurnEstimate,
     TurnMetrics,
 )
 from duplex.metrics import STAGES, TurnRecord, summarize
@@ -44,6 +47,7 @@ class Run:
     records: list[TurnRecord] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     heard: list[dict[str, Any]] = field(default_factory=list)  # what the runtime understood
+    estimates: list[dict[str, Any]] = field(default_factory=list)  # TurnEstimate events
     audio_ms: int = 0
     compute_ms: float = 0.0
     cpu_ms: float = 0.0
@@ -62,6 +66,7 @@ class Run:
             "components": first,
             "turns": [r.to_dict() for r in self.records],
             "heard": self.heard,
+            "estimates": self.estimates,
             "audio_ms": self.audio_ms,
             "compute_ms": self.compute_ms,
             "cpu_ms": self.cpu_ms,
@@ -84,6 +89,10 @@ def run_one(make_session: SessionFactory, policy: str, scenario: Scenario, fast:
             run.records.append(event.record)
         elif isinstance(event, BackchannelIgnored):
             holds.append(event.held_ms)
+        elif isinstance(event, TurnEstimate):
+            run.estimates.append(
+                {"audio_ms": event.audio_ms, "p_text": event.p_text, "p_audio": event.p_audio}
+            )
         if isinstance(event, TranscriptFinal | BackchannelIgnored | Interrupted):
             fields = {"text": event.text} if not isinstance(event, Interrupted) else {}
             run.heard.append({"type": event.type, "audio_ms": event.audio_ms, **fields})
@@ -160,14 +169,23 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
+def _pooled(metrics: Sequence[dict[str, Any]], key: str) -> list[Any]:
+    return [x for m in metrics for x in m.get(key) or []]
+
+
 def summarize_runs(runs: Sequence[Run], policies: Sequence[str]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for policy in policies:
         mine = [r for r in runs if r.policy == policy]
         metrics = [r.metrics for r in mine]
         stages = [r.records[0].stages() for r in mine if r.records]
+        turn_ends = _pooled(metrics, "turn_end_ms")
         summary[policy] = {
             "takeover_rate": _rate([m["takeover"] for m in metrics]),
+            "false_start_rate": _rate(_pooled(metrics, "pauses")),
+            "false_start_ms": summarize(_pooled(metrics, "false_start_ms")).to_dict(),
+            "answered_rate": _rate([t is not None for t in turn_ends]),
+            "turn_end_ms": summarize(turn_ends).to_dict(),
             "end_of_turn_ms": summarize(m["end_of_turn_ms"] for m in metrics).to_dict(),
             "barge_in_stop_ms": summarize(m["barge_in_stop_ms"] for m in metrics).to_dict(),
             "response_after_interrupt_ms": summarize(
@@ -190,6 +208,11 @@ def summarize_runs(runs: Sequence[Run], policies: Sequence[str]) -> dict[str, An
             ).to_dict(),
         }
     return summary
+
+
+def source_sets(runs: Sequence[Run]) -> list[str]:
+    """The scenario sources in the runs (synthetic, real, user), never pooled together."""
+    return list(dict.fromkeys(r.scenario.source for r in runs))
 
 
 def ratios(summary: dict[str, Any], policies: Sequence[str]) -> dict[str, Any]:
@@ -219,6 +242,23 @@ def peak_rss_mb() -> float:
     return 0.0
 
 
+def real_tradeoff(
+    runs: Sequence[Run], policies: Sequence[str], settings: PolicySettings
+) -> dict[str, Any]:
+    """The reference policy's false starts against latency on real speech, replayed."""
+    mine = [r.to_dict() for r in runs if r.policy == policies[0] and r.scenario.source == "real"]
+    if not mine:
+        return {}
+    curves = tradeoff.curve(mine, settings)
+    knees = [
+        {"estimator": name, **point}
+        for name, points in curves.items()
+        if (point := tradeoff.knee(points)) is not None
+    ]
+    best = tradeoff.knee([k for k in knees if k["estimator"] == "fused"] or knees)
+    return {"policy": policies[0], "curves": curves, "knees": knees, "knee": best}
+
+
 def results(
     runs: Sequence[Run],
     policies: Sequence[str],
@@ -228,11 +268,19 @@ def results(
     sessions: int,
     cpus: int,
     stagger_ms: int = 0,
+    settings: PolicySettings | None = None,
 ) -> dict[str, Any]:
-    summary = summarize_runs(runs, policies)
+    sets = {
+        source: summarize_runs([r for r in runs if r.scenario.source == source], policies)
+        for source in source_sets(runs)
+    }
+    # the main table: the synthetic set where there is one, else the first
+    main = "synthetic" if "synthetic" in sets else next(iter(sets), "synthetic")
+    summary = sets.get(main) or summarize_runs([], policies)
     peak = peak_rss_mb()
-    for entry in summary.values():
-        entry["peak_rss_mb"] = peak
+    for each in sets.values():
+        for entry in each.values():
+            entry["peak_rss_mb"] = peak
     return {
         "command": command,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -243,5 +291,8 @@ def results(
         "policies": list(policies),
         "runs": [r.to_dict() for r in runs],
         "summary": summary,
+        "summary_source": main,
+        "sets": sets,
         "ratios": ratios(summary, policies),
+        "tradeoff": real_tradeoff(runs, policies, settings or PolicySettings()),
     }

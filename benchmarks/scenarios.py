@@ -37,7 +37,7 @@ from duplex.audio import (
 )
 from duplex.events import Event, ResponseAudio
 
-CATEGORIES = ("turn_end", "pause", "interruption", "backchannel")
+CATEGORIES = ("turn_end", "pause", "interruption", "backchannel", "dialogue")
 
 QUESTIONS = (
     "What is the capital of France?",
@@ -98,7 +98,7 @@ class Scenario:
     cues: tuple[Cue, ...]
     snr_db: float | None = None
     seed: int = 0
-    source: str = "piper"
+    source: str = "synthetic"  # synthetic | real | user: reported apart, never pooled
     tail_ms: int = 2500  # keep listening this long after the last cue or the answer to it
     answer_wait_ms: int = 8000  # an "into the answer" cue waits at most this long for one
     max_ms: int = 45_000
@@ -238,9 +238,8 @@ def generate(
     per_category: int = 4,
     seed: int = 0,
     snrs: Sequence[float | None] = (None, 15.0),
-    recordings: Path | None = None,
 ) -> list[Scenario]:
-    """The default scenario set: seeded, so the same seed gives the same audio timings."""
+    """The synthetic set: seeded, so the same seed gives the same audio timings."""
     rng = random.Random(seed)
     scenarios: list[Scenario] = []
 
@@ -276,12 +275,6 @@ def generate(
             say("question", question, at_ms=500),
             say("backchannel", backchannel, into_answer_ms=rng.randrange(400, 1201, 20)),
         )
-    if recordings is not None and recordings.is_dir():
-        for path in sorted(recordings.glob("*.wav")) + sorted(recordings.glob("*.raw")):
-            cue = Cue("question", path.stem, read_wav(path), at_ms=500)
-            scenarios.append(
-                Scenario(f"recording-{path.stem}", "turn_end", (cue,), source="recording")
-            )
     return scenarios
 
 

@@ -19,6 +19,17 @@ played, after any flush). Definitions, in ms on the input timeline:
 - answer gaps (turn-end scenarios, where the user is silent while it plays):
   the silence inside the answer, from its first to its last audio frame, that
   no audio filled: where the loop was busy longer than its output cushion.
+- false start (any scenario whose user pauses inside a turn): assistant audio
+  of at least `FALSE_START_MS` that begins while the user still has words to
+  say in that turn, from the pause to the end of the words after it, whether
+  or not the assistant then yields. Counted per pause; the audio the user
+  heard of it (its span) is the cost.
+- turn ends (every turn the user ends and an answer is expected): the first
+  assistant audio after the turn's last word and before the user's next turn,
+  or none; answered when it came within `ANSWERED_WITHIN_MS`.
+
+A turn is a cue and the continuations after it; only a question's turn
+expects an answer here (an interruption's is the response after it).
 """
 
 from __future__ import annotations
@@ -28,6 +39,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from benchmarks.scenarios import Placed
+
+FALSE_START_MS = 120  # shorter output is a click, not speech the user hears as a start
+ANSWERED_WITHIN_MS = 1500  # a real turn end answered later than this is a miss
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,53 @@ def _playing_at(spans: list[OutputSpan], ms: int) -> OutputSpan | None:
     return next((s for s in spans if s.start_ms <= ms < s.end_ms), None)
 
 
+def user_turns(user: Sequence[Placed]) -> list[list[Placed]]:
+    """The user's cues grouped into turns: continuations join the turn before them."""
+    turns: list[list[Placed]] = []
+    for cue in sorted(user, key=lambda p: p.start_ms):
+        if cue.kind == "continuation" and turns:
+            turns[-1].append(cue)
+        else:
+            turns.append([cue])
+    return turns
+
+
+def false_starts(
+    turns: Sequence[Sequence[Placed]], spans: Sequence[OutputSpan]
+) -> tuple[list[bool], list[int]]:
+    """Per pause inside a turn: did the assistant start into it? And, per false start,
+    how much of its audio played (the span, to where it stopped)."""
+    pauses: list[bool] = []
+    heard: list[int] = []
+    starts = [s for s in spans if s.end_ms - s.start_ms >= FALSE_START_MS]
+    for turn in turns:
+        for before, after in zip(turn, turn[1:], strict=False):
+            into = [s for s in starts if before.end_ms <= s.start_ms < after.end_ms]
+            pauses.append(bool(into))
+            heard += [s.end_ms - s.start_ms for s in into]
+    return pauses, heard
+
+
+def turn_end_latencies(
+    turns: Sequence[Sequence[Placed]], spans: Sequence[OutputSpan]
+) -> list[int | None]:
+    """Per turn that expects an answer: ms from its last word to the first answer audio
+    before the user's next turn, or None (no answer came in time)."""
+    latencies: list[int | None] = []
+    for i, turn in enumerate(turns):
+        if turn[0].kind != "question":
+            continue
+        end = turn[-1].end_ms
+        until = turns[i + 1][0].start_ms if i + 1 < len(turns) else None
+        answer = next(
+            (s for s in spans if s.start_ms >= end and (until is None or s.start_ms < until)),
+            None,
+        )
+        late = answer is None or answer.start_ms - end > ANSWERED_WITHIN_MS
+        latencies.append(None if late or answer is None else answer.start_ms - end)
+    return latencies
+
+
 def score(
     category: str,
     user: list[Placed],
@@ -71,7 +132,13 @@ def score(
         "false_stop": None,
         "backchannel_hold_ms": None,
         "answer_gap_ms": None,
+        "pauses": [],
+        "false_start_ms": [],
+        "turn_end_ms": [],
     }
+    turns = user_turns(user)
+    out["pauses"], out["false_start_ms"] = false_starts(turns, spans)
+    out["turn_end_ms"] = turn_end_latencies(turns, spans)
     question = [p for p in user if p.kind in ("question", "continuation")]
     if not question:
         return out

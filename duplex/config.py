@@ -43,6 +43,12 @@ class PolicySettings:
     # pass is already done (from vad.end_ms on, never)
     pause_decode_ms: int = 40
     speculate_threshold: float = 0.6  # P(speak) to start writing the answer early (1 never)
+    # the acoustic end-of-turn estimate (models.turn_audio) fused with the words': in
+    # log-odds, logit(p_speak) = logit(p_text) + audio_weight * logit(p_audio) + audio_bias;
+    # words the text estimate calls unfinished (P(speak) <= text_unfinished) stay so
+    audio_weight: float = 1.0
+    audio_bias: float = 0.0
+    text_unfinished: float = 0.1
     # while speaking: what to do when the user talks over the answer
     yield_threshold: float = 0.5  # P(speak) over the overlap that makes the assistant yield
     max_backchannel_ms: int = 1200  # overlap speech longer than this always yields
@@ -80,6 +86,9 @@ class ModelSettings:
     understanding: str = "text"
     adapter: str = ""  # a trained speech adapter's .npz (default: the shipped one)
     speech_head: str = ""  # the state head for speech positions (default: the shipped one)
+    # acoustic end-of-turn evidence: "smart-turn" (Smart Turn v3.2, from pipecat-ai),
+    # "off", or a Smart Turn-format ONNX file
+    turn_audio: str = "smart-turn"
     asr_interval_ms: int = 320  # re-decode the current utterance this often
     system_prompt: str = "You are a helpful voice assistant. Keep answers short."
     max_response_tokens: int = 48  # an answer longer than this is cut (a voice answer is short)

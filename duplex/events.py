@@ -71,6 +71,19 @@ class TurnTaken(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class TurnEstimate(Event):
+    """At a pause in the user's turn, the evidence that it is over: `p_text` from the
+    words (the LM's end probability, the recognizer's punctuation), `p_audio` from the
+    sound (None without an acoustic model), `p_speak` the two fused: what the
+    policy's silence threshold reads. Sent when either changes."""
+
+    type: ClassVar[str] = "turn_estimate"
+    p_text: float
+    p_audio: float | None
+    p_speak: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class ResponseText(Event):
     """Words of the assistant's answer as the LM writes them (ahead of the audio)."""
 
@@ -170,6 +183,7 @@ _BY_TYPE: dict[str, type[Event]] = {
         TranscriptDelta,
         TranscriptFinal,
         TurnTaken,
+        TurnEstimate,
         ResponseText,
         Interrupted,
         BackchannelIgnored,

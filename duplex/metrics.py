@@ -25,6 +25,7 @@ class TurnRecord:
     user_last_voiced_ms: int | None = None
     vad_end_ms: int | None = None
     asr_final_ms: float | None = None
+    turn_audio_ms: float | None = None  # the acoustic end-of-turn estimate was known
     decision_ms: float | None = None
     first_token_ms: float | None = None
     first_tts_audio_ms: float | None = None
@@ -63,7 +64,14 @@ class TurnRecord:
         return data
 
 
-STAGES = ("vad_end_ms", "asr_final_ms", "decision_ms", "first_token_ms", "first_tts_audio_ms")
+STAGES = (
+    "vad_end_ms",
+    "asr_final_ms",
+    "turn_audio_ms",
+    "decision_ms",
+    "first_token_ms",
+    "first_tts_audio_ms",
+)
 
 
 def _span(start: float | None, end: float | None) -> float | None:

@@ -155,6 +155,28 @@ class DuplexLM(Protocol):
         ...
 
 
+class PendingEnd(Protocol):
+    """An acoustic estimate on its way (a `concurrent.futures.Future` is one)."""
+
+    def done(self) -> bool: ...
+
+    def result(self) -> float:
+        """P(the turn is complete), waiting for it if it is not done."""
+        ...
+
+
+class TurnEndAudio(Protocol):
+    """How the end of the user's voice sounds: P(the turn is complete) from the audio
+    alone (a falling pitch, a lengthened last syllable, the energy of its end), which
+    the words cannot tell: Whisper writes a full stop at a breath."""
+
+    def start(self, pcm: Int16Array) -> PendingEnd:
+        """Begin estimating from the user's turn so far (16 kHz PCM16 up to the pause; at
+        most its last 8 s matter), off the caller's thread where the model can: the
+        recognizer's decode at the pause runs meanwhile."""
+        ...
+
+
 class ResponderError(Exception):
     """An external responder failed or is too slow: the LM writes the rest of the answer."""
 

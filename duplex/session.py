@@ -37,6 +37,7 @@ from duplex.events import (
     SpeechStopped,
     TranscriptDelta,
     TranscriptFinal,
+    TurnEstimate,
     TurnMetrics,
     TurnTaken,
 )
@@ -50,9 +51,11 @@ from duplex.ports import (
     SpeechListener,
     StateProbs,
     Synthesizer,
+    PendingEnd,
     SynthesizesAhead,
+    TurnEndAudio,
 )
-from duplex.tdm import OverlapDecision, Policy, State, TurnPolicy
+from duplex.tdm import OverlapDecision, Policy, State, TurnPolicy, fuse
 from duplex.text import ClauseSplitter, asks_to_stop, played_words
 from duplex.vad import VadStep, VadTracker
 
@@ -63,6 +66,8 @@ _STOP_WORD = StateProbs(0.0, 1.0, 0.0)
 # with speech understanding, voice shorter than this is a cough or a click, not a turn
 MIN_TURN_SPEECH_MS = 240
 UNDERSTANDING = ("text", "speech", "both")
+# the user's audio the acoustic end-of-turn estimate hears: the turn's last 8 s
+HEARD_FRAMES = 8000 // FRAME_MS
 
 
 @dataclass
@@ -160,6 +165,7 @@ class Session:
         responder: Responder | None = None,
         speech: SpeechListener | None = None,
         understanding: str = "text",
+        turn_audio: TurnEndAudio | None = None,
     ) -> None:
         """`responder`: an external engine that writes the answers; None: the LM does.
 
@@ -168,6 +174,8 @@ class Session:
         and the answer is written from them (no recognizer on the turn's path).
         "both": the state head reads the speech, the answer is written from the
         recognizer's words (the turn's speech is rewritten as text when it begins).
+        `turn_audio`: acoustic end-of-turn evidence, asked once per pause and fused
+        with the words' estimate (`tdm.fuse`); None: the words alone.
         """
         if understanding not in UNDERSTANDING:
             raise ValueError(
@@ -222,6 +230,12 @@ class Session:
         self._tentative_ms = 0
         self._probs_before_tentative = StateProbs(1.0, 0.0, 0.0)
         self._probs = StateProbs(1.0, 0.0, 0.0)
+        # the sound of the pause: the user's audio since the turn began (its last 8 s),
+        # what the acoustic model makes of it (once per pause), the last estimate sent
+        self._turn_audio = turn_audio
+        self._heard: deque[Int16Array] = deque(maxlen=HEARD_FRAMES)
+        self._ending: PendingEnd | None = None
+        self._estimated: tuple[float, float | None] | None = None
         self._after_barge_in = False
         # the speech path: what it hears of the user's turn, or of words over the answer
         self.understanding = understanding
@@ -279,6 +293,13 @@ class Session:
     def _hear(self, frame: Frame, vad: VadStep) -> list[Event]:
         events: list[Event] = []
         if vad.started is not None:
+            self._ending = None
+            if self.state is not State.LISTENING or self._record is None:
+                self._heard.clear()  # a new turn, or words over the answer
+            self._heard.extend(f.pcm for f in vad.pre_roll)
+        elif self._record is not None or self.state is State.OVERLAP:
+            self._heard.append(frame.pcm)
+        if vad.started is not None:
             events.append(self._event(SpeechStarted, vad.started))
             for f in vad.pre_roll:
                 self._recognizer.accept(f)
@@ -314,6 +335,7 @@ class Session:
         has nothing new to decode, and the final pass is off the end of turn's path."""
         if voiced:
             self._retract_tentative()  # the user goes on
+            self._ending = None
             for held in self._held:
                 self._recognizer.accept(held)
             self._held, self._unvoiced = [], 0
@@ -365,9 +387,42 @@ class Session:
         self._probs_before_tentative = self._probs
         self._probs = self._lm.listen_tentatively(rest)
         self._tentative, self._tentative_ms = rest, self._timeline(now_ms)
-        if self._probs.speak >= self.settings.speculate_threshold:
+        self._hear_ending()
+        probs = self._estimate(now_ms, events)
+        if probs.speak >= self.settings.speculate_threshold:
             self._speculate(now_ms)
         return events
+
+    def _hear_ending(self) -> None:
+        """How the voice ended, once per pause: the acoustic half of the estimate, begun
+        as the pause is (on the model's thread, while the recognizer decodes). Not for
+        words the text calls unfinished: the sound cannot finish them (`tdm.fuse`)."""
+        if self._turn_audio is None or self._ending is not None or not self._heard:
+            return
+        if self._probs.speak > self.settings.text_unfinished:
+            self._ending = self._turn_audio.start(np.concatenate(self._heard))
+
+    def _estimate(self, now_ms: int, events: list[Event], wait: bool = False) -> StateProbs:
+        """The words' estimate fused with the sound's, once it is here (`wait`: wait for
+        it); a TurnEstimate when either changed."""
+        ending = self._ending
+        p_audio = ending.result() if ending is not None and (wait or ending.done()) else None
+        probs = fuse(self._probs, p_audio, self.settings)
+        if self._estimated != (self._probs.speak, p_audio):
+            if p_audio is not None and (self._estimated or (0, None))[1] is None:
+                if self._record is not None:  # the sound's verdict on this pause is in
+                    self._record.turn_audio_ms = self._timeline(now_ms)
+            self._estimated = (self._probs.speak, p_audio)
+            events.append(
+                self._event(
+                    TurnEstimate,
+                    now_ms,
+                    p_text=self._probs.speak,
+                    p_audio=p_audio,
+                    p_speak=probs.speak,
+                )
+            )
+        return probs
 
     def _retract_tentative(self) -> None:
         """The LM forgets the words it read at a pause, and a draft answer to them."""
@@ -509,7 +564,6 @@ class Session:
     def _decide(self, now_ms: int) -> list[Event]:
         """While listening: take the turn now? Checked at every tick and, once the
         user's words are all in, at every frame between ticks: only the silence grows."""
-        probs = self._probs
         # a voiced frame the VAD has not yet called speech may be the user going on
         if self._record is None or self._vad.in_speech or self._voice_now:
             return []
@@ -518,17 +572,24 @@ class Session:
             return []
         if self._record.user_last_voiced_ms is None:  # typed words wait for `respond`
             return []
+        self._hear_ending()
+        events: list[Event] = []
+        probs = self._estimate(now_ms, events)
         silence = now_ms - self._record.user_last_voiced_ms
         # who interrupts goes on ("Wait. Stop. What about Spain?"): room for it
         room = self.settings.after_barge_in_silence_ms if self._after_barge_in else 0
         if silence >= room and self.policy.take_turn(probs, silence):
-            return self._take_turn(probs, silence, now_ms)
+            if self._ending is not None and not self._ending.done():
+                # the sound's verdict is still coming, and it may hold the turn: wait
+                probs = self._estimate(now_ms, events, wait=True)
+            if self.policy.take_turn(probs, silence):
+                return events + self._take_turn(probs, silence, now_ms)
         likely = probs.speak >= self.settings.speculate_threshold
         if self._speculative is None and likely:
             needed = max(room, round(self.policy.required_silence_ms(probs.speak)))
             if not self._already_here(needed - silence):  # else the turn's frame is here
                 self._speculate(now_ms)
-        return []
+        return events
 
     def _speculate(self, now_ms: int) -> None:
         """Likely the end: write and synthesize the start of the answer while silence runs."""
@@ -585,6 +646,8 @@ class Session:
         self._record.response_id = response.id
         self._record.decision_ms = self._timeline(now_ms)
         self._after_barge_in = False
+        self._ending, self._estimated = None, None
+        self._heard.clear()
         events = [
             self._event(TranscriptFinal, now_ms, text=self._user_text.strip()),
             self._event(

@@ -32,11 +32,32 @@ dropped if the user goes on.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from duplex.config import PolicySettings
 from duplex.ports import StateProbs
+
+
+def _logit(p: float) -> float:
+    p = min(1 - 1e-6, max(1e-6, p))
+    return math.log(p / (1 - p))
+
+
+def fuse(text: StateProbs, p_audio: float | None, settings: PolicySettings) -> StateProbs:
+    """The words' estimate and the sound's, as one P(speak), in log-odds.
+
+    Neither decides alone: the text knows "and then I" is unfinished (words it
+    calls unfinished stay so, whatever the voice did), the audio knows a
+    falling, lengthened "...right." is done, and hears the breath Whisper wrote
+    a full stop at. Without an acoustic estimate, the text's stands.
+    """
+    if p_audio is None or text.speak <= settings.text_unfinished:
+        return text
+    z = _logit(text.speak) + settings.audio_weight * _logit(p_audio) + settings.audio_bias
+    speak = 1.0 / (1.0 + math.exp(-z))
+    return StateProbs(1.0 - speak, speak, text.dismiss)
 
 
 class State(enum.Enum):

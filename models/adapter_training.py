@@ -224,7 +224,7 @@ def spoken_sets(
 ) -> tuple[SpokenSet, SpokenSet]:
     """Training and held-out speech (different sentences), built once into the cache."""
     from models.adapter_data import build_set, sentences
-    from models.torch_lm import cache_dir
+    from models.weights import cache_dir
 
     texts = sentences(utterances + held_out, seed=seed)
     root = cache_dir() / "adapter-speech"
@@ -267,7 +267,8 @@ def train_adapter(
     from models.adapter import ADAPTER_PATH, SpeechEncoder
     from models.adapter_eval import evaluate_adapter, write_card
     from models.asr import load_model
-    from models.torch_lm import TorchLM, cache_dir
+    from models.torch_lm import TorchLM
+    from models.weights import cache_dir
 
     whisper = load_model(weights.ASR.resolve(settings.models.asr), settings.device)
     encoder = SpeechEncoder(whisper)

@@ -562,3 +562,21 @@ def _quiet_cut(pcm: Int16Array, search: int) -> int:
 
 def _delta(words: list[str]) -> str:
     return "".join(" " + w for w in words)
+
+
+def word_times(model: Any, pcm: Int16Array) -> list[tuple[str, int, int]]:
+    """Every word of a recording with its start and end (ms), from a whole-file pass
+    with Whisper's word timestamps: where real speech may be cut at a word boundary."""
+    segments, _ = model.transcribe(
+        pcm16_to_float(pcm),
+        language="en",
+        beam_size=1,
+        word_timestamps=True,
+        condition_on_previous_text=False,
+        vad_filter=False,
+    )
+    return [
+        (w.word.strip(), round(w.start * 1000), round(w.end * 1000))
+        for s in segments
+        for w in s.words or []
+    ]

@@ -183,7 +183,7 @@ def featurize_speech(
 
 def _features_path(adapter: SpeechAdapter, seed: int, conversations: int) -> Path:
     """Where the hidden states for this adapter, seed and data are cached."""
-    from models.torch_lm import cache_dir
+    from models.weights import cache_dir
 
     digest = hashlib.sha1()
     for value in adapter.module.state_dict().values():

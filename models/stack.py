@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from duplex.audio import Frame, pcm16_to_float
+from duplex.audio import Frame, float_to_pcm16, pcm16_to_float
 from duplex.clock import Clock, RealClock
 from duplex.config import Settings
 from duplex.ports import Recognizer
@@ -24,6 +24,7 @@ from models.lm import LlamaDuplexLM
 from models.responder import RemoteResponder
 from models.state_head import HEAD_PATH, StateHead
 from models.tts import AheadSynthesizer, PiperSynthesizer
+from models.turn_audio import SmartTurn
 
 
 class SpeechStack:
@@ -36,6 +37,8 @@ class SpeechStack:
         self.asr_path = weights.ASR.resolve(m.asr)
         self.lm_path = weights.LM.resolve(m.lm)
         self.voice_path = weights.VOICE.resolve(m.voice)
+        if m.turn_audio != "off":
+            weights.SMART_TURN.resolve(None if m.turn_audio == "smart-turn" else m.turn_audio)
 
     @cached_property
     def whisper(self) -> Any:
@@ -43,6 +46,14 @@ class SpeechStack:
         from models.asr import load_model
 
         return load_model(self.asr_path, self.settings.device)
+
+    @cached_property
+    def turn_audio(self) -> SmartTurn | None:
+        """The shared acoustic end-of-turn model (onnxruntime serves concurrent calls)."""
+        choice = self.settings.models.turn_audio
+        if choice == "off":
+            return None
+        return SmartTurn(None if choice == "smart-turn" else choice)
 
     @cached_property
     def voice(self) -> PiperSynthesizer:
@@ -56,6 +67,8 @@ class SpeechStack:
         speech = pcm16_to_float(self.voice.synthesize("Hello, how are you today?"))
         device = self.settings.device
         WhisperRecognizer(self.asr_path, device=device, model=self.whisper).transcribe(speech)
+        if self.turn_audio is not None:
+            self.turn_audio.end_probability(float_to_pcm16(speech))
 
     @cached_property
     def state_head(self) -> StateHead | None:
@@ -165,6 +178,7 @@ class SpeechStack:
             responder=self.new_responder() if remote else None,
             speech=None if understanding == "text" else self.new_listener(),
             understanding=understanding,
+            turn_audio=self.turn_audio,
         )
 
 

@@ -13,7 +13,6 @@ adjacent pairs (x0, x1), (x2, x3) ...; this module rotates them the same way.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from models.weights import cache_dir
 
 Past = tuple[torch.Tensor, torch.Tensor]  # one block's rotated keys and values
 
@@ -40,12 +41,6 @@ class LlamaShape:
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads
-
-
-def cache_dir() -> Path:
-    """Where derived weights and training data are kept: $XDG_CACHE_HOME/duplex."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "duplex"
 
 
 class _Block(nn.Module):

@@ -8,6 +8,7 @@ heavy or absent dependencies at import time).
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +85,16 @@ SILERO = Weights(
     "MIT",
     "pip install faster-whisper",
 )
-ALL = (ASR, LM, VOICE, SILERO)
+SMART_TURN = Weights(
+    "turn_audio",
+    "Smart Turn v3.2 end-of-turn model (ONNX)",
+    "pipecat-ai",
+    "pipecat",
+    "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",
+    "BSD-2-Clause",
+    "pip install --no-deps pipecat-ai",
+)
+ALL = (ASR, LM, VOICE, SILERO, SMART_TURN)
 
 
 def size_of(path: Path) -> int:
@@ -92,3 +102,9 @@ def size_of(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def cache_dir() -> Path:
+    """Where derived weights and data are kept: $XDG_CACHE_HOME/duplex."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "duplex"

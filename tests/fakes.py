@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -277,6 +278,21 @@ class ToneSynth:
         return float_to_pcm16(0.3 * np.sin(2 * np.pi * 440 * t))
 
 
+@dataclass
+class ScriptedTurnAudio:
+    """An acoustic end-of-turn model that says `p_end` whatever it hears, at once;
+    records how much audio (ms) each call heard."""
+
+    p_end: float
+    heard_ms: list[int] = field(default_factory=list)
+
+    def start(self, pcm: Int16Array) -> Future[float]:
+        self.heard_ms.append(pcm.size * 1000 // SAMPLE_RATE)
+        done: Future[float] = Future()
+        done.set_result(self.p_end)
+        return done
+
+
 def user_audio(spans: Iterable[tuple[int, int]], total_ms: int, seed: int = 0) -> Int16Array:
     """A signal that is loud noise inside the (start_ms, end_ms) spans, silence elsewhere."""
     rng = np.random.default_rng(seed)
@@ -299,6 +315,7 @@ class Harness:
     settings: PolicySettings = field(default_factory=lambda: PolicySettings(min_silence_ms=100))
     responder: Responder | None = None
     understanding: str = "text"
+    turn_audio: ScriptedTurnAudio | None = None
 
     def __post_init__(self) -> None:
         self.clock = VirtualClock()
@@ -316,6 +333,7 @@ class Harness:
             responder=self.responder,
             speech=None if self.understanding == "text" else self.speech,
             understanding=self.understanding,
+            turn_audio=self.turn_audio,
         )
         self.events: list[Event] = []
 

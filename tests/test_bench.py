@@ -241,3 +241,30 @@ def test_sessions_arrive_at_random_times_then_run_back_to_back() -> None:
     assert all(0 <= d <= 2000 for d in delays[:4]) and len(set(delays[:4])) > 1
     assert delays[4:] == [0] * 14
     assert arrival_delays(3, 4, 0) == [0, 0, 0]
+
+
+def test_false_starts_are_counted_per_pause_with_what_the_user_heard() -> None:
+    # a turn with two pauses (1000-1800 and 2600-3000 ms), then the turn end at 4000
+    user = [_q(0, 1000), _q(1800, 2600, "continuation"), _q(3000, 4000, "continuation")]
+    yielded = OutputSpan(1, 1500, 1900, "interrupted")  # 400 ms heard, then it yielded
+    click = OutputSpan(2, 2700, 2780, "interrupted")  # 80 ms: under the 120 ms that count
+    answer = OutputSpan(3, 4300, 6000, "completed")
+    m = score("pause", user, [yielded, click, answer])
+    assert m["pauses"] == [True, False]
+    assert m["false_start_ms"] == [400]
+    assert m["turn_end_ms"] == [300]
+    # audio that begins while the user speaks after a pause counts for that pause
+    late = score("pause", user, [OutputSpan(1, 2000, 2300, "interrupted"), answer])
+    assert late["pauses"] == [True, False]
+    held = score("pause", user, [answer])
+    assert held["pauses"] == [False, False] and held["false_start_ms"] == []
+
+
+def test_a_turn_end_answered_late_or_after_the_next_turn_is_a_miss() -> None:
+    # a conversation: three turns of the user, the next one at 5000 and 9000
+    user = [_q(0, 1000), _q(5000, 6000), _q(9000, 9500)]
+    spans = [
+        OutputSpan(1, 1400, 3000, "completed"),  # 400 ms after the first turn
+        OutputSpan(2, 8000, 8900, "completed"),  # 2000 ms after the second: too late
+    ]
+    assert score("dialogue", user, spans)["turn_end_ms"] == [400, None, None]
