@@ -28,6 +28,7 @@ folder of recordings makes a set (`duplex bench --recordings DIR`):
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import re
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.scenarios import Cue, Scenario
-from duplex.audio import SAMPLE_RATE, Int16Array, read_wav
+from duplex.audio import FRAME_MS, SAMPLE_RATE, Int16Array, read_wav
 from models.weights import cache_dir
 
 NATURAL_PAUSE_MS = 200  # a gap this long between words is a pause the policy must hold
@@ -49,12 +50,18 @@ MIN_WORD_MS = 120  # less sound than this between two pauses is a breath, not a 
 INSERTED_PAUSE_MS = (500, 1500)
 # words after which an English sentence cannot be finished
 UNFINISHED = frozenset(
-    "a an the and but or nor so because if that than to of in on at by for with about from "
-    "into onto like my your our their his her its whose which who is was are were am be been "
-    "has have had will would can could should must i we you they he she it this these those "
-    "very really just not".split()
+    {
+        "a", "an", "the", "and", "but", "or", "nor", "so", "because", "if", "that", "than",
+        "to", "of", "in", "on", "at", "by", "for", "with", "about", "from", "into", "onto",
+        "like", "my", "your", "our", "their", "his", "her", "its", "whose", "which", "who",
+        "is", "was", "are", "were", "am", "be", "been", "has", "have", "had", "will", "would",
+        "can", "could", "should", "must", "i", "we", "you", "they", "he", "she", "it", "this",
+        "these", "those", "very", "really", "just", "not",
+    }
+)  # fmt: skip
+ACKNOWLEDGEMENTS = frozenset(
+    {"yes", "yeah", "yep", "okay", "ok", "right", "mm-hm", "uh-huh", "mhm", "sure"}
 )
-ACKNOWLEDGEMENTS = frozenset("yes yeah yep okay ok right mm-hm uh-huh mhm sure".split())
 
 
 @dataclass(frozen=True)
@@ -141,9 +148,12 @@ def turn_cues(
     cuts = {(a + b) // 2 for a, b in gaps(silent, lo_ms, hi_ms, NATURAL_PAUSE_MS)}
     if length:
         cuts.add(at)
-    bounds = [lo_ms, *sorted(c for c in cuts if lo_ms < c < hi_ms), hi_ms]
+    # on the 20 ms frame grid, where the simulator places audio: played sample for sample
+    lo_ms, hi_ms, at = (x - x % FRAME_MS for x in (lo_ms, hi_ms, at))
+    inner = sorted({c - c % FRAME_MS for c in cuts} | ({at} if length else set()))
+    bounds = [lo_ms, *(c for c in inner if lo_ms < c < hi_ms), hi_ms]
     cues: list[Cue] = []
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         voiced_ms = int((~silent[a // LEVEL_FRAME_MS : b // LEVEL_FRAME_MS]).sum()) * LEVEL_FRAME_MS
         if voiced_ms < MIN_WORD_MS:
             continue  # a breath or a click between the words
@@ -173,7 +183,11 @@ def sentences(words: Sequence[Word], silent: np.ndarray) -> list[tuple[int, int,
         # the recording's own start and end are cuts; elsewhere a real silence must be,
         # between the neighbouring sentences' words (the longest: a stop consonant's
         # closure inside a word is short)
-        lo = 0 if before == 0 else quiet_point(silent, before - 200, first.start_ms + 100, EDGE_SILENCE_MS)
+        lo = (
+            0
+            if before == 0
+            else quiet_point(silent, before - 200, first.start_ms + 100, EDGE_SILENCE_MS)
+        )
         hi = (
             total_ms
             if after == total_ms
@@ -210,15 +224,15 @@ def from_recording(
             cues = turn_cues(pcm, silent, lo, hi, said, (cut, length))
             found.append(_real(f"{name}-{n:02d}-pause", "pause", cues, lo))
             break  # one inserted pause per sentence
-    turns = [s for s in found if s.category == "turn_end" and len(s.cues) == 1]
+    said_alone = {a.text for a in acknowledgements}
+    turns = [s for s in found if s.category == "turn_end" and s.cues[0].text not in said_alone]
     for i, ack in enumerate(acknowledgements):
         if not turns:
             break
-        question = turns[(i * 3 + 1) % len(turns)].cues[0]
-        into = rng.randrange(400, 1201, 20)
-        said = Cue("backchannel", ack.text, ack.pcm, into_answer_ms=into)
+        turn = turns[(i * 3 + 1) % len(turns)]
+        said = Cue("backchannel", ack.text, ack.pcm, into_answer_ms=rng.randrange(400, 1201, 20))
         found.append(
-            Scenario(f"{name}-backchannel-{i}", "backchannel", (question, said), source="real")
+            Scenario(f"{name}-backchannel-{i}", "backchannel", (*turn.cues, said), source="real")
         )
     return found
 
@@ -237,7 +251,9 @@ def read_stm(path: Path) -> list[tuple[str, int, int, str]]:
         parts = line.split(maxsplit=5)
         if len(parts) >= 5 and not line.startswith(";;"):
             words = parts[5] if len(parts) > 5 else ""
-            rows.append((parts[2], round(float(parts[3]) * 1000), round(float(parts[4]) * 1000), words))
+            rows.append(
+                (parts[2], round(float(parts[3]) * 1000), round(float(parts[4]) * 1000), words)
+            )
     return sorted(rows, key=lambda r: r[1])
 
 

@@ -9,6 +9,7 @@ for `markdown()` alone, stays light.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -346,7 +347,7 @@ def false_start_spans(run: Mapping[str, Any]) -> set[int]:
     for out in run.get("assistant", []):
         if out["end_ms"] - out["start_ms"] < FALSE_START_MS:
             continue
-        pauses = [(a.end_ms, b.end_ms) for turn in turns for a, b in zip(turn, turn[1:])]
+        pauses = [(a.end_ms, b.end_ms) for turn in turns for a, b in itertools.pairwise(turn)]
         if any(lo <= out["start_ms"] < hi for lo, hi in pauses):
             found.add(out["response_id"])
     return found
@@ -525,17 +526,20 @@ def plot_tradeoff(results: Mapping[str, Any], path: Path | str) -> Path:
             ax.plot(default["turn_end_ms"], default["false_start_rate"] * 100, "o", color=color)
     knee = tradeoff.get("knee")
     if knee:
-        ax.plot(knee["turn_end_ms"], knee["false_start_rate"] * 100, "k*", markersize=10,
-                label="knee")
+        ax.plot(
+            knee["turn_end_ms"], knee["false_start_rate"] * 100, "k*", markersize=10, label="knee"
+        )
     if not curves:
-        ax.text(0.5, 0.5, "no real-speech estimates", ha="center", va="center",
-                transform=ax.transAxes)
+        ax.text(
+            0.5, 0.5, "no real-speech estimates", ha="center", va="center", transform=ax.transAxes
+        )
     ax.set_xlabel("median end of turn, ms (replayed)", fontsize=9)
     ax.set_ylabel("false starts, % of pauses", fontsize=9)
     ax.set_title("Real speech: false starts against latency", fontsize=10)
     ax.grid(alpha=0.3)
     ax.tick_params(labelsize=8)
-    ax.legend(fontsize=7, loc="upper right")
+    if curves:
+        ax.legend(fontsize=7, loc="upper right")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

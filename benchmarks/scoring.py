@@ -34,6 +34,7 @@ expects an answer here (an interruption's is the response after it).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -86,7 +87,7 @@ def false_starts(
     heard: list[int] = []
     starts = [s for s in spans if s.end_ms - s.start_ms >= FALSE_START_MS]
     for turn in turns:
-        for before, after in zip(turn, turn[1:], strict=False):
+        for before, after in itertools.pairwise(turn):
             into = [s for s in starts if before.end_ms <= s.start_ms < after.end_ms]
             pauses.append(bool(into))
             heard += [s.end_ms - s.start_ms for s in into]

@@ -184,6 +184,7 @@ def test_markdown_main_table(results: dict[str, Any]) -> None:
     assert _row(md, "duplex") == [
         "`duplex`",
         "25% (1/4)",
+        D,  # no false-start counts in these runs
         "312 / 871",
         "140 / 140",
         D,
@@ -196,6 +197,7 @@ def test_markdown_main_table(results: dict[str, Any]) -> None:
     assert _row(md, "any-speech-interrupts") == [
         "`any-speech-interrupts`",
         "100% (4/4)",
+        D,
         "180 / 650",
         "95 / 95",
         "600 / 600",
@@ -213,8 +215,8 @@ def test_markdown_ratios_and_components(results: dict[str, Any]) -> None:
     assert ratios == ["`any-speech-interrupts`", "4.00" + X, "0.58" + X, "0.68" + X, D, D]
     assert "| `duplex`" not in md[md.index("## Relative") : md.index("## Where")]
     comps = md[md.index("## Where") :]
-    assert _row(comps, "duplex") == ["`duplex`", "210 / 213", D, "260 / 300", "380 / 420", D]
-    assert _row(comps, "any-speech-interrupts") == ["`any-speech-interrupts`", D, D, D, D, D]
+    assert _row(comps, "duplex") == ["`duplex`", "210 / 213", D, D, "260 / 300", "380 / 420", D]
+    assert _row(comps, "any-speech-interrupts") == ["`any-speech-interrupts`", *[D] * 6]
 
 
 def test_markdown_tolerates_missing_sections(results: dict[str, Any]) -> None:
@@ -222,7 +224,7 @@ def test_markdown_tolerates_missing_sections(results: dict[str, Any]) -> None:
     results["summary"].pop("any-speech-interrupts")
     md = report.markdown(results)
     assert "## Relative to" not in md
-    assert _row(md, "any-speech-interrupts")[1:] == [D] * 9
+    assert _row(md, "any-speech-interrupts")[1:] == [D] * 10
 
 
 def test_sample_scenarios(results: dict[str, Any]) -> None:
@@ -268,11 +270,12 @@ def test_write_all(results: dict[str, Any], tmp_path: Path) -> None:
         "bench.md",
         "timeline.png",
         "latency-cdf.png",
+        "tradeoff.png",
     }
     assert all(p.is_file() and p.parent == tmp_path / "out" for p in paths.values())
     assert json.loads(paths["json"].read_text(encoding="utf-8")) == results
     assert paths["markdown"].read_text(encoding="utf-8") == report.markdown(results)
-    for key in ("timeline", "cdf"):
+    for key in ("timeline", "cdf", "tradeoff"):
         assert paths[key].read_bytes()[:8] == PNG_MAGIC
 
 
@@ -288,3 +291,66 @@ def test_markdown_reports_the_servers_memory_and_cpu(results: dict[str, Any]) ->
     md = report.markdown(results)
     assert "memory 325 MB idle, 1303 MB at peak, 244 MB per concurrent session" in md
     assert "CPU 71 s, 1.13 cores busy on average" in md
+
+
+def _real_run(policy: str, spans: list[dict[str, Any]]) -> dict[str, Any]:
+    """A real-speech run: a question, a 900 ms pause, the rest, then the turn's end."""
+    run = _run(policy, "reading-00-pause", "pause", assistant=spans)
+    run["source"] = "real"
+    run["user"] = [
+        {"kind": "question", "text": "it was the age of wisdom", "start_ms": 500, "end_ms": 2000},
+        {
+            "kind": "continuation",
+            "text": "it was the age of foolishness",
+            "start_ms": 2900,
+            "end_ms": 4500,
+        },
+    ]
+    run["metrics"].update(
+        pauses=[bool(spans and spans[0]["start_ms"] < 2900)], false_start_ms=[], turn_end_ms=[400]
+    )
+    run["estimates"] = [
+        {"audio_ms": 2100, "p_text": 0.98, "p_audio": 0.03},  # a full stop at a breath
+        {"audio_ms": 4600, "p_text": 0.98, "p_audio": 0.96},
+    ]
+    return run
+
+
+def test_the_real_set_has_its_own_table_and_the_tradeoff_its_plot(
+    results: dict[str, Any], tmp_path: Path
+) -> None:
+    from benchmarks import runner, tradeoff
+    from duplex.config import PolicySettings
+
+    answer = {"response_id": 1, "start_ms": 4900, "end_ms": 7000, "status": "completed"}
+    real = [_real_run("duplex", [answer])]
+    curves = tradeoff.curve(real, PolicySettings())
+    at = {name: {p["bias"]: p for p in points} for name, points in curves.items()}
+    # the words alone start into the pause; with the sound the pause is held
+    assert at["text"][0.0]["false_start_rate"] == 1.0
+    assert at["fused"][0.0]["false_start_rate"] == 0.0
+    assert at["fused"][0.0]["turn_end_ms"] < at["audio"][-3.0]["turn_end_ms"]
+    knee = tradeoff.knee(curves["fused"])
+    assert knee is not None and knee["false_start_rate"] == 0.0
+    results = {
+        **results,
+        "runs": results["runs"] + real,
+        "sets": {
+            "real": {
+                "duplex": {
+                    "false_start_rate": {"rate": 0.0, "count": 1},
+                    "answered_rate": {"rate": 1.0, "count": 1},
+                    "turn_end_ms": {"count": 1, "median": 400.0, "p95": 400.0},
+                }
+            }
+        },
+        "tradeoff": {"policy": "duplex", "curves": curves, "knee": {"estimator": "fused", **knee}},
+    }
+    md = report.markdown(results)
+    real_row = _row(md, "duplex", "## Real speech")
+    assert real_row[1:5] == ["0% (0/1)", D, "100% (1/1)", "400 / 400"]
+    assert "the knee is the fused estimate" in md
+    assert "real pause" in md  # false starts per category and source
+    path = report.plot_tradeoff(results, tmp_path / "tradeoff.png")
+    assert _png_size(path) == (round(4.6 * report.DPI), round(3.6 * report.DPI))
+    assert runner.source_sets([]) == []

@@ -46,7 +46,11 @@ def test_pauses_inside_a_spoken_list_sound_less_finished_than_its_end(model: Sma
     # "8 of spades, 4 of clubs, 7 of hearts": two pauses, then the end
     pcm = recording("cards_005.wav")
     total = pcm.size * 1000 // SAMPLE_RATE
-    inside = [a for a, b in gaps(silence_mask(pcm), 0, total, NATURAL_PAUSE_MS // 2) if 300 < a < total - 400]
+    inside = [
+        a
+        for a, b in gaps(silence_mask(pcm), 0, total, NATURAL_PAUSE_MS // 2)
+        if 300 < a < total - 400
+    ]
     assert inside, "the list's pauses were not found"
     at_pauses = [model.end_probability(until(pcm, a + TRAILING_MS)) for a in inside]
     at_end = model.end_probability(pcm)
