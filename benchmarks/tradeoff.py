@@ -25,7 +25,7 @@ from benchmarks.scenarios import Placed
 from benchmarks.scoring import ANSWERED_WITHIN_MS, FALSE_START_MS, user_turns
 from duplex.config import PolicySettings
 from duplex.ports import StateProbs
-from duplex.tdm import TurnPolicy, fuse
+from duplex.tdm import TurnPolicy, fuse, logit, sigmoid
 
 BIASES = tuple(round(b, 2) for b in np.arange(-6.0, 6.01, 0.5))
 MAX_FALSE_START_RATE = 0.05  # the knee: the fastest setting that keeps false starts this rare
@@ -45,15 +45,6 @@ class Gap:
         return math.isinf(self.length_ms)
 
 
-def _logit(p: float) -> float:
-    p = min(1 - 1e-6, max(1e-6, p))
-    return math.log(p / (1 - p))
-
-
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-z))
-
-
 Estimator = Callable[[Gap, float], float | None]
 
 
@@ -61,10 +52,10 @@ def estimators(settings: PolicySettings) -> dict[str, Estimator]:
     """P(speak) per gap at a bias, for each way of estimating it."""
 
     def text(gap: Gap, bias: float) -> float:
-        return _sigmoid(_logit(gap.p_text) + bias)
+        return sigmoid(logit(gap.p_text) + bias)
 
     def audio(gap: Gap, bias: float) -> float | None:
-        return None if gap.p_audio is None else _sigmoid(_logit(gap.p_audio) + bias)
+        return None if gap.p_audio is None else sigmoid(logit(gap.p_audio) + bias)
 
     def fused(gap: Gap, bias: float) -> float | None:
         if gap.p_audio is None:

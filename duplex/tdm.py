@@ -40,9 +40,14 @@ from duplex.config import PolicySettings
 from duplex.ports import StateProbs
 
 
-def _logit(p: float) -> float:
+def logit(p: float) -> float:
+    """Log-odds, clipped so that 0 and 1 stay finite."""
     p = min(1 - 1e-6, max(1e-6, p))
     return math.log(p / (1 - p))
+
+
+def sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
 
 
 def fuse(text: StateProbs, p_audio: float | None, settings: PolicySettings) -> StateProbs:
@@ -55,8 +60,8 @@ def fuse(text: StateProbs, p_audio: float | None, settings: PolicySettings) -> S
     """
     if p_audio is None or text.speak <= settings.text_unfinished:
         return text
-    z = _logit(text.speak) + settings.audio_weight * _logit(p_audio) + settings.audio_bias
-    speak = 1.0 / (1.0 + math.exp(-z))
+    z = logit(text.speak) + settings.audio_weight * logit(p_audio) + settings.audio_bias
+    speak = sigmoid(z)
     return StateProbs(1.0 - speak, speak, text.dismiss)
 
 
