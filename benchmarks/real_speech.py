@@ -45,6 +45,7 @@ from models.weights import cache_dir
 NATURAL_PAUSE_MS = 200  # a gap this long between words is a pause the policy must hold
 EDGE_SILENCE_MS = 150  # a sentence is cut out only where the voice is silent this long
 LEVEL_FRAME_MS = 10
+PER_MS = SAMPLE_RATE // 1000  # samples per ms
 BLIP_FRAMES = 3
 MIN_WORD_MS = 120  # less sound than this between two pauses is a breath, not a word
 INSERTED_PAUSE_MS = (500, 1500)
@@ -89,7 +90,8 @@ def levels_db(pcm: Int16Array) -> np.ndarray:
     n = pcm.size // step
     frames = pcm[: n * step].astype(np.float64).reshape(n, step)
     rms = np.sqrt(np.mean(frames**2, axis=1)) + 1e-9
-    return 20 * np.log10(rms / rms.max())
+    db: np.ndarray = 20 * np.log10(rms / rms.max())
+    return db
 
 
 def silence_mask(pcm: Int16Array) -> np.ndarray:
@@ -209,11 +211,12 @@ def from_recording(
     for n, (lo, hi, said) in enumerate(sentences(words, silent)):
         bare = [w.bare for w in said]
         if len(bare) == 1 and bare[0] in ACKNOWLEDGEMENTS:
-            cue = Cue("backchannel", said[0].text.strip(), pcm[lo * 16 : hi * 16], into_answer_ms=0)
-            acknowledgements.append(cue)
+            piece = pcm[lo * PER_MS : hi * PER_MS]
+            text = said[0].text.strip()
+            acknowledgements.append(Cue("backchannel", text, piece, into_answer_ms=0))
         cues = turn_cues(pcm, silent, lo, hi, said)
         if cues:
-            found.append(_real(f"{name}-{n:02d}", "turn_end", cues, lo))
+            found.append(_real(f"{name}-{n:02d}", "turn_end", cues))
         for i, word in enumerate(said[:-1]):
             if i == 0 or word.bare not in UNFINISHED:
                 continue
@@ -222,7 +225,7 @@ def from_recording(
                 continue
             length = rng.randrange(INSERTED_PAUSE_MS[0], INSERTED_PAUSE_MS[1] + 1, 20)
             cues = turn_cues(pcm, silent, lo, hi, said, (cut, length))
-            found.append(_real(f"{name}-{n:02d}-pause", "pause", cues, lo))
+            found.append(_real(f"{name}-{n:02d}-pause", "pause", cues))
             break  # one inserted pause per sentence
     said_alone = {a.text for a in acknowledgements}
     turns = [s for s in found if s.category == "turn_end" and s.cues[0].text not in said_alone]
@@ -230,14 +233,14 @@ def from_recording(
         if not turns:
             break
         turn = turns[(i * 3 + 1) % len(turns)]
-        said = Cue("backchannel", ack.text, ack.pcm, into_answer_ms=rng.randrange(400, 1201, 20))
+        into = Cue("backchannel", ack.text, ack.pcm, into_answer_ms=rng.randrange(400, 1201, 20))
         found.append(
-            Scenario(f"{name}-backchannel-{i}", "backchannel", (*turn.cues, said), source="real")
+            Scenario(f"{name}-backchannel-{i}", "backchannel", (*turn.cues, into), source="real")
         )
     return found
 
 
-def _real(name: str, category: str, cues: Sequence[Cue], origin_ms: int) -> Scenario:
+def _real(name: str, category: str, cues: Sequence[Cue]) -> Scenario:
     """Cues moved so the scenario's first voice begins at 500 ms."""
     offset = 500 - (cues[0].at_ms or 0)
     moved = tuple(Cue(c.kind, c.text, c.pcm, at_ms=(c.at_ms or 0) + offset) for c in cues)
@@ -265,10 +268,10 @@ def from_conversation(name: str, pcm: Int16Array, stm: Path) -> list[Scenario]:
         side = pcm.copy()
         for who, start, end, _ in rows:
             if who != speaker:
-                side[start * 16 : end * 16] = 0
+                side[start * PER_MS : end * PER_MS] = 0
         for who, start, end, _ in rows:  # the user's own words stay, overlaps included
             if who == speaker:
-                side[start * 16 : end * 16] = pcm[start * 16 : end * 16]
+                side[start * PER_MS : end * PER_MS] = pcm[start * PER_MS : end * PER_MS]
         silent = silence_mask(side)
         turns: list[list[tuple[str, int, int, str]]] = []
         for row in rows:
