@@ -40,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="virtual clock charged the compute really spent, instead of real-time pacing",
     )
+    parser.add_argument(
+        "--ideal",
+        action="store_true",
+        help="virtual clock charged no compute: what the turn-taking policy decides, as on an "
+        "infinitely fast machine (compare policies and sets on a slow one)",
+    )
     parser.add_argument("--sessions", type=int, default=1, help="concurrent sessions")
     parser.add_argument(
         "--stagger-ms",
@@ -115,6 +121,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError("--sessions must be at least 1")
     if args.stagger_ms < 0:
         raise ValueError("--stagger-ms must be 0 or more")
+    if args.ideal and (args.fast or args.server or args.responder == "remote"):
+        raise ValueError("--ideal is its own clock: drop --fast, --server and --responder remote")
     if args.server and args.fast:
         raise ValueError("--server runs in real time (the server keeps its own clock): drop --fast")
     engine = args.responder == "remote"
@@ -194,7 +202,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             make_session,
             chosen,
             labels,
-            fast=args.fast,
+            fast=args.fast or args.ideal,
+            ideal=args.ideal,
             sessions=args.sessions,
             stagger_ms=args.stagger_ms,
             progress=lambda r: bar.update(
@@ -205,11 +214,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         runs,
         labels,
         command=" ".join(["duplex", *sys.argv[1:]]),
-        fast=args.fast,
+        fast=args.fast or args.ideal,
         sessions=args.sessions,
         cpus=len(os.sched_getaffinity(0)),
         stagger_ms=args.stagger_ms,
         settings=settings.policy,
+        ideal=args.ideal,
     )
     if args.server and watch is not None:
         data["server"] = {"url": args.server, **watch.stop(args.sessions)}

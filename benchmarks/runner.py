@@ -74,8 +74,10 @@ class Run:
         }
 
 
-def run_one(make_session: SessionFactory, policy: str, scenario: Scenario, fast: bool) -> Run:
-    """One scenario against one policy, closed loop."""
+def run_one(
+    make_session: SessionFactory, policy: str, scenario: Scenario, fast: bool, ideal: bool = False
+) -> Run:
+    """One scenario against one policy, closed loop (`ideal`: compute is free)."""
     run = Run(policy, scenario)
     simulator = UserSimulator(scenario)
     statuses: dict[int, str] = {}
@@ -99,7 +101,11 @@ def run_one(make_session: SessionFactory, policy: str, scenario: Scenario, fast:
 
     cpu = time.process_time()
     result = drive(
-        lambda clock: make_session(clock, policy), simulator, fast=fast, on_event=on_event
+        lambda clock: make_session(clock, policy),
+        simulator,
+        fast=fast,
+        ideal=ideal,
+        on_event=on_event,
     )
     run.cpu_ms = (time.process_time() - cpu) * 1000
     run.user = simulator.placed
@@ -128,6 +134,7 @@ def run_all(
     sessions: int = 1,
     stagger_ms: int = 0,
     progress: Callable[[Run], None] | None = None,
+    ideal: bool = False,
 ) -> list[Run]:
     """Every scenario against every policy, `sessions` at a time.
 
@@ -141,7 +148,7 @@ def run_all(
     if sessions <= 1:
         runs = []
         for policy, scenario in jobs:
-            runs.append(run_one(make_session, policy, scenario, fast))
+            runs.append(run_one(make_session, policy, scenario, fast, ideal))
             if progress:
                 progress(runs[-1])
         return runs
@@ -150,7 +157,7 @@ def run_all(
 
     def job(policy: str, scenario: Scenario, delay_ms: int) -> Run:
         time.sleep(delay_ms / 1000)
-        run = run_one(make_session, policy, scenario, fast)
+        run = run_one(make_session, policy, scenario, fast, ideal)
         if progress:
             progress(run)
         return run
@@ -269,6 +276,7 @@ def results(
     cpus: int,
     stagger_ms: int = 0,
     settings: PolicySettings | None = None,
+    ideal: bool = False,
 ) -> dict[str, Any]:
     sets = {
         source: summarize_runs([r for r in runs if r.scenario.source == source], policies)
@@ -284,7 +292,7 @@ def results(
     return {
         "command": command,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "mode": "fast" if fast else "real-time",
+        "mode": "ideal" if ideal else "fast" if fast else "real-time",
         "sessions": sessions,
         "stagger_ms": stagger_ms if sessions > 1 else 0,
         "machine": {"platform": platform.platform(), "cpus": cpus},

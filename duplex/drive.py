@@ -3,7 +3,8 @@
 In fast mode the virtual clock moves with the audio and is charged the
 compute each step really took, so a slow model shows up as latency exactly
 as it would live: a frame cannot be processed before it arrives, nor before
-the previous one is done.
+the previous one is done. In ideal mode it moves with the audio alone, as if
+compute were free: what the turn-taking policy decides, on any machine.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from duplex.audio import FRAME_MS, FRAME_SAMPLES, Frame, Int16Array
-from duplex.clock import ChargedClock, Clock, RealClock
+from duplex.clock import ChargedClock, Clock, RealClock, VirtualClock
 from duplex.events import Event, Interrupted, ResponseAudio
 
 
@@ -57,6 +58,7 @@ def drive(
     frames: Iterable[Frame],
     *,
     fast: bool = True,
+    ideal: bool = False,
     on_event: Callable[[Event], None] | None = None,
 ) -> DriveResult:
     """Feed frames through a new session and collect what it says.
@@ -65,7 +67,9 @@ def drive(
     its input frame when compute made the session fall behind the audio);
     a barge-in flushes what was queued after the stop.
     """
-    clock: ChargedClock | RealClock = ChargedClock() if fast else RealClock()
+    clock: VirtualClock | RealClock = (
+        VirtualClock() if ideal else ChargedClock() if fast else RealClock()
+    )
     session = make_session(clock)
     result = DriveResult()
     output: list[tuple[int, Int16Array, int]] = []  # (position, audio, response)
@@ -78,6 +82,9 @@ def drive(
                 clock.advance(max(0.0, arrival - clock.now_ms()))
                 with clock.charging():
                     events = session.step(frame)
+            elif isinstance(clock, VirtualClock):
+                clock.advance(max(0.0, arrival - clock.now_ms()))
+                events = session.step(frame)
             else:
                 time.sleep(max(0.0, (arrival - clock.now_ms()) / 1000))
                 t0 = time.perf_counter()

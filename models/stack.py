@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Any
 
 from duplex.audio import Frame, float_to_pcm16, pcm16_to_float
-from duplex.clock import Clock, RealClock
+from duplex.clock import ChargedClock, Clock, RealClock
 from duplex.config import Settings
 from duplex.ports import Recognizer
 from duplex.session import Session
@@ -24,7 +24,7 @@ from models.lm import LlamaDuplexLM
 from models.responder import RemoteResponder
 from models.state_head import HEAD_PATH, StateHead
 from models.tts import AheadSynthesizer, PiperSynthesizer
-from models.turn_audio import SmartTurn
+from models.turn_audio import InlineTurnAudio, SmartTurn
 
 
 class SpeechStack:
@@ -178,7 +178,11 @@ class SpeechStack:
             responder=self.new_responder() if remote else None,
             speech=None if understanding == "text" else self.new_listener(),
             understanding=understanding,
-            turn_audio=self.turn_audio,
+            turn_audio=(
+                self.turn_audio
+                if self.turn_audio is None or isinstance(clock, RealClock | ChargedClock)
+                else InlineTurnAudio(self.turn_audio)  # compute is free: its answer at once
+            ),
         )
 
 

@@ -63,3 +63,16 @@ class SmartTurn:
         features = self._features(audio, padding=0)[:, : samples // 160]
         out = self._session.run(None, {self._input: features[None].astype(np.float32)})
         return float(np.asarray(out[0]).reshape(-1)[0])
+
+
+class InlineTurnAudio:
+    """The model's answer at once, on the caller's thread: for a clock that charges no
+    compute (`duplex bench --ideal`), where a thread's result would arrive late."""
+
+    def __init__(self, model: SmartTurn) -> None:
+        self._model = model
+
+    def start(self, pcm: Int16Array) -> Future[float]:
+        done: Future[float] = Future()
+        done.set_result(self._model.end_probability(pcm))
+        return done
