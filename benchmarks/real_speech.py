@@ -33,7 +33,7 @@ import json
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ EDGE_SILENCE_MS = 150  # a sentence is cut out only where the voice is silent th
 LEVEL_FRAME_MS = 10
 PER_MS = SAMPLE_RATE // 1000  # samples per ms
 BLIP_FRAMES = 3
+WORD_GAP_MS = 50  # silence between two words, where a pause may be inserted
 MIN_WORD_MS = 120  # less sound than this between two pauses is a breath, not a word
 INSERTED_PAUSE_MS = (500, 1500)
 # words after which an English sentence cannot be finished
@@ -164,8 +165,13 @@ def turn_cues(
         if words and not said and not cues:
             continue  # the tail of the sentence before, or a breath: no word begins here
         kind = "continuation" if cues else "question"
-        onset = a + Cue(kind, said, piece, at_ms=0).voiced[0]
-        cues.append(Cue(kind, said, piece, at_ms=onset + (length if length and a >= at else 0)))
+        # the voice by the recording's own background, not by its loudest frame: a room's
+        # tone after the last word is not the user still speaking
+        sound = np.flatnonzero(~silent[a // LEVEL_FRAME_MS : b // LEVEL_FRAME_MS])
+        first, last = int(sound[0]) * LEVEL_FRAME_MS, int(sound[-1] + 1) * LEVEL_FRAME_MS
+        voice = (first - first % FRAME_MS, min(last + (-last) % FRAME_MS, b - a))
+        onset = a + voice[0] + (length if length and a >= at else 0)
+        cues.append(Cue(kind, said, piece, at_ms=onset, voice_ms=voice))
     return cues
 
 
@@ -220,7 +226,8 @@ def from_recording(
         for i, word in enumerate(said[:-1]):
             if i == 0 or word.bare not in UNFINISHED:
                 continue
-            cut = quiet_point(silent, word.end_ms - 60, said[i + 1].start_ms + 60, LEVEL_FRAME_MS)
+            # a real boundary between the words, not a consonant's closure inside one
+            cut = quiet_point(silent, word.end_ms - 60, said[i + 1].start_ms + 60, WORD_GAP_MS)
             if cut is None:
                 continue
             length = rng.randrange(INSERTED_PAUSE_MS[0], INSERTED_PAUSE_MS[1] + 1, 20)
@@ -243,7 +250,7 @@ def from_recording(
 def _real(name: str, category: str, cues: Sequence[Cue]) -> Scenario:
     """Cues moved so the scenario's first voice begins at 500 ms."""
     offset = 500 - (cues[0].at_ms or 0)
-    moved = tuple(Cue(c.kind, c.text, c.pcm, at_ms=(c.at_ms or 0) + offset) for c in cues)
+    moved = tuple(replace(c, at_ms=(c.at_ms or 0) + offset) for c in cues)
     return Scenario(name, category, moved, source="real")
 
 
@@ -289,7 +296,7 @@ def from_conversation(name: str, pcm: Int16Array, stm: Path) -> list[Scenario]:
             piece = turn_cues(side, silent, lo, hi)
             if piece:
                 first = piece[0]
-                cues += [Cue(first.kind, said, first.pcm, at_ms=first.at_ms), *piece[1:]]
+                cues += [replace(first, text=said), *piece[1:]]
         if cues:
             found.append(Scenario(f"{name}-{speaker}", "dialogue", tuple(cues), source="real"))
     return found

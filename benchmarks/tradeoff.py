@@ -49,7 +49,8 @@ Estimator = Callable[[Gap, float], float | None]
 
 
 def estimators(settings: PolicySettings) -> dict[str, Estimator]:
-    """P(speak) per gap at a bias, for each way of estimating it."""
+    """P(speak) per gap at a bias, for each way of estimating it (the audio alone only
+    where the sound was asked: None elsewhere)."""
 
     def text(gap: Gap, bias: float) -> float:
         return sigmoid(logit(gap.p_text) + bias)
@@ -57,9 +58,11 @@ def estimators(settings: PolicySettings) -> dict[str, Estimator]:
     def audio(gap: Gap, bias: float) -> float | None:
         return None if gap.p_audio is None else sigmoid(logit(gap.p_audio) + bias)
 
-    def fused(gap: Gap, bias: float) -> float | None:
+    def fused(gap: Gap, bias: float) -> float:
+        # as the session does: words the text calls unfinished stay so, and the sound
+        # was not asked about them
         if gap.p_audio is None:
-            return None
+            return text(gap, bias) if gap.p_text > settings.text_unfinished else gap.p_text
         shifted = replace(settings, audio_bias=settings.audio_bias + bias)
         return fuse(StateProbs(1 - gap.p_text, gap.p_text, 0.0), gap.p_audio, shifted).speak
 
@@ -139,7 +142,8 @@ def curve(
 
 
 def knee(points: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The fastest point that keeps false starts and misses rare, else the fewest false starts."""
+    """The fastest point that keeps false starts and misses rare; where none does, the
+    one with the fewest of both (a false start and a missed turn end count alike)."""
     good = [
         p
         for p in points
@@ -147,4 +151,8 @@ def knee(points: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     ]
     if good:
         return min(good, key=lambda p: p["turn_end_ms"])
-    return min(points, key=lambda p: (p["false_start_rate"], p["turn_end_ms"]), default=None)
+    return min(
+        points,
+        key=lambda p: (p["false_start_rate"] + 1 - p["answered_rate"], p["turn_end_ms"]),
+        default=None,
+    )
