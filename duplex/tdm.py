@@ -50,6 +50,12 @@ def sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
+# the words' surest estimate (models.lm.MAX_SPEAK, ~190 ms of silence): a voice that sounds
+# done may bring an unpunctuated turn up to it, never past it (a reader's short breath
+# sounds as done as an end)
+SUREST = 0.98
+
+
 def fuse(text: StateProbs, p_audio: float | None, settings: PolicySettings) -> StateProbs:
     """The words' estimate and the sound's, as one P(speak), in log-odds.
 
@@ -62,6 +68,9 @@ def fuse(text: StateProbs, p_audio: float | None, settings: PolicySettings) -> S
         return text
     z = logit(text.speak) + settings.audio_weight * logit(p_audio) + settings.audio_bias
     speak = sigmoid(z)
+    if text.speak < 0.5:
+        speak = min(speak, text.speak)  # words that lean to going on: the sound may only hold
+    speak = min(speak, max(text.speak, SUREST))  # and it never hurries a turn past the words'
     return StateProbs(1.0 - speak, speak, text.dismiss)
 
 

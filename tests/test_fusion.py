@@ -10,7 +10,7 @@ from __future__ import annotations
 from duplex.config import PolicySettings
 from duplex.events import TurnEstimate, TurnTaken
 from duplex.ports import StateProbs
-from duplex.tdm import fuse
+from duplex.tdm import SUREST, fuse
 from tests.fakes import Harness, ScriptedTurnAudio
 
 SETTINGS = PolicySettings(min_silence_ms=100)
@@ -21,12 +21,15 @@ def text(speak: float) -> StateProbs:
     return StateProbs(1 - speak, speak, 0.0)
 
 
-def test_fusion_moves_the_words_estimate_both_ways_but_never_past_unfinished_words() -> None:
+def test_fusion_holds_what_sounds_unfinished_and_hurries_no_turn_past_the_words() -> None:
     sure = text(0.95)
     assert fuse(sure, None, SETTINGS) == sure  # no acoustic model: the words alone
-    assert fuse(sure, 0.95, SETTINGS).speak > 0.99  # both say done
     assert fuse(sure, 0.02, SETTINGS).speak < 0.3  # a full stop at a breath
+    assert fuse(sure, 0.95, SETTINGS).speak == SUREST  # both say done: the words' surest
+    assert fuse(text(0.9), 0.97, SETTINGS).speak == SUREST  # an unpunctuated "...right."
     assert fuse(text(0.05), 0.99, SETTINGS).speak == 0.05  # "and then I", however it fell
+    assert fuse(text(0.26), 0.94, SETTINGS).speak == 0.26  # words that lean to going on
+    assert fuse(text(0.26), 0.05, SETTINGS).speak < 0.26  # ... may only be held longer
     unsure = fuse(text(0.6), 0.5, SETTINGS).speak
     assert abs(unsure - 0.6) < 1e-9  # an undecided voice leaves the words as they are
 
