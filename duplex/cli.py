@@ -43,6 +43,9 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
         "asr": settings.models.asr,
         "lm": settings.models.lm,
         "voice": settings.models.voice,
+        "turn_audio": ""
+        if settings.models.turn_audio in ("smart-turn", "off")
+        else settings.models.turn_audio,
     }
     if args.path:  # one part's path alone, for scripts (e.g. an engine serving the LM)
         [chosen] = [w for w in ALL if w.name == args.path]
@@ -50,7 +53,8 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     table = Table(title="model weights (nothing is downloaded at run time)")
     for column in ("part", "model", "package", "licence", "size", "path or install line"):
-        table.add_column(column, overflow="fold")
+        # names stay whole (the paths fold): a narrow terminal still shows what to install
+        table.add_column(column, overflow="fold", no_wrap=column in ("part", "package"))
     missing = 0
     for w in ALL:
         try:

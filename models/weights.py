@@ -87,7 +87,7 @@ SILERO = Weights(
 )
 SMART_TURN = Weights(
     "turn_audio",
-    "Smart Turn v3.2 end-of-turn model (ONNX)",
+    "Smart Turn v3.2 (ONNX)",
     "pipecat-ai",
     "pipecat",
     "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",
