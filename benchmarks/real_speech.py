@@ -81,6 +81,18 @@ class Word:
         return self.text.rstrip().endswith((".", "?", "!"))
 
 
+@dataclass(frozen=True)
+class RecordedCue(Cue):
+    """A piece of a recording, its voice found by the recording's own background: a
+    room's tone after the last word is not the user still speaking."""
+
+    voice_ms: tuple[int, int] = (0, 0)
+
+    @property
+    def voiced(self) -> tuple[int, int]:
+        return self.voice_ms
+
+
 # reads a recording's words with their times (16 kHz PCM16 in)
 WordTimes = Callable[[Int16Array], list[Word]]
 
@@ -171,7 +183,7 @@ def turn_cues(
         first, last = int(sound[0]) * LEVEL_FRAME_MS, int(sound[-1] + 1) * LEVEL_FRAME_MS
         voice = (first - first % FRAME_MS, min(last + (-last) % FRAME_MS, b - a))
         onset = a + voice[0] + (length if length and a >= at else 0)
-        cues.append(Cue(kind, said, piece, at_ms=onset, voice_ms=voice))
+        cues.append(RecordedCue(kind, said, piece, at_ms=onset, voice_ms=voice))
     return cues
 
 

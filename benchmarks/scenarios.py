@@ -84,12 +84,11 @@ class Cue:
     at_ms: int | None = None  # absolute position of the voice onset
     after_previous_ms: int | None = None  # silence after the previous cue's voice
     into_answer_ms: int | None = None  # after the first answer audio following the previous cue
-    voice_ms: tuple[int, int] | None = None  # where the voice is in `pcm`, if known better
 
     @property
     def voiced(self) -> tuple[int, int]:
-        """Where the voice is inside `pcm` (ms): as given, else by frame energy."""
-        return self.voice_ms or voiced_span(self.pcm)
+        """Where the voice is inside `pcm` (ms), by frame energy."""
+        return voiced_span(self.pcm)
 
 
 @dataclass(frozen=True)
