@@ -161,25 +161,22 @@ def turn_cues(
     follows moves later by that length."""
     at, length = insert
     cuts = {(a + b) // 2 for a, b in gaps(silent, lo_ms, hi_ms, NATURAL_PAUSE_MS)}
-    if length:
-        cuts.add(at)
     # on the 20 ms frame grid, where the simulator places audio: played sample for sample
     lo_ms, hi_ms, at = (x - x % FRAME_MS for x in (lo_ms, hi_ms, at))
     inner = sorted({c - c % FRAME_MS for c in cuts} | ({at} if length else set()))
     bounds = [lo_ms, *(c for c in inner if lo_ms < c < hi_ms), hi_ms]
     cues: list[Cue] = []
     for a, b in itertools.pairwise(bounds):
-        voiced_ms = int((~silent[a // LEVEL_FRAME_MS : b // LEVEL_FRAME_MS]).sum()) * LEVEL_FRAME_MS
-        if voiced_ms < MIN_WORD_MS:
+        sound = np.flatnonzero(~silent[a // LEVEL_FRAME_MS : b // LEVEL_FRAME_MS])
+        if sound.size * LEVEL_FRAME_MS < MIN_WORD_MS:
             continue  # a breath or a click between the words
-        piece = pcm[a * SAMPLE_RATE // 1000 : b * SAMPLE_RATE // 1000]
+        piece = pcm[a * PER_MS : b * PER_MS]
         said = " ".join(w.text.strip() for w in words if a <= (w.start_ms + w.end_ms) // 2 < b)
         if words and not said and not cues:
             continue  # the tail of the sentence before, or a breath: no word begins here
         kind = "continuation" if cues else "question"
         # the voice by the recording's own background, not by its loudest frame: a room's
         # tone after the last word is not the user still speaking
-        sound = np.flatnonzero(~silent[a // LEVEL_FRAME_MS : b // LEVEL_FRAME_MS])
         first, last = int(sound[0]) * LEVEL_FRAME_MS, int(sound[-1] + 1) * LEVEL_FRAME_MS
         voice = (first - first % FRAME_MS, min(last + (-last) % FRAME_MS, b - a))
         onset = a + voice[0] + (length if length and a >= at else 0)

@@ -9,7 +9,6 @@ for `markdown()` alone, stays light.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -340,17 +339,11 @@ def sample_scenarios(
 def false_start_spans(run: Mapping[str, Any]) -> set[int]:
     """The response ids of a run's answers that began into a pause of the user's."""
     from benchmarks.scenarios import Placed
-    from benchmarks.scoring import FALSE_START_MS, user_turns
+    from benchmarks.scoring import OutputSpan, pauses_of, starts_into, user_turns
 
-    turns = user_turns([Placed(**p) for p in run.get("user", [])])
-    found = set()
-    for out in run.get("assistant", []):
-        if out["end_ms"] - out["start_ms"] < FALSE_START_MS:
-            continue
-        pauses = [(a.end_ms, b.end_ms) for turn in turns for a, b in itertools.pairwise(turn)]
-        if any(lo <= out["start_ms"] < hi for lo, hi in pauses):
-            found.add(out["response_id"])
-    return found
+    pauses = pauses_of(user_turns([Placed(**p) for p in run.get("user", [])]))
+    spans = [OutputSpan(**s) for s in run.get("assistant", [])]
+    return {s.response_id for pause in pauses for s in starts_into(pause, spans)}
 
 
 def _label(ax: Axes, start_s: float, width_s: float, y: float, text: str, span_s: float) -> None:

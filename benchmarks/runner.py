@@ -250,10 +250,11 @@ def peak_rss_mb() -> float:
 
 
 def real_tradeoff(
-    runs: Sequence[Run], policies: Sequence[str], settings: PolicySettings
+    runs: Sequence[dict[str, Any]], policy: str, settings: PolicySettings
 ) -> dict[str, Any]:
-    """The reference policy's false starts against latency on real speech, replayed."""
-    mine = [r.to_dict() for r in runs if r.policy == policies[0] and r.scenario.source == "real"]
+    """The policy's false starts against latency on real speech, replayed (runs as in
+    the results); the knee marked is the fused estimate's."""
+    mine = [r for r in runs if r["policy"] == policy and r["source"] == "real"]
     if not mine:
         return {}
     curves = tradeoff.curve(mine, settings)
@@ -262,8 +263,8 @@ def real_tradeoff(
         for name, points in curves.items()
         if (point := tradeoff.knee(points)) is not None
     ]
-    best = tradeoff.knee([k for k in knees if k["estimator"] == "fused"] or knees)
-    return {"policy": policies[0], "curves": curves, "knees": knees, "knee": best}
+    best = next((k for k in knees if k["estimator"] == "fused"), knees[0] if knees else None)
+    return {"policy": policy, "curves": curves, "knees": knees, "knee": best}
 
 
 def results(
@@ -289,6 +290,7 @@ def results(
     for each in sets.values():
         for entry in each.values():
             entry["peak_rss_mb"] = peak
+    run_dicts = [r.to_dict() for r in runs]
     return {
         "command": command,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -297,10 +299,10 @@ def results(
         "stagger_ms": stagger_ms if sessions > 1 else 0,
         "machine": {"platform": platform.platform(), "cpus": cpus},
         "policies": list(policies),
-        "runs": [r.to_dict() for r in runs],
+        "runs": run_dicts,
         "summary": summary,
         "summary_source": main,
         "sets": sets,
         "ratios": ratios(summary, policies),
-        "tradeoff": real_tradeoff(runs, policies, settings or PolicySettings()),
+        "tradeoff": real_tradeoff(run_dicts, policies[0], settings or PolicySettings()),
     }

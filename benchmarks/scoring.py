@@ -78,20 +78,25 @@ def user_turns(user: Sequence[Placed]) -> list[list[Placed]]:
     return turns
 
 
+def pauses_of(turns: Sequence[Sequence[Placed]]) -> list[tuple[int, int]]:
+    """Each pause inside a turn, as the span where an answer starting is a false start:
+    from the words before it to the end of the words after it."""
+    return [(a.end_ms, b.end_ms) for turn in turns for a, b in itertools.pairwise(turn)]
+
+
+def starts_into(pause: tuple[int, int], spans: Sequence[OutputSpan]) -> list[OutputSpan]:
+    """The answers long enough to be heard that began inside the pause."""
+    lo, hi = pause
+    return [s for s in spans if s.end_ms - s.start_ms >= FALSE_START_MS and lo <= s.start_ms < hi]
+
+
 def false_starts(
     turns: Sequence[Sequence[Placed]], spans: Sequence[OutputSpan]
 ) -> tuple[list[bool], list[int]]:
     """Per pause inside a turn: did the assistant start into it? And, per false start,
     how much of its audio played (the span, to where it stopped)."""
-    pauses: list[bool] = []
-    heard: list[int] = []
-    starts = [s for s in spans if s.end_ms - s.start_ms >= FALSE_START_MS]
-    for turn in turns:
-        for before, after in itertools.pairwise(turn):
-            into = [s for s in starts if before.end_ms <= s.start_ms < after.end_ms]
-            pauses.append(bool(into))
-            heard += [s.end_ms - s.start_ms for s in into]
-    return pauses, heard
+    into = [starts_into(pause, spans) for pause in pauses_of(turns)]
+    return [bool(i) for i in into], [s.end_ms - s.start_ms for i in into for s in i]
 
 
 def turn_end_latencies(
@@ -109,8 +114,8 @@ def turn_end_latencies(
             (s for s in spans if s.start_ms >= end and (until is None or s.start_ms < until)),
             None,
         )
-        late = answer is None or answer.start_ms - end > ANSWERED_WITHIN_MS
-        latencies.append(None if late or answer is None else answer.start_ms - end)
+        latency = None if answer is None else answer.start_ms - end
+        latencies.append(None if latency is None or latency > ANSWERED_WITHIN_MS else latency)
     return latencies
 
 

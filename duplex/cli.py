@@ -43,9 +43,7 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
         "asr": settings.models.asr,
         "lm": settings.models.lm,
         "voice": settings.models.voice,
-        "turn_audio": ""
-        if settings.models.turn_audio in ("smart-turn", "off")
-        else settings.models.turn_audio,
+        "turn_audio": settings.models.turn_audio_path,
     }
     if args.path:  # one part's path alone, for scripts (e.g. an engine serving the LM)
         [chosen] = [w for w in ALL if w.name == args.path]

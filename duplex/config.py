@@ -100,6 +100,11 @@ class ModelSettings:
     # header): the end of a turn waits on it, and nothing else runs then
     lm_read_threads: int = 2
 
+    @property
+    def turn_audio_path(self) -> str:
+        """The acoustic model's own path, if `turn_audio` names one ("": the packaged one)."""
+        return "" if self.turn_audio in ("smart-turn", "off") else self.turn_audio
+
 
 @dataclass(frozen=True)
 class ResponderSettings:

@@ -55,7 +55,7 @@ from duplex.ports import (
     SynthesizesAhead,
     TurnEndAudio,
 )
-from duplex.tdm import OverlapDecision, Policy, State, TurnPolicy, fuse
+from duplex.tdm import OverlapDecision, Policy, State, TurnPolicy, fuse, sound_can_tell
 from duplex.text import ClauseSplitter, asks_to_stop, played_words
 from duplex.vad import VadStep, VadTracker
 
@@ -292,17 +292,16 @@ class Session:
 
     def _hear(self, frame: Frame, vad: VadStep) -> list[Event]:
         events: list[Event] = []
+        if vad.started is None and (self._record is not None or self.state is State.OVERLAP):
+            self._heard.append(frame.pcm)  # the turn's sound, for the acoustic estimate
         if vad.started is not None:
+            events.append(self._event(SpeechStarted, vad.started))
             self._ending = None
             if self.state is not State.LISTENING or self._record is None:
                 self._heard.clear()  # a new turn, or words over the answer
-            self._heard.extend(f.pcm for f in vad.pre_roll)
-        elif self._record is not None or self.state is State.OVERLAP:
-            self._heard.append(frame.pcm)
-        if vad.started is not None:
-            events.append(self._event(SpeechStarted, vad.started))
             for f in vad.pre_roll:
                 self._recognizer.accept(f)
+                self._heard.append(f.pcm)
             self._unvoiced, self._held = 0, []
             if self._speculative is not None:
                 self._discard_speculation()  # the user goes on: the draft answer is void
@@ -400,7 +399,7 @@ class Session:
         the sound cannot finish them (`tdm.fuse`)."""
         if self._turn_audio is None or self._ending is not None or not self._heard:
             return
-        if self._probs.speak > self.settings.text_unfinished:
+        if sound_can_tell(self._probs, self.settings):
             self._ending = self._turn_audio.start(np.concatenate(self._heard))
 
     def _estimate(self, now_ms: int, events: list[Event], wait: bool = False) -> StateProbs:
@@ -410,9 +409,9 @@ class Session:
         p_audio = ending.result() if ending is not None and (wait or ending.done()) else None
         probs = fuse(self._probs, p_audio, self.settings)
         if self._estimated != (self._probs.speak, p_audio):
-            arrived = p_audio is not None and (self._estimated or (0.0, None))[1] is None
-            if arrived and self._record is not None:  # the sound's verdict on this pause
-                self._record.turn_audio_ms = self._timeline(now_ms)
+            before = self._estimated[1] if self._estimated else None
+            if before is None and p_audio is not None and self._record is not None:
+                self._record.turn_audio_ms = self._timeline(now_ms)  # the sound's verdict
             self._estimated = (self._probs.speak, p_audio)
             events.append(
                 self._event(

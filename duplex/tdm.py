@@ -56,6 +56,12 @@ def sigmoid(z: float) -> float:
 SUREST = 0.98
 
 
+def sound_can_tell(text: StateProbs, settings: PolicySettings) -> bool:
+    """Whether the sound of the pause can change the words' estimate: not for words the
+    text calls unfinished ("and then I"), whatever the voice did."""
+    return text.speak > settings.text_unfinished
+
+
 def fuse(text: StateProbs, p_audio: float | None, settings: PolicySettings) -> StateProbs:
     """The words' estimate and the sound's, as one P(speak), in log-odds.
 
@@ -64,7 +70,7 @@ def fuse(text: StateProbs, p_audio: float | None, settings: PolicySettings) -> S
     falling, lengthened "...right." is done, and hears the breath Whisper wrote
     a full stop at. Without an acoustic estimate, the text's stands.
     """
-    if p_audio is None or text.speak <= settings.text_unfinished:
+    if p_audio is None or not sound_can_tell(text, settings):
         return text
     z = logit(text.speak) + settings.audio_weight * logit(p_audio) + settings.audio_bias
     speak = sigmoid(z)

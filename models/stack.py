@@ -38,7 +38,7 @@ class SpeechStack:
         self.lm_path = weights.LM.resolve(m.lm)
         self.voice_path = weights.VOICE.resolve(m.voice)
         if m.turn_audio != "off":
-            weights.SMART_TURN.resolve(None if m.turn_audio == "smart-turn" else m.turn_audio)
+            weights.SMART_TURN.resolve(m.turn_audio_path)
 
     @cached_property
     def whisper(self) -> Any:
@@ -50,10 +50,8 @@ class SpeechStack:
     @cached_property
     def turn_audio(self) -> SmartTurn | None:
         """The shared acoustic end-of-turn model (onnxruntime serves concurrent calls)."""
-        choice = self.settings.models.turn_audio
-        if choice == "off":
-            return None
-        return SmartTurn(None if choice == "smart-turn" else choice)
+        m = self.settings.models
+        return None if m.turn_audio == "off" else SmartTurn(m.turn_audio_path)
 
     @cached_property
     def voice(self) -> PiperSynthesizer:

@@ -73,6 +73,11 @@ class InlineTurnAudio:
         self._model = model
 
     def start(self, pcm: Int16Array) -> Future[float]:
-        done: Future[float] = Future()
-        done.set_result(self._model.end_probability(pcm))
-        return done
+        return resolved(self._model.end_probability(pcm))
+
+
+def resolved(p_end: float) -> Future[float]:
+    """An estimate that is already here."""
+    done: Future[float] = Future()
+    done.set_result(p_end)
+    return done

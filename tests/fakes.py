@@ -24,6 +24,7 @@ from duplex.events import Event
 from duplex.ports import Responder, ResponderError, StateProbs
 from duplex.session import Session
 from duplex.vad import VadTracker
+from models.turn_audio import resolved
 
 E = TypeVar("E", bound=Event)
 
@@ -288,9 +289,7 @@ class ScriptedTurnAudio:
 
     def start(self, pcm: Int16Array) -> Future[float]:
         self.heard_ms.append(pcm.size * 1000 // SAMPLE_RATE)
-        done: Future[float] = Future()
-        done.set_result(self.p_end)
-        return done
+        return resolved(self.p_end)
 
 
 def user_audio(spans: Iterable[tuple[int, int]], total_ms: int, seed: int = 0) -> Int16Array:
