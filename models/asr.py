@@ -38,8 +38,10 @@ default `min_window_s=10`; the rare loop left is still caught (below).
 
 - generation is capped at `10 + 8 * seconds` new tokens, so a loop costs a
   bounded amount of time;
-- a hypothesis that hits the cap or repeats itself (a word 4 times in a row,
-  a 2-word phrase 3 times, a longer phrase twice) is *degenerate*: a
+- a hypothesis that hits the cap, repeats itself (a word 4 times in a row,
+  a 2-word phrase 3 times, a longer phrase twice) or has more words than
+  the audio could hold (2 + 5 per second: the 3-gram rule bends a loop into
+  "10 of clubs 10 of club clubs 10 have clubs" in 1.1 s) is *degenerate*: a
   streaming hypothesis is cut where the repetition starts (LocalAgreement
   still needs a second hypothesis to agree), and a final one is decoded again
   on the full 30 s window (counted in `stats.fallbacks`); if that still
@@ -108,6 +110,9 @@ _NO_SPEECH_LOGPROB = -1.0
 _NO_SPEECH_ALONE = 0.8  # no words above this, whatever the text's log-probability
 _CUT_SEARCH_S = 2.0  # where to look for a quiet place to cut an over-long utterance
 _NO_REPEAT_NGRAM = 3  # a loop ("10 of clubs 10 of clubs ...") cannot start
+# more words than anyone says in the audio: 2 + 5 per second (fast speech is 3-4 words/s)
+_WORDS_BASE = 2
+_WORDS_PER_S = 5
 
 
 # -- text normalisation and word error rate ----------------------------------------
@@ -190,6 +195,13 @@ def repetition_start(keys: list[str]) -> int | None:
             if all(keys[i + k * n : i + (k + 1) * n] == phrase for k in range(1, copies)):
                 return i + n
     return None
+
+
+def too_many_words(words: list[str], seconds: float) -> bool:
+    """More words than the audio could hold: a loop that `no_repeat_ngram_size` bent
+    out of shape ("10 of clubs 10 of club clubs 10 have clubs" in 1.1 s), which
+    `repetition_start` cannot see."""
+    return len(words) > _WORDS_BASE + _WORDS_PER_S * seconds
 
 
 def _key(word: str) -> str:
@@ -438,6 +450,8 @@ class WhisperRecognizer:
                 words, degenerate, logprob = self._run(audio, FULL_WINDOW_S)
         if degenerate:
             cut = repetition_start([_key(w) for w in words])
+            if cut is None and too_many_words(words, audio.size / SAMPLE_RATE):
+                cut = _WORDS_BASE + int(_WORDS_PER_S * audio.size / SAMPLE_RATE)
             words = words[:cut] if cut is not None else words
         self.last_confidence = logprob
         return Hypothesis(words, audio.size, degenerate, logprob)
@@ -481,7 +495,9 @@ class WhisperRecognizer:
             return [], False, 0.0
         words = text.split()
         looped = repetition_start([_key(w) for w in words]) is not None
-        return words, looped or len(tokens) >= budget, float(avg_logprob)
+        return words, looped or len(tokens) >= budget or too_many_words(words, seconds), float(
+            avg_logprob
+        )
 
     # -- LocalAgreement-2 and segments ------------------------------------------------
 

@@ -86,8 +86,8 @@ def normalize_overlap(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s'-]", " ", text.lower())).strip()
 
 
-# P(end) -> P(speak): odds of 1 at P(end) = 10^-3 = 0.001, times 10^1.5 per decade
-END_MIDPOINT_LOG10 = -3.0
+# P(end) -> P(speak): odds of 1 at P(end) = 10^-2.75 = 0.0018, times 10^1.5 per decade
+END_MIDPOINT_LOG10 = -2.75
 END_ODDS_PER_DECADE_LOG10 = 1.5
 MAX_SPEAK = 0.98  # the cap: even a sure end waits ~190 ms of silence
 UNMARKED_MAX_SPEAK = 0.9  # the cap for words the recognizer left unpunctuated (~335 ms)
@@ -96,14 +96,15 @@ UNMARKED_MAX_SPEAK = 0.9  # the cap for words the recognizer left unpunctuated (
 def speak_from_end(p_end: float) -> float:
     """The LM's end-of-utterance probability as P(speak), on a log scale.
 
-    Measured on the benchmark's sentences (tests/test_lm.py): words before a
-    mid-sentence pause ("Can you tell me") get P(end) <= 0.001, finished
-    questions 0.004-0.9. P(end) 0.0005 maps to 0.26 (the policy waits ~1.5 s),
-    0.001 to 0.5 (~1.1 s), 0.004 to 0.89 (~360 ms), 0.01 and above to >= 0.97
-    (<= 210 ms). The midpoint was 0.002: "Can you recommend a good book?"
-    (P(end) about 0.004) then waited ~600 ms, the slowest 5% of one session's
-    turns (fast bench, 54 scenarios: end of turn 327 / 499 -> 311 / 437 ms, no
-    takeover in 12 pauses of 460-1480 ms either way).
+    Measured on the benchmark's sentences (tests/test_lm.py, llama.cpp on an
+    AVX2 CPU): words before a mid-sentence pause ("Could you remind me") get
+    P(end) <= 0.001, finished questions 0.009-0.94. The midpoint, 0.0018,
+    sits in that gap with a factor of 1.75 to the pauses: the same weights
+    put "Could you remind me" below 0.001 on one CPU and at 0.00103 on another, so
+    a midpoint at 0.001 turned a pause into a turn end with the hardware.
+    P(end) 0.0005 maps to 0.13 (the policy waits ~1.76 s of silence), 0.001
+    to 0.31 (~1.4 s), 0.004 to 0.77 (~575 ms), 0.01 to 0.93 (~280 ms), 0.02
+    and above to >= 0.97 (<= 205 ms).
     """
     level = math.log10(max(p_end, 1e-9))
     speak = 1.0 / (1.0 + 10 ** (-END_ODDS_PER_DECADE_LOG10 * (level - END_MIDPOINT_LOG10)))

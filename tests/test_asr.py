@@ -27,6 +27,7 @@ from models.asr import (
     normalize,
     number_words,
     repetition_start,
+    too_many_words,
     wer,
 )
 from models.weights import ASR, WeightsMissing
@@ -87,6 +88,17 @@ def test_repetition_start_finds_loops_not_speech() -> None:
     assert repetition_start(keys("five five")) is None
     assert repetition_start(keys("no no no, thank you")) is None
     assert repetition_start(keys("eight of spades four of clubs seven of hearts")) is None
+
+
+def test_more_words_than_the_audio_holds_is_a_loop() -> None:
+    """A loop the 3-gram rule bent out of shape repeats no phrase exactly."""
+    bent = "10 of clubs 10 of club clubs 10 have clubs".split()
+    assert repetition_start(normalize(" ".join(bent))) is None
+    assert too_many_words(bent, 1.1)
+    assert not too_many_words(bent[:3], 1.1)
+    fast = "eight of spades four of clubs seven of hearts".split()  # 8 words in 2.5 s
+    assert not too_many_words(fast, 2.5)
+    assert too_many_words([], 0.0) is False
 
 
 # -- the model --------------------------------------------------------------------------

@@ -119,9 +119,9 @@ def test_rule_state() -> None:
     assert rule_state("4 Queen of Clubs", overlap=False, p_end=0.06).speak == 0.9
     assert rule_state("Can you tell me", overlap=False, p_end=0.0001).speak < 0.05
     # a finished question the LM half expects to go on ("Can you recommend a good
-    # book" 0.004) is answered within 400 ms; words before a pause (<= 0.001) wait
-    assert rule_state("Can you recommend a good book?", overlap=False, p_end=0.004).speak > 0.85
-    assert rule_state("Could you remind me?", overlap=False, p_end=0.0006).speak < 0.35
+    # book" 0.009) is answered within 300 ms; words before a pause (<= 0.001) wait
+    assert rule_state("Can you recommend a good book?", overlap=False, p_end=0.009).speak > 0.9
+    assert rule_state("Could you remind me?", overlap=False, p_end=0.00103).speak < 0.35
     assert rule_state("I went to the", overlap=False, p_end=0.05).speak < 0.5
     assert rule_state("So I went,", overlap=False, p_end=0.05).speak < 0.5
     assert rule_state("Yeah.", overlap=True).dismiss > 0.5
