@@ -188,6 +188,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         max_message_bytes=args.max_message_bytes,
         idle_timeout_s=args.idle_timeout,
         max_session_s=args.max_session,
+        drain_s=args.drain_timeout,
     )
     return run(settings, args.host, args.port, args.token or os.environ.get("DUPLEX_TOKEN"), limits)
 
@@ -202,6 +203,13 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-message-bytes", type=int, default=1 << 20)
     parser.add_argument("--idle-timeout", type=float, default=120.0, help="seconds")
     parser.add_argument("--max-session", type=float, default=3600.0, help="seconds")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="after SIGTERM or Ctrl-C, seconds live sessions may go on before they are "
+        "closed (a second signal closes them at once)",
+    )
 
 
 def _chat(args: argparse.Namespace, settings: Settings) -> int:

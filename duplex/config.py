@@ -95,6 +95,8 @@ class ModelSettings:
     temperature: float = 0.0  # 0 decodes greedily
     seed: int = 0
     context_tokens: int = 4096  # KV cache size per session
+    # earlier turns kept in the cache when a user turn opens; the oldest leave first
+    history_tokens: int = 2048
     lm_threads: int = 1  # CPU threads per session's LM: 2 spin against the recognizer (measured)
     # CPU threads for the LM reading several tokens at once (the user's words, the answer's
     # header): the end of a turn waits on it, and nothing else runs then
@@ -148,6 +150,11 @@ class Settings:
             (
                 self.models.lm_threads > 0,
                 f"models.lm_threads must be > 0, got {self.models.lm_threads}",
+            ),
+            (
+                0 < self.models.history_tokens < self.models.context_tokens,
+                "models.history_tokens must be between 0 and models.context_tokens, "
+                f"got {self.models.history_tokens}",
             ),
             (
                 self.models.lm_read_threads > 0,

@@ -8,6 +8,12 @@ and a speak slice (decode just enough to keep synthesized audio ahead of
 playout). The session never touches a socket, a device, a thread or the wall
 clock; drivers do, which is what makes every decision reproducible in tests.
 
+A model call that raises inside `step` (the recognizer, the LM, the voice,
+the acoustic model, an external engine) ends the turn it was in: an `Error`
+event (code `model_error`), the answer's `ResponseDone` with status
+"failed" if one was under way, and the session listens again from the next
+frame. The words of the failed turn are dropped; what was played is kept.
+
 Positions: the input frame with index i covers [20 i, 20 i + 20) ms, and the
 output frame returned by `step` for it is played from 20 i + 20 ms. When the
 clock runs ahead of the audio (compute took longer than real time), marks use
@@ -16,6 +22,8 @@ the clock's position instead, so slow models show up as latency.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +35,7 @@ from duplex.clock import Clock
 from duplex.config import PolicySettings
 from duplex.events import (
     BackchannelIgnored,
+    Error,
     Event,
     Interrupted,
     ResponderFallback,
@@ -60,6 +69,8 @@ from duplex.text import ClauseSplitter, asks_to_stop, played_words
 from duplex.vad import VadStep, VadTracker
 
 # a step that took longer than this stalled: input arrived meanwhile
+log = logging.getLogger(__name__)
+
 STALL_MS = FRAME_MS
 # the state read from a stop word said over the answer: yield
 _STOP_WORD = StateProbs(0.0, 1.0, 0.0)
@@ -273,19 +284,77 @@ class Session:
         if self._clock_origin is None:
             self._clock_origin = self._clock.now_ms() - frame.end_ms
         started = self._clock.now_ms()
-        events = self._hear(frame, vad)
-        self._feed_speech(frame, vad)
-        # a tick every tick_ms, and at once when speech stops: that is when a turn ends
-        if self._next_index % self._tick_frames == 0 or vad.stopped is not None:
-            events += self._tick(frame.end_ms)
-        else:
-            if self.state is State.LISTENING and not self._utterance_ended:
-                events += self._decide(frame.end_ms)
-                events += self._first_clause(frame.end_ms)
-            events += self._read_remote(frame.end_ms)
-        if self._clock.now_ms() - started > STALL_MS:
-            self._catch_up_to = self._timeline(frame.end_ms)
-        events += self._play(frame.end_ms, vad)
+        events: list[Event] = []
+        try:
+            events += self._hear(frame, vad)
+            self._feed_speech(frame, vad)
+            # a tick every tick_ms, and at once when speech stops: that is when a turn ends
+            if self._next_index % self._tick_frames == 0 or vad.stopped is not None:
+                events += self._tick(frame.end_ms)
+            else:
+                if self.state is State.LISTENING and not self._utterance_ended:
+                    events += self._decide(frame.end_ms)
+                    events += self._first_clause(frame.end_ms)
+                events += self._read_remote(frame.end_ms)
+            if self._clock.now_ms() - started > STALL_MS:
+                self._catch_up_to = self._timeline(frame.end_ms)
+            events += self._play(frame.end_ms, vad)
+        except Exception as error:  # a model failed: this turn ends, the session goes on
+            events += self._fail_turn(error, frame.end_ms)
+        return events
+
+    def _fail_turn(self, error: Exception, now_ms: int) -> list[Event]:
+        """End the turn a model call failed in, and listen again.
+
+        Each step of the cleanup may meet the same broken model, so each is tried
+        alone; the session's own state is reset whatever they do.
+        """
+        log.error("a model call failed; the turn ends: %r", error, exc_info=error)
+        events: list[Event] = [
+            self._event(
+                Error, now_ms, code="model_error", message=f"{type(error).__name__}: {error}"
+            )
+        ]
+        response = self._response or self._speculative
+        if response is not None:
+            with contextlib.suppress(Exception):
+                self._stop_remote(response)
+            if response is self._response:
+                events.append(
+                    self._event(
+                        ResponseDone,
+                        now_ms,
+                        response_id=response.id,
+                        status="failed",
+                        played_ms=response.played_ms,
+                        text=response.played_text(),
+                    )
+                )
+        with contextlib.suppress(Exception):
+            if self._response is not None:
+                self._lm.truncate(self._response.played_text())  # what was heard stays
+            elif self._speculative is not None:
+                self._lm.cancel_response()
+        with contextlib.suppress(Exception):
+            if self._response is None:
+                self._lm.rewrite_turn("")  # the failed turn's words are dropped
+        with contextlib.suppress(Exception):
+            self._recognizer.reset()
+        if self._speech is not None:
+            with contextlib.suppress(Exception):
+                self._speech.reset()
+        if self._record is not None:
+            events += self._close_record("failed", now_ms)
+        self.state, self._response, self._speculative = State.LISTENING, None, None
+        self._user_text, self._tentative, self._utterance_ended = "", None, False
+        self._overlap_onset = self._overlap_end = None
+        self._overlap_text, self._after_barge_in = "", False
+        self._ending = self._estimated = None
+        self._heard.clear()
+        self._held, self._unvoiced = [], 0
+        self._feeding, self._unvoiced_fed = False, 0
+        self._speech_pending, self._overlap_speech = [], []
+        self._probs = StateProbs(1.0, 0.0, 0.0)
         return events
 
     # per frame ------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Streaming Whisper (tiny.en, CTranslate2 via faster-whisper) behind the core's `Recognizer` port.
 
 `WhisperRecognizer` keeps the audio of the user's current utterance and,
-every `interval_ms` of new audio, re-decodes all of it (greedy, temperature 0,
+every `interval_ms` of new audio (longer where a decode takes longer than that:
+1.25 times its time), re-decodes all of it (greedy, temperature 0,
 no timestamps, no conditioning on earlier text, English). Words become stable
 by **LocalAgreement-2**: the committed prefix grows by the longest common word
 prefix of the last two hypotheses, beyond what is already committed, so
@@ -108,6 +109,7 @@ _TOKENS_PER_S = 8  # fast speech is about 5 tokens/s, punctuation included
 _NO_SPEECH_PROB = 0.6  # Whisper's no-speech rule, both thresholds
 _NO_SPEECH_LOGPROB = -1.0
 _NO_SPEECH_ALONE = 0.8  # no words above this, whatever the text's log-probability
+_ROUTINE_SHARE = 1.25  # routine decodes wait for this times their own time in new audio
 _CUT_SEARCH_S = 2.0  # where to look for a quiet place to cut an over-long utterance
 _NO_REPEAT_NGRAM = 3  # a loop ("10 of clubs 10 of clubs ...") cannot start
 # more words than anyone says in the audio: 2 + 5 per second (fast speech is 3-4 words/s)
@@ -348,7 +350,7 @@ class WhisperRecognizer:
     def stable(self) -> str:
         words = self._take_pending() + self._roll_over()
         last = self._previous.samples if self._previous else 0
-        if self._size >= self.interval_samples and self._size - last >= self.interval_samples:
+        if self._size >= self.interval_samples and self._size - last >= self._routine_samples():
             # a routine decode gives way when another session's decode holds the shared
             # model: decodes at a pause and at the end, which turns wait on, go first
             if self._busy.acquire(blocking=False):
@@ -359,6 +361,13 @@ class WhisperRecognizer:
             else:
                 self.stats.skipped += 1
         return _delta(words)
+
+    def _routine_samples(self) -> int:
+        """New audio a routine decode waits for: `interval_ms`, or on a CPU where a
+        decode takes longer, 1.25 times the last one's time, so that routine decodes
+        take at most 80% of real time and the session does not fall behind the audio."""
+        slowest = int(_ROUTINE_SHARE * self.stats.last_ms * SAMPLE_RATE / 1000)
+        return max(self.interval_samples, slowest)
 
     def pause(self) -> str:
         """Decode what was heard now, unless the latest decode covers it already; the

@@ -1,11 +1,18 @@
 """The frozen LM behind the DuplexLM port: SmolLM2 through llama.cpp, one KV cache.
 
-The conversation lives in the KV cache and only ever grows at its end: the
-system prompt once, then user words slice by slice as the recognizer makes
-them stable, then the answer token by token. Nothing is re-prefilled. A
-barge-in removes the unplayed tail of the answer from the cache at a token
-position; a probe of words said over the answer is evaluated after the end
-of the cache and removed again.
+The conversation lives in the KV cache and grows at its end: the system
+prompt once, then user words slice by slice as the recognizer makes them
+stable, then the answer token by token. Nothing is re-prefilled. A barge-in
+removes the unplayed tail of the answer from the cache at a token position;
+a probe of words said over the answer is evaluated after the end of the
+cache and removed again.
+
+A conversation of any length fits: when a user turn opens and the turns
+after the system prompt hold more than `history_tokens`, the oldest whole
+turns leave the cache (`llama_memory_seq_rm`) and the rest slide down over
+them (`llama_memory_seq_add`, which re-rotates the cached keys): no token is
+read again. Only closed turns go, and only when a user turn opens, so no
+mark (a tentative read, the answer to truncate) points into what moved.
 
 llama.cpp was chosen by measurement (the component benchmark): it decodes
 several times faster than torch eager on two cores, and it exposes both what
@@ -185,6 +192,7 @@ class _Mark(NamedTuple):
     p_end: float | None
 
 
+log = logging.getLogger(__name__)
 _LOADING = threading.Lock()
 
 
@@ -198,6 +206,7 @@ class LlamaDuplexLM:
         system_prompt: str,
         device: str = "auto",
         context_tokens: int = 4096,
+        history_tokens: int | None = None,
         threads: int = 2,
         read_threads: int = 2,
         max_response_tokens: int = 96,
@@ -207,7 +216,15 @@ class LlamaDuplexLM:
         speech_head: StateHead | None = None,
     ) -> None:
         """`state_head`: the learned listen/speak/dismiss head; None uses `rule_state`.
-        `speech_head`: the head trained on speech positions (`listen_speech`)."""
+        `speech_head`: the head trained on speech positions (`listen_speech`).
+        `history_tokens`: how much of the conversation after the system prompt stays
+        in the cache when a user turn opens (default: half the context)."""
+        history = context_tokens // 2 if history_tokens is None else history_tokens
+        if not 0 < history < context_tokens:
+            raise ValueError(
+                f"history_tokens must be between 0 and context_tokens ({context_tokens}), "
+                f"got {history}"
+            )
         import llama_cpp
         import llama_cpp._logger
 
@@ -244,6 +261,10 @@ class LlamaDuplexLM:
         self._temperature = temperature
         self._rng = np.random.default_rng(seed)
         self.context_tokens = context_tokens
+        self.history_tokens = history
+        self.trims = 0  # times old turns left the cache
+        self.trimmed_tokens = 0  # how many positions they held
+        self._start_token = self._token_id("<|im_start|>")
         self.tokens: list[int] = []
         self.hidden: Float32Array = np.zeros(self.hidden_size, dtype=np.float32)
         self._logits: Float32Array = np.zeros(self._n_vocab, dtype=np.float32)
@@ -581,6 +602,8 @@ class LlamaDuplexLM:
         if self._open_role is not None:
             self._close_turn()
         self._answer = None
+        if role == "user":
+            self._trim_history()
         self._append(_TURN_START.format(role=role), hidden=role == "user")
         self._open_role = role
         self._turn_start = len(self.tokens)
@@ -619,11 +642,47 @@ class LlamaDuplexLM:
         if hidden:
             self.hidden = _floats(lib.llama_get_embeddings_ith(self._ctx, -1), self.hidden_size)
 
+    def _trim_history(self) -> None:
+        """The oldest whole turns leave the cache until the history fits `history_tokens`.
+
+        Called as a user turn opens: every turn before it is closed, and no mark
+        points past the system prompt. Where llama.cpp cannot shift positions
+        (`llama_memory_can_shift`), the kept turns are read again instead.
+        """
+        system, history = self._system_tokens, len(self.tokens) - self._system_tokens
+        if history <= self.history_tokens:
+            return
+        starts = [
+            i for i in range(system + 1, len(self.tokens)) if self.tokens[i] == self._start_token
+        ]
+        end = next(
+            (i for i in starts if len(self.tokens) - i <= self.history_tokens), len(self.tokens)
+        )
+        removed, kept = end - system, self.tokens[end:]
+        lib = self._llama_cpp
+        memory = lib.llama_get_memory(self._ctx)
+        logits, hidden = self._logits, self.hidden
+        if lib.llama_memory_can_shift(memory):
+            lib.llama_memory_seq_rm(memory, 0, system, end)
+            lib.llama_memory_seq_add(memory, 0, end, -1, -removed)
+            self.tokens = self.tokens[:system] + kept
+        else:
+            # speech positions cannot be read again: their embeddings are gone
+            self._cut(system)
+            text = [t for t in kept if t != SPEECH_POSITION]
+            if text:
+                self._eval(text, hidden=False)
+        self._logits, self.hidden = logits, hidden
+        self.trims += 1
+        self.trimmed_tokens += removed
+        log.debug("%d tokens of old turns left the cache (%d stay)", removed, len(kept))
+
     def _check_room(self, count: int) -> None:
         if len(self.tokens) + count > self.context_tokens:
             raise RuntimeError(
-                f"the conversation outgrew the LM context ({self.context_tokens} tokens); "
-                "raise models.context_tokens"
+                f"this turn outgrew the LM context ({self.context_tokens} tokens, "
+                f"{self.history_tokens} of them for earlier turns); raise "
+                "models.context_tokens or lower models.history_tokens"
             )
 
     def _sync_threads(self) -> None:

@@ -101,6 +101,7 @@ class SpeechStack:
             system_prompt=m.system_prompt,
             device=self.settings.device,
             context_tokens=m.context_tokens,
+            history_tokens=m.history_tokens,
             threads=m.lm_threads,
             read_threads=m.lm_read_threads,
             max_response_tokens=m.max_response_tokens,

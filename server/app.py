@@ -13,6 +13,14 @@ idle and total session timeouts (1008); at most `max_queued_audio_ms` of
 audio waiting to be processed (faster-than-real-time audio past that is
 refused with an error event); at most `max_outbox` messages waiting for a
 client that reads too slowly (then 1008).
+
+Draining (`drain`, on SIGTERM or SIGINT): `/healthz` answers 503 "draining"
+at once and new sessions are refused (close code 1012 and an error event;
+a handshake that came through a proxy gets HTTP 503, which the proxy can
+pass to another replica). Live sessions go on as they were until the
+deadline (`Limits.drain_s`); then each, once it is between answers (at most
+`DRAIN_GRACE_S` later), gets an error event `server_shutting_down` and a
+close frame (1001), and the process exits 0.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import json
 import logging
 import mimetypes
 import os
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -41,12 +50,16 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from duplex.events import Event, TurnMetrics
+from duplex.events import Event, Interrupted, ResponseDone, TurnMetrics, TurnTaken
 from duplex.metrics import LatencyMetrics
 from duplex.session import Session
 from server.protocol import (
     CLOSE_FULL,
+    CLOSE_GOING_AWAY,
     CLOSE_POLICY,
+    CLOSE_RESTARTING,
+    DRAINING,
+    SHUTTING_DOWN,
     ClientError,
     Outbox,
 )
@@ -58,6 +71,7 @@ log = logging.getLogger(__name__)
 
 WEB_ROOT = Path(__file__).resolve().parents[1] / "client" / "web"
 REALTIME, STREAM = "/v1/realtime", "/v1/stream"
+DRAIN_GRACE_S = 15.0  # past the drain deadline, how long an answer may still finish
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,7 @@ class Limits:
     max_session_s: float = 3600.0
     max_queued_audio_ms: int = 2000
     max_outbox: int = 4000
+    drain_s: float = 30.0  # after SIGTERM, how long live sessions may go on
 
 
 class Sessions(Protocol):
@@ -86,6 +101,18 @@ class Wire(Protocol):
     def receive(self, message: str | bytes) -> None: ...
 
     def events(self, events: list[Event]) -> None: ...
+
+    def closing(self, error: ClientError) -> None: ...
+
+
+@dataclass
+class _Live:
+    """A session the server holds, as a drain sees it."""
+
+    ws: ServerConnection
+    wire: Wire
+    outbox: Outbox
+    answering: bool = False
 
 
 def is_loopback(host: str) -> bool:
@@ -121,6 +148,8 @@ class DuplexServer:
         self._port = port
         self._server: Server | None = None
         self._active: set[str] = set()
+        self._live: dict[str, _Live] = {}
+        self.draining = False
         self._ids = itertools.count(1)
         self._started = time.monotonic()
         self.latency = LatencyMetrics()
@@ -156,6 +185,31 @@ class DuplexServer:
             self._server.close()
             await self._server.wait_closed()
 
+    async def drain(self, deadline_s: float, grace_s: float = DRAIN_GRACE_S) -> None:
+        """Take no new sessions; let live ones go on for `deadline_s`, then close each
+        between answers (or `grace_s` later), and stop."""
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        log.info("draining: %d live sessions, deadline %.0f s", len(self._live), deadline_s)
+        while self._live and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.gather(
+            *(self._close_live(live, deadline + grace_s) for live in list(self._live.values()))
+        )
+        await self.stop()
+
+    async def _close_live(self, live: _Live, latest: float) -> None:
+        loop = asyncio.get_running_loop()
+        while live.answering and loop.time() < latest:
+            await asyncio.sleep(0.05)
+        live.wire.closing(SHUTTING_DOWN)
+        flushed = loop.time() + 1.0
+        while not live.outbox.empty() and loop.time() < flushed:
+            await asyncio.sleep(0.01)
+        with contextlib.suppress(ConnectionClosed):
+            await live.ws.close(CLOSE_GOING_AWAY, "server shutting down")
+
     async def serve_forever(self) -> None:
         """After `start()`: serve until cancelled."""
         assert self._server is not None, "start() the server first"
@@ -167,9 +221,14 @@ class DuplexServer:
         path = urlparse(request.path).path
         if path == "/healthz":
             health = self.health()
-            # a full replica answers 503: a proxy's or orchestrator's health check skips it
-            full = health["status"] == "full"
-            return _json(HTTPStatus.SERVICE_UNAVAILABLE if full else HTTPStatus.OK, health)
+            # a full or draining replica answers 503: a health check passes it by
+            ok = health["status"] == "ok"
+            return _json(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, health)
+        if self.draining and path in (REALTIME, STREAM) and "X-Forwarded-For" in request.headers:
+            # through a proxy, refused before the handshake: it can try another replica
+            response = _json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": DRAINING.message})
+            response.headers["Retry-After"] = "1"
+            return response
         if path in (REALTIME, STREAM, "/metrics") and not self._authorized(request.headers):
             return _json(
                 HTTPStatus.UNAUTHORIZED,
@@ -199,8 +258,9 @@ class DuplexServer:
         return _response(HTTPStatus.OK, file.read_bytes(), kind)
 
     def health(self) -> dict[str, Any]:
+        full = len(self._active) >= self.limits.max_sessions
         return {
-            "status": "ok" if len(self._active) < self.limits.max_sessions else "full",
+            "status": "draining" if self.draining else "full" if full else "ok",
             "sessions": len(self._active),
             "max_sessions": self.limits.max_sessions,
             "uptime_s": round(time.monotonic() - self._started, 1),
@@ -212,6 +272,11 @@ class DuplexServer:
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
         path = urlparse(ws.request.path).path
+        if self.draining:
+            self._m_sessions.labels(end="rejected_draining").inc()
+            await ws.send(json.dumps({"type": "error", "error": DRAINING.to_dict()}))
+            await ws.close(CLOSE_RESTARTING, "server draining")
+            return
         if len(self._active) >= self.limits.max_sessions:
             error = ClientError(
                 "server_error",
@@ -252,6 +317,10 @@ class DuplexServer:
             for event in events:
                 if isinstance(event, TurnMetrics):
                     self.latency.observe(event.record)
+                elif isinstance(event, TurnTaken):
+                    live.answering = True
+                elif isinstance(event, ResponseDone | Interrupted):
+                    live.answering = False
             wire.events(events)
 
         workers: list[SessionWorker] = []
@@ -286,11 +355,13 @@ class DuplexServer:
             wire = StreamProtocol(
                 start_worker, outbox, session_id=session_id, settings=session.settings
             )
+        live = self._live[session_id] = _Live(ws, wire, outbox)
         sender = asyncio.create_task(self._send_loop(ws, outbox))
         wire.opened()
         try:
             return await self._receive_loop(ws, wire, outbox)
         finally:
+            del self._live[session_id]
             closed.set()
             for worker in workers:  # each gives the session back when its thread ends
                 worker.close(wait=False)
@@ -440,8 +511,28 @@ def run(settings: Any, host: str, port: int, token: str | None, limits: Limits) 
         await server.start()
         log.info("duplex serve: listening on ws://%s:%d", host, server.port)
         print(f"duplex serve: http://{host}:{server.port}/  (ws {REALTIME}, {STREAM})", flush=True)
-        await server.serve_forever()
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        serving = asyncio.create_task(server.serve_forever())
+        await stopping.wait()
+        print(
+            f"duplex serve: draining {server.health()['sessions']} sessions (up to {limits.drain_s:g} s; "
+            "signal again to stop now)",
+            flush=True,
+        )
+        stopping.clear()
+        drain = asyncio.create_task(server.drain(limits.drain_s))
+        signalled = asyncio.create_task(stopping.wait())
+        await asyncio.wait({drain, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        if not drain.done():  # a second signal: close every session now
+            drain.cancel()
+            await server.drain(0.0, grace_s=0.0)
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        print("duplex serve: stopped", flush=True)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    asyncio.run(main())
     return 0

@@ -11,8 +11,10 @@ T = TypeVar("T")
 
 # close codes (RFC 6455 and the private 4000-4999 range)
 CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001  # the server is shutting down: its drain deadline has passed
 CLOSE_POLICY = 1008  # a limit was broken: too slow a reader, too long a session
 CLOSE_TOO_BIG = 1009
+CLOSE_RESTARTING = 1012  # the server is draining for a restart: reconnect (to another replica)
 CLOSE_FULL = 1013  # try again later: the server holds its maximum of sessions
 CLOSE_UNAUTHORIZED = 4001
 
@@ -37,6 +39,18 @@ class ClientError(Exception):
             "param": self.param,
             "event_id": event_id,
         }
+
+
+SHUTTING_DOWN = ClientError(
+    "server_error",
+    "server_shutting_down",
+    "the server is shutting down; reconnect to go on",
+)
+DRAINING = ClientError(
+    "server_error",
+    "server_draining",
+    "the server is draining for a restart and takes no new sessions; connect again",
+)
 
 
 def parse_object(message: str) -> dict[str, Any]:
@@ -96,3 +110,6 @@ class Outbox:
 
     async def get(self) -> dict[str, Any] | bytes:
         return await self._queue.get()
+
+    def empty(self) -> bool:
+        return self._queue.empty()

@@ -338,6 +338,11 @@ class RealtimeProtocol:
     def send_error(self, error: ClientError, event_id: str | None = None) -> None:
         self.send("error", error=error.to_dict(event_id))
 
+    def closing(self, error: ClientError) -> None:
+        """The session is about to be closed by the server: an error event, as the
+        Realtime API itself says a session has expired."""
+        self.send_error(error)
+
     def _name(self, ga: str, beta: str) -> str:
         return beta if self.beta else ga
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from duplex.audio import SAMPLE_RATE, StreamResampler, check_rate, float_to_pcm16, pcm16_to_float
 from duplex.config import PolicySettings
-from duplex.events import Event, Interrupted, ResponseAudio, ResponseDone
+from duplex.events import Error, Event, Interrupted, ResponseAudio, ResponseDone
 from duplex.session import Session
 from duplex.tdm import POLICIES
 from server.protocol import ClientError, Outbox, parse_object, require
@@ -42,6 +42,10 @@ class StreamProtocol:
 
     def opened(self) -> None:
         """Nothing until the client's hello."""
+
+    def closing(self, error: ClientError) -> None:
+        """The session is about to be closed by the server (a drain's deadline)."""
+        self.outbox.put({"type": "closing", "error": error.to_dict()})
 
     def receive(self, message: str | bytes) -> None:
         try:
@@ -140,6 +144,10 @@ class StreamProtocol:
                 self.outbox.put({"type": "clear", "response_id": event.response_id})
             elif isinstance(event, ResponseDone):
                 self._flush_output()
+            elif isinstance(event, Error):  # the wire's one error shape, as for client errors
+                error = ClientError("server_error", event.code, event.message)
+                self.outbox.put({"type": "error", "error": error.to_dict()})
+                continue
             self.outbox.put(event.to_dict())
 
     def _flush_output(self) -> None:

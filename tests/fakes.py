@@ -81,7 +81,8 @@ class ScriptedRecognizer:
         return self._take(self.heard_until)
 
     def reset(self) -> None:
-        pass
+        """The utterance so far is dropped: its words are never told."""
+        self.emitted |= {i for i, (_, end, _) in enumerate(self.words) if end <= self.heard_until}
 
 
 class ChunkListener:

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -33,7 +34,9 @@ from client.remote import RemoteError, RemoteSession
 from duplex.audio import SAMPLE_RATE, Int16Array, float_to_pcm16, pcm16_to_float, resample
 from duplex.config import Settings
 from server.app import DuplexServer, Limits, StackSessions
+from duplex.session import Session
 from tests.engine import free_port
+from tests.test_faults import fail_once
 from tests.live import LiveServer
 
 QUESTION = "What is the capital of France?"
@@ -340,6 +343,75 @@ def test_client_vanishing_mid_answer_frees_its_session(
     assert json.loads(http(f"http://{live.url}/healthz")[1])["sessions"] == 0
 
 
+class FirstSessionBreaks:
+    """The real sessions, with the first one's LM made to fail once mid-answer."""
+
+    def __init__(self, inner: StackSessions) -> None:
+        self.inner, self.broken = inner, False
+
+    def load(self) -> None:
+        self.inner.load()
+
+    def acquire(self) -> Session:
+        session = self.inner.acquire()
+        if not self.broken:
+            self.broken = True
+            fail_once(session.lm, "speak", on_call=3)
+        return session
+
+    def release(self, session: Session) -> None:
+        vars(session.lm).pop("speak", None)  # the next user of this LM gets it whole
+        self.inner.release(session)
+
+
+async def _stream_turns(url: str, question: Int16Array, turns: int) -> list[list[dict[str, Any]]]:
+    """Spoken questions, one after another in one /v1/stream session: each turn's events."""
+    out: list[list[dict[str, Any]]] = []
+    async with connect(url) as ws:
+        await ws.send(json.dumps({"type": "hello", "sample_rate": 16000}))
+        await ws.recv()
+        for _ in range(turns):
+            sender = asyncio.create_task(paced(chunked(at_rate(question, 16000), 16000), ws.send))
+            events = [
+                json.loads(m)
+                async for m in _events_until(ws, "turn_metrics", 60)
+                if isinstance(m, str)
+            ]
+            await sender
+            out.append(events)
+    return out
+
+
+def test_a_model_failure_ends_one_turn_of_one_session(
+    sessions: StackSessions, question: Int16Array
+) -> None:
+    """The LM raises in one session's answer: that turn ends with an error event, the
+    session answers its next question, and a session beside it is untouched."""
+    live = LiveServer(DuplexServer(FirstSessionBreaks(sessions), port=0))
+    try:
+
+        async def main() -> tuple[list[list[dict[str, Any]]], list[list[dict[str, Any]]]]:
+            url = f"ws://{live.url}/v1/stream"
+            broken = asyncio.create_task(_stream_turns(url, question, 2))
+            await asyncio.sleep(0.5)  # the first session gets the faulty LM
+            whole = await _stream_turns(url, question, 1)
+            return await broken, whole
+
+        broken, whole = asyncio.run(main())
+    finally:
+        live.stop()
+    failed, next_turn = broken
+    [error] = [
+        e["error"] for e in failed if e["type"] == "error" and e["error"]["code"] != "input_full"
+    ]
+    assert error["code"] == "model_error" and "speak broke" in error["message"]
+    assert failed[-1]["outcome"] == "failed"
+    assert next_turn[-1]["outcome"] == "completed"
+    assert "capital" in next(e for e in next_turn if e["type"] == "transcript_final")["text"]
+    assert all(e["error"]["code"] == "input_full" for e in whole[0] if e["type"] == "error")
+    assert whole[0][-1]["outcome"] == "completed"
+
+
 def test_token_is_required_beyond_loopback_and_checked(sessions: StackSessions) -> None:
     with pytest.raises(ValueError, match="token"):
         DuplexServer(sessions, host="0.0.0.0")
@@ -395,9 +467,7 @@ def test_random_events_never_break_the_server(live: LiveServer, question: Int16A
     event = st.fixed_dictionaries(
         {"type": st.sampled_from(CLIENT_TYPES)}, optional={f: values for f in fields}
     )
-    message = st.one_of(
-        event.map(json.dumps), st.text(max_size=40), st.binary(max_size=40)
-    )
+    message = st.one_of(event.map(json.dumps), st.text(max_size=40), st.binary(max_size=40))
 
     async def spoken_turn() -> str:
         async with connect(f"ws://{live.url}/v1/stream") as ws:
@@ -477,10 +547,10 @@ NGINX_EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "nginx-duplex.c
 class Replica:
     """`duplex serve` in its own process, as a deployment runs it."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, *options: str) -> None:
         self.port = free_port()
         self._log = log.open("wb")
-        command = [sys.executable, "-m", "duplex.cli", "serve", "--port", str(self.port)]
+        command = [sys.executable, "-m", "duplex.cli", "serve", "--port", str(self.port), *options]
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
 
     def health(self) -> tuple[int, dict[str, Any]] | None:
@@ -575,6 +645,91 @@ def test_replicas_behind_nginx_share_sessions_and_survive_one_dying(
         health = json.loads(body)
         assert (status, health["status"]) == (200, "ok")
         assert health["pid"] == replicas[1].process.pid
+    finally:
+        proxy.terminate()
+        proxy.wait(30)
+        for replica in replicas:
+            replica.kill()
+
+
+async def _refused(url: str) -> tuple[dict[str, Any], int | None, str]:
+    """A session the server turns away: its error event, close code and reason."""
+    async with connect(url) as ws:
+        error = json.loads(await ws.recv())
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    rcvd = closed.value.rcvd
+    return error, rcvd.code if rcvd else None, rcvd.reason if rcvd else ""
+
+
+def test_sigterm_drains_a_replica_behind_nginx_without_a_failed_session(
+    tmp_path: Path, question: Int16Array
+) -> None:
+    """SIGTERM mid-answer: the answer completes, the replica's health turns to draining,
+    a direct newcomer is refused with 1012, one through the proxy is served by the other
+    replica; past the deadline the live session gets a notice and 1001; exit code 0."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    assert Path(nginx).exists(), "nginx is missing: apt-get install nginx (make setup does)"
+    replicas = [Replica(tmp_path / f"replica{i}.log", "--drain-timeout", "6") for i in (1, 2)]
+    draining = replicas[0]
+    proxy_port = free_port()
+    config = nginx_config(tmp_path, proxy_port, replicas)
+    proxy = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(config)])
+    try:
+        for replica in replicas:
+            replica.wait_ready()
+
+        async def main() -> dict[str, Any]:
+            seen: dict[str, Any] = {"events": []}
+            async with connect(f"ws://127.0.0.1:{draining.port}/v1/stream") as ws:
+                await ws.send(json.dumps({"type": "hello", "sample_rate": 16000}))
+                await ws.recv()
+                talk = question.tolist() + [0] * SAMPLE_RATE * 20  # then silence, as a mic
+                audio = np.array(talk, np.int16)
+                sender = asyncio.create_task(paced(chunked(at_rate(audio, 16000), 16000), ws.send))
+                try:
+                    async for message in ws:
+                        if isinstance(message, bytes):
+                            if "signalled" not in seen:  # the answer is playing: stop now
+                                draining.process.send_signal(signal.SIGTERM)
+                                seen["signalled"] = time.monotonic()
+                                await asyncio.sleep(0.3)
+                                seen["health"] = await asyncio.to_thread(draining.health)
+                                seen["direct"] = await _refused(
+                                    f"ws://127.0.0.1:{draining.port}/v1/stream"
+                                )
+                                seen["proxied"] = await stream_turn(
+                                    f"ws://127.0.0.1:{proxy_port}/v1/stream", question
+                                )
+                            continue
+                        seen["events"].append(json.loads(message))
+                except ConnectionClosed:
+                    pass
+                finally:
+                    sender.cancel()
+                seen["closed"] = (ws.close_code, ws.close_reason, time.monotonic())
+            return seen
+
+        seen = asyncio.run(main())
+        assert draining.process.wait(60) == 0
+        kinds = [e["type"] for e in seen["events"]]
+        # the answer under way when the signal came was completed
+        metrics = next(e for e in seen["events"] if e["type"] == "turn_metrics")
+        assert metrics["outcome"] == "completed"
+        assert seen["health"] is not None and seen["health"][0] == 503
+        assert seen["health"][1]["status"] == "draining"
+        error, code, reason = seen["direct"]
+        assert error["error"]["code"] == "server_draining" and code == 1012 and reason
+        events, audio_bytes = seen["proxied"]
+        assert events[-1]["outcome"] == "completed" and audio_bytes > 16000
+        # after the deadline: a notice, then a normal close frame
+        assert kinds[-1] == "closing"
+        assert seen["events"][-1]["error"]["code"] == "server_shutting_down"
+        code, reason, at = seen["closed"]
+        assert code == 1001 and reason
+        assert at - seen["signalled"] >= 5.5
+        other = replicas[1].health()
+        assert other is not None and other[0] == 200
     finally:
         proxy.terminate()
         proxy.wait(30)
