@@ -104,11 +104,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--components", action="store_true", help="measure each model alone: ASR, LM, TTS, loads"
     )
     parser.add_argument("--repeats", type=int, default=7, help="runs per component measurement")
+    parser.add_argument(
+        "--soak",
+        type=float,
+        metavar="MINUTES",
+        help="hold one conversation this long (charged virtual clock): memory, LM cache and "
+        "end of turn over time; then open and close --churn sessions against a server",
+    )
+    parser.add_argument(
+        "--soak-silence", type=float, default=15.0, help="seconds of silence after each question"
+    )
+    parser.add_argument("--churn", type=int, default=200, help="sessions the soak opens and closes")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.components:
         return _components(args, settings)
+    if args.soak is not None:
+        return _soak(args, settings)
     from benchmarks import report, runner, scenarios
     from models.stack import SpeechStack
     from models.tts import PiperSynthesizer
@@ -238,6 +251,46 @@ def real_scenarios(stack: SpeechStack, places: list[Path], seed: int) -> list[Sc
         return [real_speech.Word(*w) for w in word_times(stack.whisper, pcm)]
 
     return real_speech.load(places, words, seed=seed) if places else []
+
+
+def _soak(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from benchmarks import soak
+    from benchmarks.scenarios import QUESTIONS
+    from models.stack import SpeechStack
+    from models.tts import PiperSynthesizer
+
+    if args.soak <= 0 or args.soak_silence < 0 or args.churn < 0:
+        raise ValueError("--soak must be > 0 minutes, --soak-silence and --churn >= 0")
+    console = Console(stderr=True)
+    stack = SpeechStack(settings)
+    with console.status("loading the models"):
+        stack.load()
+        user_voice = PiperSynthesizer(stack.voice_path, noise_scale=0.0, noise_w=0.0)
+        questions = [user_voice.synthesize(q) for q in QUESTIONS]
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
+        task = bar.add_task("conversation minutes", total=args.soak)
+        data = soak.soak(
+            stack,
+            questions,
+            args.soak,
+            silence_s=args.soak_silence,
+            progress=lambda minute: bar.update(task, completed=minute),
+        )
+    if args.churn:
+        with console.status(f"opening and closing {args.churn} sessions"):
+            data["churn"] = soak.churn(stack, questions[0], args.churn)
+    data["command"] = " ".join(["duplex", *sys.argv[1:]])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "soak.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    (args.out / "soak.md").write_text(soak.markdown(data), encoding="utf-8")
+    soak.plot(data, args.out / "soak.png")
+    print(soak.markdown(data))
+    console.print(f"wrote {args.out / 'soak.json'}, soak.md, soak.png")
+    return 0
 
 
 def _components(args: argparse.Namespace, settings: Settings) -> int:

@@ -504,8 +504,10 @@ class WhisperRecognizer:
             return [], False, 0.0
         words = text.split()
         looped = repetition_start([_key(w) for w in words]) is not None
-        return words, looped or len(tokens) >= budget or too_many_words(words, seconds), float(
-            avg_logprob
+        return (
+            words,
+            looped or len(tokens) >= budget or too_many_words(words, seconds),
+            float(avg_logprob),
         )
 
     # -- LocalAgreement-2 and segments ------------------------------------------------

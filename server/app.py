@@ -468,6 +468,13 @@ class StackSessions:
     def load(self) -> None:
         self.stack.load()
 
+    @property
+    def in_use(self) -> int:
+        """Sessions acquired and not yet released (a session's worker may outlive its
+        connection while it finishes what it was sent)."""
+        with self._lock:
+            return len(self._active)
+
     def acquire(self) -> Session:
         from duplex.clock import RealClock
 
@@ -517,8 +524,9 @@ def run(settings: Any, host: str, port: int, token: str | None, limits: Limits) 
             loop.add_signal_handler(signum, stopping.set)
         serving = asyncio.create_task(server.serve_forever())
         await stopping.wait()
+        live = server.health()["sessions"]
         print(
-            f"duplex serve: draining {server.health()['sessions']} sessions (up to {limits.drain_s:g} s; "
+            f"duplex serve: draining {live} sessions (up to {limits.drain_s:g} s; "
             "signal again to stop now)",
             flush=True,
         )

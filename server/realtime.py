@@ -499,7 +499,7 @@ class RealtimeProtocol:
         )
         part = {"type": "audio", "transcript": event.text}
         self.send("response.content_part.done", part=part, **where)
-        status = "completed" if event.status == "completed" else "cancelled"
+        status = event.status if event.status in ("completed", "failed") else "cancelled"
         item = {
             "id": answer.item_id,
             "object": "realtime.item",
@@ -519,6 +519,11 @@ class RealtimeProtocol:
         if status == "cancelled":
             reason = "turn_detected" if event.status == "interrupted" else "client_cancelled"
             response["status_details"] = {"type": "cancelled", "reason": reason}
+        elif status == "failed":  # a model raised: the error event came just before
+            response["status_details"] = {
+                "type": "failed",
+                "error": {"type": "server_error", "code": "model_error"},
+            }
         self.send("response.done", response=response)
 
     def _response(self, answer: _Answer, status: str, output: list[Any]) -> dict[str, Any]:

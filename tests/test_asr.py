@@ -92,11 +92,21 @@ def test_repetition_start_finds_loops_not_speech() -> None:
 
 def test_more_words_than_the_audio_holds_is_a_loop() -> None:
     """A loop the 3-gram rule bent out of shape repeats no phrase exactly."""
-    bent = "10 of clubs 10 of club clubs 10 have clubs".split()
+    bent = ["10", "of", "clubs", "10", "of", "club", "clubs", "10", "have", "clubs"]
     assert repetition_start(normalize(" ".join(bent))) is None
     assert too_many_words(bent, 1.1)
     assert not too_many_words(bent[:3], 1.1)
-    fast = "eight of spades four of clubs seven of hearts".split()  # 8 words in 2.5 s
+    fast = [
+        "eight",
+        "of",
+        "spades",
+        "four",
+        "of",
+        "clubs",
+        "seven",
+        "of",
+        "hearts",
+    ]  # 8 words in 2.5 s
     assert not too_many_words(fast, 2.5)
     assert too_many_words([], 0.0) is False
 

@@ -33,11 +33,11 @@ from benchmarks.runner import run_one
 from client.remote import RemoteError, RemoteSession
 from duplex.audio import SAMPLE_RATE, Int16Array, float_to_pcm16, pcm16_to_float, resample
 from duplex.config import Settings
-from server.app import DuplexServer, Limits, StackSessions
 from duplex.session import Session
+from server.app import DuplexServer, Limits, StackSessions
 from tests.engine import free_port
-from tests.test_faults import fail_once
 from tests.live import LiveServer
+from tests.test_faults import fail_once
 
 QUESTION = "What is the capital of France?"
 

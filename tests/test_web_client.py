@@ -104,9 +104,7 @@ def test_browser_client_talks_and_is_interrupted(live: LiveServer, page: Page) -
 
     # the barge-in: the server stops the answer and the page flushes its playback
     page.wait_for_function("window.duplex.cleared.length > 0", timeout=60_000)
-    interrupted = page.evaluate(
-        "window.duplex.events.find(e => e.type === 'interrupted') ?? null"
-    )
+    interrupted = page.evaluate("window.duplex.events.find(e => e.type === 'interrupted') ?? null")
     assert interrupted is not None, page.evaluate("window.duplex.events.map(e => e.type)")
     answer = page.evaluate("window.duplex.answers[0]")
     assert answer["heard"] is not None and len(answer["heard"]) < len(answer["text"])
