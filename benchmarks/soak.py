@@ -22,7 +22,7 @@ import json
 import logging
 import resource
 import statistics
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ def growth_per_hour(samples: list[dict[str, float]], key: str = "rss_mb") -> flo
     return slope * 60.0
 
 
-def latency_windows(turns: list[tuple[float, float | None]]) -> list[dict[str, Any]]:
+def latency_windows(turns: Sequence[tuple[float, float | None]]) -> list[dict[str, Any]]:
     """End of turn p50/p95 per WINDOW_MIN of conversation; unanswered turns counted."""
     if not turns:
         return []
