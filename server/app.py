@@ -521,7 +521,8 @@ def run(settings: Any, host: str, port: int, token: str | None, limits: Limits) 
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stopping.set)
+            with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C stops at once
+                loop.add_signal_handler(signum, stopping.set)
         serving = asyncio.create_task(server.serve_forever())
         await stopping.wait()
         live = server.health()["sessions"]
@@ -542,5 +543,6 @@ def run(settings: Any, host: str, port: int, token: str | None, limits: Limits) 
             await serving
         print("duplex serve: stopped", flush=True)
 
-    asyncio.run(main())
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
     return 0
