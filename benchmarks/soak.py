@@ -159,7 +159,7 @@ def soak(
                 on_event(event)
     finally:
         session.close()
-    compute_s = time.perf_counter() - started
+    wall_s = time.perf_counter() - started
     sample(minutes)
     return {
         "minutes": minutes,
@@ -174,7 +174,7 @@ def soak(
         "history_tokens": lm.history_tokens,
         "trims": lm.trims,
         "trimmed_tokens": lm.trimmed_tokens,
-        "wall_s": round(compute_s, 1),
+        "wall_s": round(wall_s, 1),
     }
 
 

@@ -318,18 +318,10 @@ class Session:
         response = self._response or self._speculative
         if response is not None:
             with contextlib.suppress(Exception):
-                self._stop_remote(response)
-            if response is self._response:
-                events.append(
-                    self._event(
-                        ResponseDone,
-                        now_ms,
-                        response_id=response.id,
-                        status="failed",
-                        played_ms=response.played_ms,
-                        text=response.played_text(),
-                    )
-                )
+                self._stop_remote(response)  # the engine may be what broke
+            response.remote = False  # tried once: `_end_response` does not try again
+        if self._response is not None:
+            events += self._end_response("failed", now_ms, now_ms)
         with contextlib.suppress(Exception):
             if self._response is not None:
                 self._lm.truncate(self._response.played_text())  # what was heard stays

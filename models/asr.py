@@ -199,11 +199,16 @@ def repetition_start(keys: list[str]) -> int | None:
     return None
 
 
+def most_words(seconds: float) -> int:
+    """The most words `seconds` of audio can hold."""
+    return _WORDS_BASE + int(_WORDS_PER_S * seconds)
+
+
 def too_many_words(words: list[str], seconds: float) -> bool:
     """More words than the audio could hold: a loop that `no_repeat_ngram_size` bent
     out of shape ("10 of clubs 10 of club clubs 10 have clubs" in 1.1 s), which
     `repetition_start` cannot see."""
-    return len(words) > _WORDS_BASE + _WORDS_PER_S * seconds
+    return len(words) > most_words(seconds)
 
 
 def _key(word: str) -> str:
@@ -459,8 +464,8 @@ class WhisperRecognizer:
                 words, degenerate, logprob = self._run(audio, FULL_WINDOW_S)
         if degenerate:
             cut = repetition_start([_key(w) for w in words])
-            if cut is None and too_many_words(words, audio.size / SAMPLE_RATE):
-                cut = _WORDS_BASE + int(_WORDS_PER_S * audio.size / SAMPLE_RATE)
+            if cut is None:
+                cut = most_words(audio.size / SAMPLE_RATE)  # a no-op unless too many
             words = words[:cut] if cut is not None else words
         self.last_confidence = logprob
         return Hypothesis(words, audio.size, degenerate, logprob)

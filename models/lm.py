@@ -661,18 +661,18 @@ class LlamaDuplexLM:
         removed, kept = end - system, self.tokens[end:]
         lib = self._llama_cpp
         memory = lib.llama_get_memory(self._ctx)
-        logits, hidden = self._logits, self.hidden
         if lib.llama_memory_can_shift(memory):
             lib.llama_memory_seq_rm(memory, 0, system, end)
             lib.llama_memory_seq_add(memory, 0, end, -1, -removed)
             self.tokens = self.tokens[:system] + kept
         else:
             # speech positions cannot be read again: their embeddings are gone
+            logits, hidden = self._logits, self.hidden
             self._cut(system)
             text = [t for t in kept if t != SPEECH_POSITION]
             if text:
                 self._eval(text, hidden=False)
-        self._logits, self.hidden = logits, hidden
+            self._logits, self.hidden = logits, hidden
         self.trims += 1
         self.trimmed_tokens += removed
         log.debug("%d tokens of old turns left the cache (%d stay)", removed, len(kept))
