@@ -22,7 +22,7 @@ import pytest
 
 from duplex.audio import SAMPLE_RATE, Int16Array, rms_db
 from duplex.config import Settings
-from models.asr import WhisperRecognizer
+from models.asr import WhisperRecognizer, wer
 from models.tts import PiperSynthesizer
 from server.app import DuplexServer, StackSessions
 from tests import pulse
@@ -119,15 +119,21 @@ def test_remote_mode_talks_through_a_server(voice: PiperSynthesizer, tmp_path: P
         server.stop()
 
 
+QUESTION = "What is the capital of France?"
+
+
 def asks_and_hears_an_answer(chat: Chat, voice: PiperSynthesizer, tmp_path: Path) -> None:
     recorder = pulse.Recorder(tmp_path / "speaker.raw")
-    pulse.play(speech_wav(voice, "What is the capital of France?", tmp_path / "q.wav")).wait(30)
+    pulse.play(speech_wav(voice, QUESTION, tmp_path / "q.wav")).wait(30)
     events = chat.wait(lambda e: count(e, "response_done") >= 1, 60, "answer")
     time.sleep(0.5)  # the last blocks leave the speaker
     answer = recorder.stop()
     events, _ = chat.stop()
     [final] = [e["text"] for e in events if e["type"] == "transcript_final"][:1]
-    assert "capital" in final.lower() and "france" in final.lower(), final
+    # every word arrived, at most one misheard: on this voice Whisper tiny's choice
+    # between "France" and "friends" turns on rounding (OpenBLAS threads, device
+    # filters), and the recognizer's accuracy is test_asr's to measure
+    assert wer(QUESTION, final) <= 1 / len(QUESTION.split()), final
     assert rms_db(answer) > -45, "the speaker stayed silent"
     heard = spoken_words(answer)
     assert len(heard.split()) >= 2, heard
