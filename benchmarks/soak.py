@@ -180,7 +180,8 @@ def soak(
 
 def churn(stack: SpeechStack, question: Int16Array, sessions: int) -> dict[str, Any]:
     """Open and close `sessions` against a server on loopback, each saying a little;
-    the server's memory after the first tenth and at the end."""
+    the server's memory after every tenth of them: a leak climbs steadily, warm-up
+    (allocator pools, caches filling) levels off."""
     from server.app import DuplexServer, StackSessions
 
     logging.getLogger("websockets").setLevel(logging.WARNING)  # a line per connection
@@ -200,17 +201,23 @@ def churn(stack: SpeechStack, question: Int16Array, sessions: int) -> dict[str, 
     async def main() -> dict[str, Any]:
         await server.start()
         url = f"ws://127.0.0.1:{server.port}/v1/stream"
-        memory: list[float] = []
+        every = max(1, int(WARM_UP * sessions))
+        memory: list[list[float]] = []
         try:
             for i in range(sessions):
                 await one(url)
                 while served.in_use:  # its worker has finished and given its LM back
                     await asyncio.sleep(0.05)
-                if i + 1 == max(1, int(WARM_UP * sessions)) or i + 1 == sessions:
-                    memory.append(rss_mb())
+                if (i + 1) % every == 0 or i + 1 == sessions:
+                    memory.append([i + 1, rss_mb()])
         finally:
             await server.stop()
-        return {"sessions": sessions, "rss_after_warm_up_mb": memory[0], "rss_after_mb": memory[-1]}
+        return {
+            "sessions": sessions,
+            "rss_mb": memory,
+            "rss_after_warm_up_mb": memory[0][1],
+            "rss_after_mb": memory[-1][1],
+        }
 
     return asyncio.run(main())
 
@@ -236,7 +243,9 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append(
             f"- {churn['sessions']} sessions opened and closed against one server: "
             f"{churn['rss_after_warm_up_mb']:.0f} MB after the first tenth, "
-            f"{churn['rss_after_mb']:.0f} MB after the last"
+            f"{churn['rss_after_mb']:.0f} MB after the last (after each tenth: "
+            + ", ".join(f"{mb:.0f}" for _, mb in churn.get("rss_mb", []))
+            + " MB)"
         )
     lines += [
         "",

@@ -1,8 +1,10 @@
-"""The soak's arithmetic and report, on made-up samples (the soak itself runs the models:
-`duplex bench --soak`)."""
+"""The soak's arithmetic and report on made-up samples, then a short real soak."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,15 +66,40 @@ def test_the_report_and_plot(tmp_path: Path) -> None:
         "history_tokens": 2048,
         "trims": 3,
         "trimmed_tokens": 900,
-        "churn": {"sessions": 200, "rss_after_warm_up_mb": 900.0, "rss_after_mb": 905.0},
+        "churn": {
+            "sessions": 200,
+            "rss_mb": [[20, 900.0], [200, 905.0]],
+            "rss_after_warm_up_mb": 900.0,
+            "rss_after_mb": 905.0,
+        },
     }
     text = soak.markdown(data)
     assert "60 minutes of conversation, 200 turns" in text
     assert "0.0 MB per hour" in text and "errors: 1" in text
     assert "200 sessions opened and closed" in text and "| 50-60 |" in text
+    assert "(after each tenth: 900, 905 MB)" in text
     path = soak.plot(data, tmp_path / "soak.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_rss_is_measured() -> None:
     assert soak.rss_mb() > 10
+
+
+@pytest.mark.timeout(600)
+def test_duplex_bench_soak_runs_the_models_and_a_server(tmp_path: Path) -> None:
+    """The real thing, short: half a conversation minute on the models, three sessions
+    churned against a loopback server, the report and plot written."""
+    out = tmp_path / "soak"
+    subprocess.run(
+        [sys.executable, "-m", "duplex.cli", "bench", "--soak", "0.5", "--soak-silence", "6",
+         "--churn", "3", "--out", str(out)],
+        check=True, capture_output=True, text=True, timeout=540,
+    )  # fmt: skip
+    data = json.loads((out / "soak.json").read_text())
+    assert data["turns"] >= 2 and not data["errors"], data["errors"]
+    assert all(s["rss_mb"] > 100 for s in data["samples"])
+    answered = [w for w in data["end_of_turn"] if w["p50_ms"] is not None]
+    assert answered and answered[0]["turns"] >= 2
+    assert data["churn"]["sessions"] == 3 and len(data["churn"]["rss_mb"]) == 3
+    assert (out / "soak.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
