@@ -104,7 +104,7 @@ def _progress_bar(first: str) -> Iterator[Callable[[str, int, int], None]]:
 
 def _train_state_head(args: argparse.Namespace, settings: Settings) -> int:
     from models.lm import LlamaDuplexLM
-    from models.state_training import train_state_head
+    from models.training.state_head import train_state_head
     from models.weights import LM
 
     lm = LlamaDuplexLM(
@@ -126,7 +126,7 @@ def _train_state_head(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _train_adapter(args: argparse.Namespace, settings: Settings) -> int:
-    from models.adapter_training import train_adapter
+    from models.training.adapter import train_adapter
 
     with _progress_bar("preparing") as progress:
         report = train_adapter(

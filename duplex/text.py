@@ -1,4 +1,5 @@
-"""Text helpers for the speak slice: clause splitting and played-word mapping."""
+"""Text helpers: clause splitting and played-word mapping for the speak slice, the words
+without case or punctuation."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ _BOUNDARY = re.compile(r"[.!?;:,](?=\s)")
 # Words that ask the speaker to stop: heard over an answer, they count even when
 # the recognizer was unsure of them (a lone "Stop." can decode at -0.64)
 STOP_WORDS = frozenset({"stop", "wait", "no", "hold", "sorry", "pause", "hey", "excuse"})
+
+
+def plain(text: str) -> str:
+    """No case, no punctuation: the words alone, where punctuation is not trusted."""
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s'-]", " ", text.lower())).strip()
 
 
 def asks_to_stop(text: str) -> bool:

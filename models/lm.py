@@ -38,14 +38,12 @@ import numpy as np
 import numpy.typing as npt
 
 from duplex.ports import StateProbs
-from models.state_data import plain
+from duplex.text import plain
+from models.chatml import TURN_END, opening, turns
 from models.state_head import StateHead
 
 Float32Array = npt.NDArray[np.float32]
 
-# ChatML, as SmolLM2-Instruct was trained
-_TURN_START = "<|im_start|>{role}\n"
-_TURN_END = "<|im_end|>\n"
 
 # Overlaps the end-of-turn rule treats as backchannels: said while the other
 # person talks, to show attention, not to take the turn.
@@ -69,7 +67,6 @@ DANGLING = frozenset(
     }
 )  # fmt: skip
 
-_CHATML_TURN = re.compile(r"<\|im_start\|>(\w+)\n(.*?)(?:<\|im_end\|>|$)", re.DOTALL)
 _FINAL_MARKS = re.compile(r"[.?!]+\s*$")  # what the end probability is read before
 
 # a cache position that holds speech (adapter output), not a token
@@ -87,10 +84,6 @@ NEVER_LAST = frozenset(
         "our", "their", "his", "her", "its", "um", "uh", "er",
     }
 )  # fmt: skip
-
-
-def normalize_overlap(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[^\w\s'-]", " ", text.lower())).strip()
 
 
 # P(end) -> P(speak): odds of 1 at P(end) = 10^-2.75 = 0.0018, times 10^1.5 per decade
@@ -141,7 +134,7 @@ def rule_state(user_text: str, overlap: bool, p_end: float | None = None) -> Sta
     While speaking: a short acknowledgement from BACKCHANNELS is dismissed,
     no words yet means keep listening, any other words interrupt.
     """
-    text = normalize_overlap(user_text)
+    text = plain(user_text)
     if overlap:
         if not text:
             return StateProbs(0.9, 0.05, 0.05)
@@ -285,9 +278,7 @@ class LlamaDuplexLM:
         self._before_answer = self._mark()
         # where the cache was before `listen_tentatively`, until kept or retracted
         self._tentative: _Mark | None = None
-        self._append(
-            _TURN_START.format(role="system") + self.system_prompt + _TURN_END, hidden=False
-        )
+        self._append(opening("system") + self.system_prompt + TURN_END, hidden=False)
         self._system_tokens = len(self.tokens)
 
     def set_instructions(self, text: str) -> None:
@@ -297,7 +288,7 @@ class LlamaDuplexLM:
         rest = self.tokens[self._system_tokens :]
         self.system_prompt = text
         self._cut(0)
-        self._append(_TURN_START.format(role="system") + text + _TURN_END, hidden=False)
+        self._append(opening("system") + text + TURN_END, hidden=False)
         self._system_tokens = len(self.tokens)
         if rest:
             self._eval(rest, hidden=True)
@@ -357,7 +348,7 @@ class LlamaDuplexLM:
             return self.transcribe_heard()
 
     def _hear_over_answer(self, embeddings: Float32Array) -> None:
-        self._append(_TURN_END + _TURN_START.format(role="user"), hidden=True)
+        self._append(TURN_END + opening("user"), hidden=True)
         if len(embeddings):
             self.hear(embeddings)
 
@@ -390,7 +381,7 @@ class LlamaDuplexLM:
 
     def overlap(self, text: str) -> StateProbs:
         with self._probe():
-            probe = _TURN_END + _TURN_START.format(role="user") + self._styled(text.strip())
+            probe = TURN_END + opening("user") + self._styled(text.strip())
             self._append(probe, hidden=True)
             return self._state(text, overlap=True)
 
@@ -461,8 +452,7 @@ class LlamaDuplexLM:
 
     def messages(self) -> list[dict[str, str]]:
         """The conversation in the cache as chat messages; an answer not begun is left out."""
-        turns = _CHATML_TURN.findall(self.text())
-        out = [{"role": role, "content": content.strip()} for role, content in turns]
+        out = [{"role": role, "content": content.strip()} for role, content in turns(self.text())]
         if out and out[-1]["role"] == "assistant" and not out[-1]["content"]:
             out.pop()
         return out
@@ -604,7 +594,7 @@ class LlamaDuplexLM:
         self._answer = None
         if role == "user":
             self._trim_history()
-        self._append(_TURN_START.format(role=role), hidden=role == "user")
+        self._append(opening(role), hidden=role == "user")
         self._open_role = role
         self._turn_start = len(self.tokens)
         if role == "user":
@@ -612,7 +602,7 @@ class LlamaDuplexLM:
 
     def _close_turn(self) -> None:
         if self._open_role is not None:
-            self._append(_TURN_END, hidden=False)
+            self._append(TURN_END, hidden=False)
             self._open_role = None
 
     def _close_answer(self) -> None:

@@ -4,7 +4,7 @@ Freeze-Omni's idea on our models: the LM stays frozen, a one-hidden-layer
 classifier reads its hidden state (576 floats, after the final norm) at the
 last position every tick. Inference is numpy (no torch at run time); the
 weights are small and ship in `models/data/state_head.npz` with a model card.
-`duplex train-state-head` makes them (`models/state_training.py`).
+`duplex train-state-head` makes them (`models/training/state_head.py`).
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from models.adapter import (
     SpeechEncoder,
     SpeechStream,
 )
-from models.adapter_data import SpokenSet
 from models.lm import SPEECH_MARK, LlamaDuplexLM
+from models.training.adapter_data import SpokenSet
 from models.weights import ASR, LM, WeightsMissing
 
 torch = pytest.importorskip("torch")
@@ -54,7 +54,7 @@ def speech() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def torch_lm():  # type: ignore[no-untyped-def]
-    from models.torch_lm import TorchLM
+    from models.training.torch_lm import TorchLM
 
     return TorchLM.from_gguf(_path(LM))
 
@@ -128,7 +128,7 @@ def test_a_cached_prefix_equals_reading_it(torch_lm) -> None:  # type: ignore[no
 
 
 def test_batches_see_every_utterance_once_an_epoch() -> None:
-    from models.adapter_training import TrainConfig, batch_indices
+    from models.training.adapter import TrainConfig, batch_indices
 
     lengths = [int(n) for n in np.random.default_rng(0).integers(5, 60, size=1003)]
     config = TrainConfig(batch=8)
@@ -169,7 +169,7 @@ def test_hearing_embeddings_equals_reading_their_tokens(torch_lm) -> None:  # ty
 
 
 def test_a_few_steps_lower_the_loss(encoder: SpeechEncoder, torch_lm) -> None:  # type: ignore[no-untyped-def]
-    from models.adapter_training import Stage1, Tokenizer, TrainConfig, train
+    from models.training.adapter import Stage1, Tokenizer, TrainConfig, train
     from models.tts import PiperSynthesizer
 
     voice = PiperSynthesizer(noise_scale=0.0, noise_w=0.0)

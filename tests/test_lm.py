@@ -197,8 +197,8 @@ def test_end_probability_tells_a_pause_from_a_finished_question() -> None:
 def test_end_probability_separates_whole_turns_from_prefixes_on_held_out_dialogue() -> None:
     """Zero-shot (nothing is trained here), on chitchat-dataset conversations: P(end)
     after every word of a user turn, with the turn's final mark removed."""
-    from models.state_data import build, split
-    from models.state_training import roc_auc
+    from models.training.state_data import build, split
+    from models.training.state_head import roc_auc
 
     lm = _lm()
     conversations = build(seed=0, max_conversations=150)

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from duplex.text import plain
 from models.lm import LlamaDuplexLM
-from models.state_data import DISMISS, SPEAK, asr_style, build, is_acknowledgement, plain
 from models.state_head import HEAD_PATH, StateHead
-from models.state_training import roc_auc, train_state_head
+from models.training.state_data import DISMISS, SPEAK, asr_style, build, is_acknowledgement
+from models.training.state_head import roc_auc, train_state_head
 from models.weights import LM
 
 SYSTEM = "You are a helpful voice assistant. Keep answers short."

@@ -4,16 +4,16 @@ Stage 1 (this module's `train`): every example is the session's context
 (system prompt, the user turn opened) followed by an utterance's adapter
 embeddings, then its transcript and the turn's end. The loss is the LM's
 next-token loss on the transcript tokens and `<|im_end|>` only; the LM
-(torch, from the same GGUF: `models/torch_lm.py`) is frozen, the adapter
+(torch, from the same GGUF: `models/training/torch_lm.py`) is frozen, the adapter
 alone learns. So the LM learns nothing, and the speech positions come to
 mean what the words would: a greedy continuation after them is a
 transcript, and `<|im_end|>` after them is the turn's end.
 
-Stage 2 (`models/speech_state.py`) retrains the state head on the speech
+Stage 2 (`models/training/speech_state.py`) retrains the state head on the speech
 path's hidden states.
 
 Runs on the 2-core CPU: encoder frames are cached on disk
-(`models/adapter_data.py`), checkpoints are written every `checkpoint_every`
+(`models/training/adapter_data.py`), checkpoints are written every `checkpoint_every`
 steps and a rerun resumes from the last one.
 """
 
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from models.adapter import SpeechAdapter
-from models.adapter_data import SpokenSet
+from models.training.adapter_data import SpokenSet
 
 SPEECH_HEAD_NAME = "speech_state_head.npz"  # saved beside the adapter
 _SYSTEM = "<|im_start|>system\n{prompt}<|im_end|>\n<|im_start|>user\n"
@@ -223,7 +223,7 @@ def spoken_sets(
     encoder: Any, utterances: int, held_out: int, seed: int, progress: Progress
 ) -> tuple[SpokenSet, SpokenSet]:
     """Training and held-out speech (different sentences), built once into the cache."""
-    from models.adapter_data import build_set, sentences
+    from models.training.adapter_data import build_set, sentences
     from models.weights import cache_dir
 
     texts = sentences(utterances + held_out, seed=seed)
@@ -265,9 +265,9 @@ def train_adapter(
 
     from models import weights
     from models.adapter import ADAPTER_PATH, SpeechEncoder
-    from models.adapter_eval import evaluate_adapter, write_card
     from models.asr import load_model
-    from models.torch_lm import TorchLM
+    from models.training.adapter_eval import evaluate_adapter, write_card
+    from models.training.torch_lm import TorchLM
     from models.weights import cache_dir
 
     whisper = load_model(weights.ASR.resolve(settings.models.asr), settings.device)
@@ -312,7 +312,7 @@ def train_adapter(
         report.update(evaluate_adapter(settings, path, held, whisper, progress))
     if 2 in stages:
         from models.lm import LlamaDuplexLM
-        from models.speech_state import train_speech_head
+        from models.training.speech_state import train_speech_head
 
         lm = LlamaDuplexLM(lm_path, system_prompt=settings.models.system_prompt, device="cpu")
         head, report["state_head"] = train_speech_head(
@@ -331,7 +331,7 @@ def train_adapter(
 
 def _earlier_training(init: str | Path | None) -> tuple[int, float]:
     """Steps and minutes already in the adapter training starts from (its report, if any)."""
-    from models.adapter_eval import trained_so_far
+    from models.training.adapter_eval import trained_so_far
 
     report = Path(init).with_suffix(".json") if init else None
     if report is None or not report.exists():

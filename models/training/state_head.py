@@ -18,9 +18,11 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
-from models.lm import _TURN_END, _TURN_START, LlamaDuplexLM
-from models.state_data import DISMISS, LABELS, LISTEN, SPEAK, Conversation, build, plain, split
+from duplex.text import plain
+from models.chatml import TURN_END, opening
+from models.lm import LlamaDuplexLM
 from models.state_head import CARD_PATH, HEAD_PATH, StateHead
+from models.training.state_data import DISMISS, LABELS, LISTEN, SPEAK, Conversation, build, split
 
 Progress = Callable[[str, int, int], None]
 
@@ -70,27 +72,27 @@ def featurize(
             if not words:
                 continue
             if i % 2 == 0:  # the user speaks: every word boundary is an example
-                pieces = [_TURN_START.format(role="user"), words[0], *(" " + w for w in words[1:])]
+                pieces = [opening("user"), words[0], *(" " + w for w in words[1:])]
                 xs.append(lm.read(pieces)[1:])
                 ys += [LISTEN] * (len(words) - 1) + [SPEAK]
                 keys += [conversation.key] * len(words)
                 complete += [False] * (len(words) - 1) + [True]
                 over += [False] * len(words)
-                lm.read([_TURN_END])
+                lm.read([TURN_END])
                 continue
             probe = conversation.overlaps.get(i)
             if probe is None:
-                lm.read([_TURN_START.format(role="assistant") + " ".join(words) + _TURN_END])
+                lm.read([opening("assistant") + " ".join(words) + TURN_END])
                 continue
-            lm.read([_TURN_START.format(role="assistant") + " ".join(words[: probe.cut])])
+            lm.read([opening("assistant") + " ".join(words[: probe.cut])])
             mark = len(lm.tokens)
-            xs.append(lm.read([_TURN_END + _TURN_START.format(role="user") + style(probe.text)]))
+            xs.append(lm.read([TURN_END + opening("user") + style(probe.text)]))
             lm.forget_from(mark)
             ys.append(probe.label)
             keys.append(conversation.key)
             complete.append(False)
             over.append(True)
-            lm.read([" " + " ".join(words[probe.cut :]) + _TURN_END])
+            lm.read([" " + " ".join(words[probe.cut :]) + TURN_END])
         progress(f"hidden states ({text_style} text)", n + 1, len(conversations))
     lm.reset()
     return Features(

@@ -19,11 +19,11 @@ import numpy as np
 
 from duplex.audio import read_wav
 from models.adapter import SpeechAdapter, SpeechEncoder
-from models.adapter_data import SpokenSet
+from models.training.adapter_data import SpokenSet
 
 Progress = Callable[[str, int, int], None]
 
-SHARED_SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
+SHARED_SPEECH = Path(__file__).resolve().parents[2].parent / "shared" / "speech"
 
 
 def shared_recordings(directory: Path = SHARED_SPEECH) -> list[tuple[str, np.ndarray]]:
@@ -154,7 +154,7 @@ def _steps(report: dict[str, Any]) -> str:
 def _head_section(head: dict[str, Any] | None) -> str:
     if head is None:
         return ""
-    from models.state_data import LABELS
+    from models.training.state_data import LABELS
 
     speech, text = head["speech"], head["text"]
 
@@ -176,7 +176,7 @@ def _head_section(head: dict[str, Any] | None) -> str:
 # Speech state head (stage 2)
 
 The text head's shape (576 -> 64 -> 3), trained on the LM's hidden states at
-speech positions (`models/speech_state.py`): {head["train_conversations"]} dialogues of
+speech positions (`models/training/speech_state.py`): {head["train_conversations"]} dialogues of
 `chitchat-dataset`, the user turns spoken by the stage-1 voices, half of them
 (4+ words) with a 600-1000 ms pause at a random word boundary
 ({head["pauses"]} positions inside pauses); acknowledgements and interruptions

@@ -34,10 +34,11 @@ import numpy.typing as npt
 
 from duplex.audio import SAMPLE_RATE, Int16Array, voiced_span
 from models.adapter import POSITIONS_PER_CHUNK, SpeechAdapter, SpeechEncoder
-from models.adapter_data import VariedVoices
-from models.lm import _TURN_END, _TURN_START, LlamaDuplexLM
-from models.state_data import DISMISS, LISTEN, SPEAK, Conversation
-from models.state_training import Features
+from models.chatml import TURN_END, opening
+from models.lm import LlamaDuplexLM
+from models.training.adapter_data import VariedVoices
+from models.training.state_data import DISMISS, LISTEN, SPEAK, Conversation
+from models.training.state_head import Features
 
 Progress = Callable[[str, int, int], None]
 
@@ -143,22 +144,22 @@ def featurize_speech(
         for i, turn in enumerate(conversation.turns[:max_turns]):
             if i % 2 == 0:
                 spoken = speaker.turn(turn)
-                lm.read([_TURN_START.format(role="user")])
+                lm.read([opening("user")])
                 mark = len(lm.tokens)
                 states = lm.hear(adapter.embed(encoder.utterance(spoken.pcm)))
                 keep, labels, paused = turn_labels(spoken, len(states))
                 add(states[keep], conversation.key, labels, False, paused)
                 lm.forget_from(mark)  # the history holds the turn as words, as `both` does
-                lm.read([turn + _TURN_END])
+                lm.read([turn + TURN_END])
                 continue
             words = turn.split()
             probe = conversation.overlaps.get(i)
             if probe is None:
-                lm.read([_TURN_START.format(role="assistant") + turn + _TURN_END])
+                lm.read([opening("assistant") + turn + TURN_END])
                 continue
-            lm.read([_TURN_START.format(role="assistant") + " ".join(words[: probe.cut])])
+            lm.read([opening("assistant") + " ".join(words[: probe.cut])])
             mark = len(lm.tokens)
-            lm.read([_TURN_END + _TURN_START.format(role="user")])
+            lm.read([TURN_END + opening("user")])
             spoken = speaker.turn(probe.text, tail_ms=PROBE_TAIL_MS, pause=False)
             states = lm.hear(adapter.embed(encoder.utterance(spoken.pcm)))
             onset = spoken.voice_ms[0]
@@ -168,7 +169,7 @@ def featurize_speech(
                 states[keep], conversation.key, [probe.label] * len(keep), True, [False] * len(keep)
             )
             lm.forget_from(mark)
-            lm.read([" " + " ".join(words[probe.cut :]) + _TURN_END])
+            lm.read([" " + " ".join(words[probe.cut :]) + TURN_END])
         progress("hidden states (speech)", n + 1, len(conversations))
     lm.reset()
     return SpeechFeatures(
@@ -211,7 +212,7 @@ def _cached(path: Path, build: Callable[[], SpeechFeatures]) -> SpeechFeatures:
 
 def pause_auc(head: Any, test: SpeechFeatures) -> float:
     """End of turn against mid-turn pause, both silences: the hard case."""
-    from models.state_training import roc_auc
+    from models.training.state_head import roc_auc
 
     silent = (test.complete | test.pause) & ~test.overlap
     p = head.probabilities(test.x[silent])[:, SPEAK]
@@ -222,8 +223,8 @@ def real_speech_auc(
     lm: LlamaDuplexLM, encoder: SpeechEncoder, adapter: SpeechAdapter, head: Any
 ) -> dict[str, Any]:
     """On ../shared/speech: P(speak) in the silence after each recording vs during it."""
-    from models.adapter_eval import shared_recordings
-    from models.state_training import roc_auc
+    from models.training.adapter_eval import shared_recordings
+    from models.training.state_head import roc_auc
 
     scores, ends = [], []
     recordings = shared_recordings()
@@ -234,7 +235,7 @@ def real_speech_auc(
             None,
         )
         lm.reset()
-        lm.read([_TURN_START.format(role="user")])
+        lm.read([opening("user")])
         states = lm.hear(adapter.embed(encoder.utterance(spoken.pcm)))
         keep, labels, _ = turn_labels(spoken, len(states))
         scores += head.probabilities(states[keep])[:, SPEAK].tolist()
@@ -263,9 +264,9 @@ def train_speech_head(
     heads are measured on conversations neither was trained on; `conversations`
     of the other 320 train the speech head.
     """
-    from models.state_data import build, split
     from models.state_head import HEAD_PATH, StateHead
-    from models.state_training import evaluate, featurize, fit
+    from models.training.state_data import build, split
+    from models.training.state_head import evaluate, featurize, fit
 
     data = build(seed=seed, max_conversations=TEXT_HEAD_CONVERSATIONS)
     held_out = split([c.key for c in data], seed=seed)

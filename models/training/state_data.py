@@ -16,7 +16,7 @@ whole conversation so far as context in the chat template (as in a session).
 Text is normalised the way the streaming recognizer writes it: Whisper
 capitalises the first word and punctuates; chat text is lower case with
 little punctuation. `asr_style` makes a turn look like a final transcript;
-`plain` removes case and punctuation, for the variant that ignores them.
+`duplex.text.plain` removes case and punctuation, for the variant that ignores them.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
+
+from duplex.text import plain
 
 LISTEN, SPEAK, DISMISS = 0, 1, 2
 LABELS = ("listen", "speak", "dismiss")
@@ -90,11 +92,6 @@ def asr_style(text: str) -> str:
     text = text[0].upper() + text[1:]
     text = re.sub(r"\bi\b", "I", text)
     return text if text[-1] in ".?!" else text + ("?" if _is_question(text) else ".")
-
-
-def plain(text: str) -> str:
-    """No case, no punctuation: what is left if punctuation is not trusted."""
-    return re.sub(r"\s+", " ", re.sub(r"[^\w\s'-]", " ", text.lower())).strip()
 
 
 def _is_question(text: str) -> bool:

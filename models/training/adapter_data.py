@@ -27,7 +27,7 @@ import soxr
 
 from duplex.audio import SAMPLE_RATE, Int16Array, float_to_pcm16, pcm16_to_float
 from models.adapter import SpeechEncoder
-from models.state_data import asr_style, conversations
+from models.training.state_data import asr_style, conversations
 
 SHARD = 200  # utterances per cache file
 MAX_WORDS = 16  # longer turns cost training time more than they teach
