@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from duplex.audio import Int16Array
 from duplex.clock import Clock
 from duplex.config import Settings
-from duplex.drive import Steps
+from duplex.ports import Steps
 from duplex.tdm import POLICIES
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from urllib.parse import urlparse, urlunparse
 from benchmarks.runner import SessionFactory
 from client.remote import RemoteError, RemoteSession, protocol_for
 from duplex.clock import Clock
-from duplex.drive import Steps
+from duplex.ports import Steps
 
 
 def session_factory(url: str, token: str | None, policies: Sequence[str]) -> SessionFactory:

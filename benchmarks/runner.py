@@ -22,7 +22,7 @@ from benchmarks.scenarios import Placed, Scenario, UserSimulator
 from benchmarks.scoring import OutputSpan, score
 from duplex.clock import Clock
 from duplex.config import PolicySettings
-from duplex.drive import Steps, drive
+from duplex.drive import drive
 from duplex.events import (
     BackchannelIgnored,
     Event,
@@ -33,6 +33,7 @@ from duplex.events import (
     TurnMetrics,
 )
 from duplex.metrics import STAGES, TurnRecord, summarize
+from duplex.ports import Steps
 
 # makes a session for one run of one policy
 SessionFactory = Callable[[Clock, str], Steps]

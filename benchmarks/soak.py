@@ -152,7 +152,7 @@ def soak(
     started = time.perf_counter()
     try:
         for frame in conversation(questions, minutes, silence_s, sample):
-            clock.advance(max(0.0, frame.end_ms - clock.now_ms()))
+            clock.wait_until(frame.end_ms)
             with clock.charging():
                 events = session.step(frame)
             for event in events:

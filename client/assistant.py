@@ -31,8 +31,8 @@ import numpy as np
 from client.conversation import Conversation
 from client.echo import EchoCanceller, EchoGate, erle_db
 from duplex.audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Frame, Int16Array, rms_db
-from duplex.drive import Closes, Steps
 from duplex.events import Event, Interrupted, ResponseAudio
+from duplex.ports import Closes, Steps
 from duplex.session import Session
 
 log = logging.getLogger(__name__)

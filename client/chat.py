@@ -11,7 +11,7 @@ from typing import Any
 
 from client.assistant import Assistant, list_devices
 from client.conversation import Conversation
-from duplex.drive import Steps
+from duplex.ports import Steps
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

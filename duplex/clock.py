@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Protocol
 
 
@@ -28,6 +28,14 @@ class RealClock:
     def now_ms(self) -> float:
         return (time.monotonic() - self._origin) * 1000.0
 
+    def wait_until(self, ms: float) -> None:
+        """Sleep until `ms`: a driver paces a recording as a microphone would."""
+        time.sleep(max(0.0, (ms - self.now_ms()) / 1000.0))
+
+    def charging(self) -> AbstractContextManager[None]:
+        """Wall time passes by itself while a step computes."""
+        return nullcontext()
+
 
 class VirtualClock:
     """Time that moves only when the driver says so."""
@@ -42,6 +50,14 @@ class VirtualClock:
         if ms < 0:
             raise ValueError(f"a clock cannot go backwards (advance by {ms} ms)")
         self._now += ms
+
+    def wait_until(self, ms: float) -> None:
+        """Move to `ms` at once (a frame arrives); never backwards."""
+        self._now = max(self._now, ms)
+
+    def charging(self) -> AbstractContextManager[None]:
+        """Compute is free on this clock: a step takes no time."""
+        return nullcontext()
 
 
 class ChargedClock(VirtualClock):
@@ -64,6 +80,7 @@ class ChargedClock(VirtualClock):
 
     @contextmanager
     def charging(self) -> Iterator[None]:
+        """The step's compute, as the wall clock measures it, passes on this clock."""
         self._charging_since = time.perf_counter()
         try:
             yield

@@ -12,29 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from duplex.audio import FRAME_MS, FRAME_SAMPLES, Frame, Int16Array
 from duplex.clock import ChargedClock, Clock, RealClock, VirtualClock
 from duplex.events import Event, Interrupted, ResponseAudio
-
-
-class Steps(Protocol):
-    """How a driver reaches a session: one input frame in, the events it caused out.
-
-    `Session` is one; a client of a remote server can be another.
-    """
-
-    def step(self, frame: Frame) -> list[Event]: ...
-
-
-@runtime_checkable
-class Closes(Protocol):
-    """A session holding a connection or a thread, released when the drive ends."""
-
-    def close(self) -> None: ...
+from duplex.ports import Closes, Steps
 
 
 @dataclass
@@ -69,25 +53,16 @@ def drive(
     """
     clock: VirtualClock | RealClock = (
         VirtualClock() if ideal else ChargedClock() if fast else RealClock()
-    )
+    )  # a RealClock sleeps until each frame arrives; the others move to it
     session = make_session(clock)
     result = DriveResult()
     output: list[tuple[int, Int16Array, int]] = []  # (position, audio, response)
     start = clock.now_ms()
     try:
         for frame in frames:
-            arrival = start + frame.end_ms
+            clock.wait_until(start + frame.end_ms)
             t0 = time.perf_counter()
-            if isinstance(clock, ChargedClock):
-                clock.advance(max(0.0, arrival - clock.now_ms()))
-                with clock.charging():
-                    events = session.step(frame)
-            elif isinstance(clock, VirtualClock):
-                clock.advance(max(0.0, arrival - clock.now_ms()))
-                events = session.step(frame)
-            else:
-                time.sleep(max(0.0, (arrival - clock.now_ms()) / 1000))
-                t0 = time.perf_counter()
+            with clock.charging():
                 events = session.step(frame)
             result.compute_ms += (time.perf_counter() - t0) * 1000
             for event in events:

@@ -6,9 +6,12 @@ a driver decides which thread that tick runs on.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 from duplex.audio import Float32Array, Frame, Int16Array
+
+if TYPE_CHECKING:
+    from duplex.events import Event
 
 
 class VoiceActivity(Protocol):
@@ -229,3 +232,19 @@ class SynthesizesAhead(Synthesizer, Protocol):
     def start(self, text: str) -> PendingAudio:
         """Begin synthesizing `text` in the background."""
         ...
+
+
+class Steps(Protocol):
+    """How a driver reaches a session: one input frame in, the events it caused out.
+
+    `Session` is one; a client of a remote server can be another.
+    """
+
+    def step(self, frame: Frame) -> list[Event]: ...
+
+
+@runtime_checkable
+class Closes(Protocol):
+    """A session holding a connection or a thread, released when the drive ends."""
+
+    def close(self) -> None: ...

@@ -51,8 +51,8 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from duplex.events import Event, Interrupted, ResponseDone, TurnMetrics, TurnTaken
-from duplex.metrics import LatencyMetrics
 from duplex.session import Session
+from server.metrics import LatencyMetrics
 from server.protocol import (
     CLOSE_FULL,
     CLOSE_GOING_AWAY,

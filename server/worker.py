@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from duplex.audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Frame, Framer, Int16Array
-from duplex.drive import Steps
 from duplex.events import Error, Event
+from duplex.ports import Steps
 from duplex.session import Session
 
 log = logging.getLogger(__name__)

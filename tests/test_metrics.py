@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from duplex.metrics import TURN_MARKS, LatencyMetrics, Summary, TurnRecord, summarize
+from duplex.metrics import TURN_MARKS, Summary, TurnRecord, summarize
+from server.metrics import LatencyMetrics
 
 EOT = "duplex_end_of_turn_latency_seconds"
 BARGE = "duplex_barge_in_stop_latency_seconds"

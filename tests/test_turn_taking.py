@@ -19,8 +19,8 @@ from benchmarks.scenarios import Cue, Scenario, speak
 from duplex.audio import Frame, read_wav
 from duplex.clock import Clock, VirtualClock
 from duplex.config import Settings
-from duplex.drive import Steps
 from duplex.events import Event, Interrupted, ResponseText, TranscriptDelta, TranscriptFinal
+from duplex.ports import Steps
 from duplex.tdm import POLICIES
 from models.lm import SPEECH_MARK, LlamaDuplexLM
 from models.stack import SpeechStack
