@@ -356,3 +356,17 @@ def write_wav(path: str | Path, pcm: Int16Array, rate: int = SAMPLE_RATE) -> Non
         wav.setsampwidth(2)
         wav.setframerate(rate)
         wav.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
+
+
+def check_frame(frame: object) -> Frame:
+    """Reject anything that is not a well-formed 20 ms frame, before any state changes."""
+    if not isinstance(frame, Frame):
+        raise ValueError(f"expected a duplex.audio.Frame, got {type(frame).__name__}")
+    pcm = frame.pcm
+    if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.shape != (FRAME_SAMPLES,):
+        dtype = getattr(pcm, "dtype", type(pcm).__name__)
+        shape = getattr(pcm, "shape", "?")
+        raise ValueError(f"a frame holds {FRAME_SAMPLES} int16 samples, got {dtype} {shape}")
+    if isinstance(frame.index, bool) or not isinstance(frame.index, int | np.integer):
+        raise ValueError(f"frame index must be an integer, got {frame.index!r}")
+    return frame

@@ -1,9 +1,8 @@
 """Voice activity: per-frame speech probability and the hysteresis that turns it into turns.
 
-Two backends answer "how likely is this 20 ms frame speech?": `WebRtcVad` (cheap,
-binary, fooled by loud broadband noise) and `SileroVad` (a small streaming
-LSTM, robust to noise). Both satisfy the core's `VoiceActivity` port
-structurally, so the session can be tested with a scripted fake instead.
+A backend answers "how likely is this 20 ms frame speech?" through the
+`VoiceActivity` port: `models/vad.py` holds the real ones (WebRTC's, Silero's),
+tests a scripted fake.
 
 `VadTracker` turns those probabilities into speech start/stop events on the input
 timeline. Start needs a run of voiced frames (so a click does not open a turn),
@@ -11,26 +10,16 @@ stop needs a run of unvoiced frames (so a pause between words does not close
 one), and the threshold drops while in speech (so a soft word ending stays in).
 On start it hands back the frames just before the onset, so the recognizer also
 hears the first syllable that was spoken before the tracker was sure.
-
-Heavy libraries (webrtcvad, onnxruntime, faster_whisper) are imported inside the
-backend constructors only, keeping `import duplex.vad` numpy + stdlib.
 """
 
 from __future__ import annotations
 
-import importlib.resources
 import math
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
 
-import numpy as np
-import numpy.typing as npt
-
-from duplex.audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Frame, rms_db
-
-__all__ = ["SileroVad", "VadStep", "VadTracker", "WebRtcVad"]
+from duplex.audio import FRAME_MS, Frame, check_frame, rms_db
+from duplex.ports import VoiceActivity
 
 # A frame in speech is *quiet* when its level is this far below the utterance's loudest
 # frame, or this close to the background's floor: the voice has likely stopped, about
@@ -40,127 +29,6 @@ QUIET_ABOVE_FLOOR_DB = 3.0
 # the floor is the quietest recent level: it drops at once and rises 2.5 dB a second,
 # so it follows a background that grows louder
 FLOOR_RISE_DB = 0.05
-
-SILERO_CHUNK = 512  # samples the v6 model consumes per call at 16 kHz (32 ms)
-SILERO_CONTEXT = 64  # samples of the previous chunk prepended to each call
-_SILERO_STATE = (1, 1, 128)
-
-
-class _Backend(Protocol):
-    """What the tracker needs from a backend (the core's `VoiceActivity` port)."""
-
-    def probability(self, frame: Frame) -> float: ...
-
-    def reset(self) -> None: ...
-
-
-def _check_frame(frame: object) -> Frame:
-    """Reject anything that is not a well-formed 20 ms frame, before any state changes."""
-    if not isinstance(frame, Frame):
-        raise ValueError(f"expected a duplex.audio.Frame, got {type(frame).__name__}")
-    pcm = frame.pcm
-    if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.shape != (FRAME_SAMPLES,):
-        dtype = getattr(pcm, "dtype", type(pcm).__name__)
-        shape = getattr(pcm, "shape", "?")
-        raise ValueError(f"a frame holds {FRAME_SAMPLES} int16 samples, got {dtype} {shape}")
-    if isinstance(frame.index, bool) or not isinstance(frame.index, int | np.integer):
-        raise ValueError(f"frame index must be an integer, got {frame.index!r}")
-    return frame
-
-
-class WebRtcVad:
-    """Google's WebRTC GMM VAD: a binary decision per 20 ms frame, nearly free.
-
-    `mode` 0..3 trades recall for precision (3 rejects the most non-speech).
-    It has no notion of confidence, so the probability is 1.0 or 0.0.
-    """
-
-    def __init__(self, mode: int = 2) -> None:
-        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 3:
-            raise ValueError(f"WebRTC VAD mode must be 0, 1, 2 or 3, got {mode!r}")
-        try:
-            import webrtcvad
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise RuntimeError(
-                "WebRtcVad needs the webrtcvad module; pip install webrtcvad-wheels"
-            ) from exc
-        self.mode = mode
-        self._module: Any = webrtcvad
-        self._vad: Any = webrtcvad.Vad(mode)
-
-    def probability(self, frame: Frame) -> float:
-        frame = _check_frame(frame)
-        return 1.0 if self._vad.is_speech(frame.to_bytes(), SAMPLE_RATE) else 0.0
-
-    def reset(self) -> None:
-        """A fresh instance: the GMM adapts its noise model, which must not leak across sessions."""
-        self._vad = self._module.Vad(self.mode)
-
-
-def silero_model_path() -> Path:
-    """The Silero v6 ONNX model that ships inside faster-whisper (no download needed)."""
-    hint = "the Silero VAD model ships with faster-whisper; pip install faster-whisper"
-    try:
-        resource = importlib.resources.files("faster_whisper") / "assets" / "silero_vad_v6.onnx"
-    except ModuleNotFoundError as exc:
-        raise RuntimeError(f"faster_whisper is not installed: {hint}") from exc
-    path = Path(str(resource))
-    if not path.is_file():
-        raise RuntimeError(f"Silero VAD model not found at {path}: {hint}")
-    return path
-
-
-class SileroVad:
-    """Silero VAD v6 run as a stream: one 512-sample chunk as soon as 512 new samples exist.
-
-    The model wants 32 ms chunks (plus 64 samples of left context) while frames
-    are 20 ms, so samples are buffered and the LSTM state (h, c) is carried
-    across chunks. A frame's probability is the output of the latest chunk that
-    has finished (0.0 before the first one), i.e. it lags by at most one chunk.
-    """
-
-    def __init__(self, path: str | Path | None = None) -> None:
-        model = silero_model_path() if path is None else Path(path)
-        if not model.is_file():
-            raise RuntimeError(f"Silero VAD model not found at {model}")
-        try:
-            import onnxruntime
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise RuntimeError("SileroVad needs onnxruntime; pip install onnxruntime") from exc
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1  # one tiny LSTM step: threads cost more than they save
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 4
-        self.path = model
-        self._session: Any = onnxruntime.InferenceSession(
-            str(model), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-        self.reset()
-
-    def reset(self) -> None:
-        """Zero the LSTM state, the context and the sample buffer."""
-        self._h = np.zeros(_SILERO_STATE, dtype=np.float32)
-        self._c = np.zeros(_SILERO_STATE, dtype=np.float32)
-        self._context = np.zeros(SILERO_CONTEXT, dtype=np.float32)
-        self._pending = np.zeros(0, dtype=np.float32)
-        self._last = 0.0
-
-    def probability(self, frame: Frame) -> float:
-        frame = _check_frame(frame)
-        self._pending = np.concatenate([self._pending, frame.samples()])
-        while self._pending.size >= SILERO_CHUNK:
-            chunk = self._pending[:SILERO_CHUNK]
-            self._pending = self._pending[SILERO_CHUNK:]
-            self._last = self._run(chunk)
-        return self._last
-
-    def _run(self, chunk: npt.NDArray[np.float32]) -> float:
-        window = np.concatenate([self._context, chunk])[np.newaxis, :]
-        out, self._h, self._c = self._session.run(
-            None, {"input": window, "h": self._h, "c": self._c}
-        )
-        self._context = chunk[-SILERO_CONTEXT:].copy()
-        return float(np.clip(np.asarray(out).reshape(-1)[0], 0.0, 1.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +64,7 @@ class VadTracker:
 
     def __init__(
         self,
-        backend: _Backend,
+        backend: VoiceActivity,
         threshold: float = 0.5,
         start_ms: int = 60,
         end_ms: int = 300,
@@ -250,7 +118,7 @@ class VadTracker:
         self._reset_state()
 
     def push(self, frame: Frame) -> VadStep:
-        frame = _check_frame(frame)
+        frame = check_frame(frame)
         raw = float(self.backend.probability(frame))
         if not math.isfinite(raw):
             raise ValueError(f"VAD backend returned a non-finite probability {raw!r}")

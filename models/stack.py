@@ -17,7 +17,7 @@ from duplex.config import Settings
 from duplex.ports import Recognizer
 from duplex.session import Session
 from duplex.tdm import Policy
-from duplex.vad import SileroVad, VadTracker, WebRtcVad
+from duplex.vad import VadTracker
 from models import weights
 from models.adapter import SPEECH_HEAD_PATH, AdapterListener, SpeechAdapter, SpeechEncoder
 from models.lm import LlamaDuplexLM
@@ -25,6 +25,7 @@ from models.responder import RemoteResponder
 from models.state_head import HEAD_PATH, StateHead
 from models.tts import AheadSynthesizer, PiperSynthesizer
 from models.turn_audio import InlineTurnAudio, SmartTurn
+from models.vad import SileroVad, WebRtcVad
 
 
 class SpeechStack:

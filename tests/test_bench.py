@@ -150,7 +150,7 @@ def test_generated_timeline_matches_its_audio(generated: list[Scenario]) -> None
     placement and rendering are what is tested), and WebRTC's VAD: its onset
     within a frame, its end within its built-in hangover (up to 120 ms).
     """
-    from duplex.vad import WebRtcVad
+    from models.vad import WebRtcVad
 
     pause = next(s for s in generated if s.category == "pause")
     sim = UserSimulator(pause)

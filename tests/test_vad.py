@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from duplex.audio import FRAME_MS, FRAME_SAMPLES, Frame, Int16Array, frames_of, read_wav
-from duplex.vad import SileroVad, VadStep, VadTracker, WebRtcVad, silero_model_path
+from duplex.vad import VadStep, VadTracker
+from models.vad import SileroVad, WebRtcVad, silero_model_path
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
 RECORDINGS = ["cards_001.wav", "cards_002.wav", "cards_003.wav", "cards_004.wav",
@@ -107,10 +108,12 @@ def test_backends_satisfy_the_port(backend: Backend) -> None:
     assert isinstance(Scripted([]), VoiceActivity)
 
 
-def test_import_stays_light() -> None:
+def test_the_core_imports_no_model_or_server_library() -> None:
+    """The core is numpy + stdlib: the backends live in models/, Prometheus at the server."""
     code = (
-        "import sys, duplex.vad; "
-        "heavy = {'webrtcvad', 'onnxruntime', 'faster_whisper'} & set(sys.modules); "
+        "import sys, duplex.session, duplex.vad, duplex.drive, duplex.events; "
+        "heavy = {'webrtcvad', 'onnxruntime', 'faster_whisper', 'ctranslate2', 'llama_cpp', "
+        "'torch', 'prometheus_client', 'websockets', 'models', 'server'} & set(sys.modules); "
         "assert not heavy, heavy"
     )
     root = Path(__file__).resolve().parents[1]
