@@ -270,62 +270,6 @@ def frames_of(samples: Int16Array, first_index: int = 0) -> Iterator[Frame]:
     yield from framer.flush()
 
 
-class AudioRing:
-    """The last `capacity_ms` of 16 kHz audio, addressed by input-timeline frame index.
-
-    The recognizer re-decodes the current utterance from here on every pass,
-    so it must be able to ask for "everything since frame N" cheaply. It keeps
-    whole frames only: `capacity_ms` is rounded down to a multiple of 20 ms.
-    """
-
-    def __init__(self, capacity_ms: int = 30_000) -> None:
-        if capacity_ms < FRAME_MS:
-            raise ValueError(f"capacity_ms must be at least {FRAME_MS}, got {capacity_ms}")
-        self._capacity = capacity_ms // FRAME_MS * FRAME_SAMPLES
-        # Twice the capacity, so the kept samples move only once per capacity appended.
-        self._buffer = np.zeros(2 * self._capacity, dtype=np.int16)
-        self._start = 0
-        self._size = 0
-        self._end_index = 0  # index of the frame after the newest one
-
-    def __len__(self) -> int:
-        return self._size
-
-    @property
-    def first_index(self) -> int:
-        return self._end_index - self._size // FRAME_SAMPLES
-
-    @property
-    def end_index(self) -> int:
-        return self._end_index
-
-    def append(self, frame: Frame) -> None:
-        """Add the next frame; a frame that does not follow the newest one starts afresh."""
-        if self._size and frame.index != self._end_index:
-            self.clear()
-        if self._size == self._capacity:
-            self._start += FRAME_SAMPLES
-            self._size -= FRAME_SAMPLES
-        if self._start + self._size + FRAME_SAMPLES > self._buffer.size:
-            kept = self._buffer[self._start : self._start + self._size].copy()
-            self._buffer[: self._size] = kept
-            self._start = 0
-        end = self._start + self._size
-        self._buffer[end : end + FRAME_SAMPLES] = frame.pcm
-        self._size += FRAME_SAMPLES
-        self._end_index = frame.index + 1
-
-    def since(self, index: int) -> Int16Array:
-        """Samples from frame `index` (clamped to what is kept) to the newest frame."""
-        start = min(max(index, self.first_index), self._end_index)
-        offset = (start - self.first_index) * FRAME_SAMPLES
-        return self._buffer[self._start + offset : self._start + self._size].copy()
-
-    def clear(self) -> None:
-        self._start = 0
-        self._size = 0
-
-
 def read_wav(path: str | Path, rate: int = SAMPLE_RATE) -> Int16Array:
     """Read a PCM16 WAV (any supported rate, mono or stereo) as mono PCM16 at `rate`.
 

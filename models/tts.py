@@ -232,16 +232,6 @@ class PiperSynthesizer:
             if audio.size:
                 yield audio
 
-    def synthesize_utterance(self, text: str, *, rate: float = 1.0) -> Int16Array:
-        """`synthesize` with `length_scale` divided by `rate` (above 1: faster).
-
-        Piper's durations are not linear in length_scale: on a 70-character
-        sentence rate 2.0 took 0.64 of the time and rate 0.5 took 1.72 of it.
-        """
-        if rate <= 0:
-            raise ValueError(f"rate must be positive, got {rate}")
-        return self.synthesize(text, length_scale=self.length_scale / rate)
-
     def _config(
         self, length_scale: float | None, noise_scale: float | None, noise_w: float | None
     ) -> SynthesisConfig:

@@ -24,7 +24,6 @@ from duplex.audio import (
     FRAME_SAMPLES,
     SAMPLE_RATE,
     SUPPORTED_RATES,
-    AudioRing,
     Float32Array,
     Frame,
     Framer,
@@ -415,66 +414,6 @@ def test_framer_rejects_bad_construction() -> None:
         Framer(16000, "pcm16", channels=0)
     with pytest.raises(ValueError, match="unsupported sample format"):
         decode_chunk(b"\x00\x00", "pcm8")  # type: ignore[arg-type]
-
-
-# --------------------------------------------------------------------------- AudioRing
-
-
-def numbered_frame(index: int) -> Frame:
-    return Frame(index, np.full(FRAME_SAMPLES, index % 30000, dtype=np.int16))
-
-
-def test_ring_since_returns_exact_samples() -> None:
-    ring = AudioRing(capacity_ms=1000)
-    assert len(ring) == 0 and ring.first_index == ring.end_index == 0
-    assert ring.since(0).size == 0
-    frames = [numbered_frame(i) for i in range(100, 110)]
-    for frame in frames:
-        ring.append(frame)
-    assert (ring.first_index, ring.end_index, len(ring)) == (100, 110, 10 * FRAME_SAMPLES)
-    everything = concat(frames)
-    assert np.array_equal(ring.since(100), everything)
-    assert np.array_equal(ring.since(0), everything)  # clamped to what is kept
-    assert np.array_equal(ring.since(104), everything[4 * FRAME_SAMPLES :])
-    assert np.array_equal(ring.since(109), frames[-1].pcm)
-    assert ring.since(110).size == 0
-    assert ring.since(500).size == 0
-    copy = ring.since(100)
-    copy[:] = -1
-    assert np.array_equal(ring.since(100), everything)  # since() hands out a copy
-
-
-@pytest.mark.parametrize(("capacity_ms", "kept"), [(100, 5), (110, 5), (20, 1), (30, 1)])
-def test_ring_evicts_to_newest_capacity(capacity_ms: int, kept: int) -> None:
-    ring = AudioRing(capacity_ms=capacity_ms)
-    for i in range(60):  # well past the point where the ring must move its samples
-        ring.append(numbered_frame(i))
-        newest = list(range(max(0, i + 1 - kept), i + 1))
-        assert (ring.first_index, ring.end_index) == (newest[0], i + 1)
-        assert len(ring) == len(newest) * FRAME_SAMPLES
-        assert np.array_equal(ring.since(0), concat([numbered_frame(k) for k in newest]))
-
-
-def test_ring_rejects_capacity_under_one_frame() -> None:
-    with pytest.raises(ValueError, match="capacity_ms"):
-        AudioRing(capacity_ms=10)
-
-
-def test_ring_non_consecutive_index_clears() -> None:
-    ring = AudioRing(capacity_ms=1000)
-    for i in range(5):
-        ring.append(numbered_frame(i))
-    ring.append(numbered_frame(10))  # a gap
-    assert (ring.first_index, ring.end_index, len(ring)) == (10, 11, FRAME_SAMPLES)
-    assert np.array_equal(ring.since(0), numbered_frame(10).pcm)
-    ring.append(numbered_frame(3))  # going back
-    assert (ring.first_index, ring.end_index) == (3, 4)
-    ring.append(numbered_frame(4))
-    assert np.array_equal(ring.since(0), concat([numbered_frame(3), numbered_frame(4)]))
-    ring.clear()
-    assert len(ring) == 0 and ring.since(0).size == 0
-    ring.append(numbered_frame(42))
-    assert (ring.first_index, ring.end_index) == (42, 43)
 
 
 # --------------------------------------------------------------------------- WAV files
