@@ -31,6 +31,7 @@ import numpy as np
 from client.conversation import Conversation
 from client.echo import EchoCanceller, EchoGate, erle_db
 from duplex.audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Frame, Int16Array, rms_db
+from duplex.commands import SetOutputDelay
 from duplex.events import Event, Interrupted, ResponseAudio
 from duplex.ports import Closes, Steps
 from duplex.session import Session
@@ -160,7 +161,8 @@ class Assistant:
                     continue
                 heard = self._cancel_echo(canceller, captured)
                 if isinstance(engine, Session):  # what is queued or in the device is unheard
-                    engine.output_delay_ms = round(self._output_ms + len(self._output) * FRAME_MS)
+                    delay = round(self._output_ms + len(self._output) * FRAME_MS)
+                    self._handle(engine.handle(SetOutputDelay(delay)))
                 self._handle(engine.step(Frame(index, heard)))
                 index += 1
         finally:

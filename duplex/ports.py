@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 from duplex.audio import Float32Array, Frame, Int16Array
 
 if TYPE_CHECKING:
+    from duplex.commands import Command
     from duplex.events import Event
 
 
@@ -88,6 +89,8 @@ class DuplexLM(Protocol):
     turn, the assistant's words are decoded after it; a barge-in truncates the
     assistant's message to what was actually played.
     """
+
+    read_threads: int  # threads a read of the user's words runs on, from the next read
 
     def listen(self, text: str) -> StateProbs:
         """Append user words (may be empty) to the open user turn; read the state."""
@@ -241,6 +244,12 @@ class Steps(Protocol):
     """
 
     def step(self, frame: Frame) -> list[Event]: ...
+
+
+class Handles(Steps, Protocol):
+    """A session that also takes a driver's commands between frames (`duplex.commands`)."""
+
+    def handle(self, command: Command) -> list[Event]: ...
 
 
 @runtime_checkable

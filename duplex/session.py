@@ -32,6 +32,19 @@ import numpy as np
 
 from duplex.audio import FRAME_MS, FRAME_SAMPLES, Float32Array, Frame, Int16Array
 from duplex.clock import Clock
+from duplex.commands import (
+    AddUserText,
+    Cancel,
+    ClearInput,
+    Command,
+    Commit,
+    Respond,
+    SetInstructions,
+    SetOutputDelay,
+    SetPolicy,
+    ShareCores,
+    Truncate,
+)
 from duplex.config import PolicySettings
 from duplex.events import (
     BackchannelIgnored,
@@ -209,13 +222,14 @@ class Session:
         self._output_end = 0  # where the output already sent to play ends (timeline ms)
         # how long after it is sent a frame is heard: the device's output latency and
         # queue, set by a client that measures it (the local assistant does)
-        self.output_delay_ms = 0
+        self._output_delay_ms = 0
         # a moment into each pause the recognizer decodes (if the turn ends there, its
         # final pass is done) and the LM reads the words and drafts an answer to a
         # likely end. Most pauses are not the end (about three in four in the
         # benchmark): the read and the draft pay while a core is idle; a server whose
         # sessions share the cores turns them off and keeps the decode
-        self.read_at_pauses = True
+        self._read_at_pauses = True
+        self._posted: deque[Command] = deque()  # from other threads, applied before a frame
         # after a stall, no output until the input that arrived during it is heard
         self._catch_up_to = 0
         self._utterance_ended = False
@@ -265,6 +279,15 @@ class Session:
     def frames_seen(self) -> int:
         return self._next_index
 
+    @property
+    def read_at_pauses(self) -> bool:
+        return self._read_at_pauses
+
+    def post(self, command: Command) -> None:
+        """`handle` from another thread: applied before the next frame (its events go
+        out with that frame's)."""
+        self._posted.append(command)  # a deque's append and popleft are thread-safe
+
     def step(self, frame: Frame) -> list[Event]:
         """Consume the next input frame; return its events and maybe one output frame.
 
@@ -278,13 +301,16 @@ class Session:
                 f"frame {frame.index} arrived, the session expects frame {self._next_index}; "
                 "fill gaps with silence"
             )
+        posted: list[Event] = []
+        while self._posted:
+            posted += self.handle(self._posted.popleft())
         vad = self._vad.push(frame)
         self._voice_now = vad.voiced
         self._next_index += 1
         if self._clock_origin is None:
             self._clock_origin = self._clock.now_ms() - frame.end_ms
         started = self._clock.now_ms()
-        events: list[Event] = []
+        events: list[Event] = posted
         try:
             events += self._hear(frame, vad)
             self._feed_speech(frame, vad)
@@ -409,7 +435,7 @@ class Session:
         self._recognizer.accept(frame)
         if self._unvoiced == pause_frames and not self._already_here(self._vad_end_in(frame)):
             rest = self._recognizer.pause()
-            if self.read_at_pauses:
+            if self._read_at_pauses:
                 return self._tentative_end(rest, frame.end_ms)
         return []
 
@@ -790,8 +816,8 @@ class Session:
         response = self._response
         assert response is not None
         stopped = min(self._timeline(now_ms), self._output_end)
-        # frames sent in the device's last output_delay_ms had not been heard yet
-        response.flush_after(stopped - self.output_delay_ms)
+        # frames sent in the device's last output delay had not been heard yet
+        response.flush_after(stopped - self._output_delay_ms)
         self._output_end = stopped
         if heard_ms is None:
             played_text = response.played_text()
@@ -869,6 +895,48 @@ class Session:
         return self._lm.speak(count)
 
     # a client's explicit requests, run between frames ---------------------------
+
+    def handle(self, command: Command) -> list[Event]:
+        """Apply a driver's command between frames; its events.
+
+        A request the session cannot honour now (an answer while one is in
+        progress) is an `error` event; the session goes on.
+        """
+        match command:
+            case Respond():
+                if self._response is not None:
+                    return [
+                        self._event(
+                            Error,
+                            self.position_ms,
+                            code="response_in_progress",
+                            message="a response is already in progress; cancel it first",
+                        )
+                    ]
+                return self.respond()
+            case Cancel(heard_ms):
+                return self.cancel(heard_ms)
+            case Truncate(heard_ms):
+                return self.truncate(heard_ms)
+            case Commit():
+                return self.commit()
+            case ClearInput():
+                self.clear_input()
+            case AddUserText(text, echo):
+                events = self.add_user_text(text)
+                return events if echo else [e for e in events if not isinstance(e, TranscriptDelta)]
+            case SetInstructions(text):
+                self.set_instructions(text)
+            case SetPolicy(policy):
+                self.policy = policy
+            case SetOutputDelay(ms):
+                self._output_delay_ms = ms
+            case ShareCores(read_at_pauses, read_threads):
+                self._read_at_pauses = read_at_pauses
+                self._lm.read_threads = read_threads
+            case _:
+                raise ValueError(f"not a session command: {command!r}")
+        return []
 
     @property
     def position_ms(self) -> int:

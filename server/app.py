@@ -50,6 +50,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from duplex.commands import ShareCores
 from duplex.events import Event, Interrupted, ResponseDone, TurnMetrics, TurnTaken
 from duplex.session import Session
 from server.metrics import LatencyMetrics
@@ -500,14 +501,10 @@ class StackSessions:
         wasted at most pauses, takes the cores other sessions' turns need. The decode
         at a pause stays, and takes the final pass off the turn's path (four sessions,
         five runs each: end of turn 440 / 660 ms against 540 / 760 without it)."""
-        from models.lm import LlamaDuplexLM
-
         threads = self.stack.settings.models.lm_read_threads if len(self._active) == 1 else 1
-        spare = len(self._active) <= self.cores
+        share = ShareCores(read_at_pauses=len(self._active) <= self.cores, read_threads=threads)
         for session in self._active:
-            session.read_at_pauses = spare
-            if isinstance(session.lm, LlamaDuplexLM):
-                session.lm.read_threads = threads
+            session.post(share)  # its worker applies it before its next frame
 
 
 def run(settings: Any, host: str, port: int, token: str | None, limits: Limits) -> int:

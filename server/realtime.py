@@ -22,6 +22,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from duplex.audio import FRAME_MS, Float32Array, StreamResampler, float_to_pcm16, pcm16_to_float
+from duplex.commands import (
+    AddUserText,
+    Cancel,
+    ClearInput,
+    Commit,
+    Respond,
+    SetInstructions,
+    SetPolicy,
+    Truncate,
+)
 from duplex.config import PolicySettings
 from duplex.events import (
     BackchannelIgnored,
@@ -39,10 +49,9 @@ from duplex.events import (
     TurnMetrics,
     TurnTaken,
 )
-from duplex.session import Session
 from duplex.tdm import FixedSilence, Policy, TurnPolicy
 from server.protocol import ClientError, Outbox, parse_object, require
-from server.worker import Backpressure, SessionWorker, respond, set_policy
+from server.worker import Backpressure, SessionWorker
 
 RATE = 24_000
 EAGERNESS_MAX_SILENCE_MS = {"low": 3000, "medium": 2000, "auto": 2000, "high": 800}
@@ -183,11 +192,11 @@ class RealtimeProtocol:
                 )
         if turn is not ...:
             policy = self._policy(turn)
-            self.worker.call(lambda s: set_policy(s, policy))
+            self.worker.call(SetPolicy(policy))
             self.config["audio"]["input"]["turn_detection"] = turn
         if instructions is not None:
             self.config["instructions"] = instructions
-            self.worker.call(lambda s: _set_instructions(s, instructions))
+            self.worker.call(SetInstructions(instructions))
         self.send("session.updated", session=self.config)
 
     def _policy(self, turn: Any) -> Policy:
@@ -245,10 +254,10 @@ class RealtimeProtocol:
 
     def _commit(self, event: dict[str, Any]) -> None:
         """Manual turns: what was said so far is the user's message."""
-        self.worker.call(Session.commit)
+        self.worker.call(Commit())
 
     def _clear(self, event: dict[str, Any]) -> None:
-        self.worker.call(_clear)
+        self.worker.call(ClearInput())
         self.send("input_audio_buffer.cleared")
 
     def _item_create(self, event: dict[str, Any]) -> None:
@@ -278,7 +287,7 @@ class RealtimeProtocol:
             )
         text = " ".join(t for t in texts if t)
         item_id = item.get("id") if isinstance(item.get("id"), str) else self._item_id()
-        self.worker.call(lambda s: _typed(s, text))
+        self.worker.call(AddUserText(text, echo=False))
         full = {
             "id": item_id,
             "object": "realtime.item",
@@ -316,7 +325,7 @@ class RealtimeProtocol:
                 "item_id",
             )
         # an answer still playing stops; either way the model keeps only what was heard
-        self.worker.call(lambda s: s.truncate(end))
+        self.worker.call(Truncate(end))
         self.send("conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=end)
 
     def _response_create(self, event: dict[str, Any]) -> None:
@@ -325,10 +334,10 @@ class RealtimeProtocol:
             raise ClientError(
                 "invalid_request_error", "invalid_type", "response must be an object", "response"
             )
-        self.worker.call(respond)
+        self.worker.call(Respond())
 
     def _response_cancel(self, event: dict[str, Any]) -> None:
-        self.worker.call(lambda s: s.cancel())
+        self.worker.call(Cancel())
 
     # server -> client ------------------------------------------------------------
 
@@ -583,20 +592,3 @@ _MAPPERS: dict[type[Event], Callable[[RealtimeProtocol, Any], None]] = {
 
 def _object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-# commands run on the worker thread -----------------------------------------------------
-
-
-def _set_instructions(session: Session, instructions: str) -> list[Event]:
-    session.set_instructions(instructions)
-    return []
-
-
-def _typed(session: Session, text: str) -> list[Event]:
-    return [e for e in session.add_user_text(text) if not isinstance(e, TranscriptDelta)]
-
-
-def _clear(session: Session) -> list[Event]:
-    session.clear_input()
-    return []

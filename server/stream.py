@@ -11,12 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from duplex.audio import SAMPLE_RATE, StreamResampler, check_rate, float_to_pcm16, pcm16_to_float
+from duplex.commands import AddUserText, Cancel, Respond, SetPolicy
 from duplex.config import PolicySettings
 from duplex.events import Error, Event, Interrupted, ResponseAudio, ResponseDone
-from duplex.session import Session
 from duplex.tdm import POLICIES
 from server.protocol import ClientError, Outbox, parse_object, require
-from server.worker import Backpressure, SessionWorker, respond, set_policy
+from server.worker import Backpressure, SessionWorker
 
 RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 
@@ -79,15 +79,12 @@ class StreamProtocol:
             return
         if self.worker is None:
             raise ClientError("invalid_request_error", "hello_first", "send hello first", "type")
-        commands: dict[str, Callable[[Session], list[Event]]] = {
-            "respond": respond,
-            "cancel": lambda s: s.cancel(),
-        }
         if kind == "text":
-            text = require(event, "text", str)
-            self.worker.call(lambda s: s.add_user_text(text))
-        elif kind in commands:
-            self.worker.call(commands[kind])
+            self.worker.call(AddUserText(require(event, "text", str)))
+        elif kind == "respond":
+            self.worker.call(Respond())
+        elif kind == "cancel":
+            self.worker.call(Cancel())
         else:
             raise ClientError(
                 "invalid_request_error", "unknown_event", f"unknown message type {kind!r}", "type"
@@ -118,8 +115,7 @@ class StreamProtocol:
         self._output_rate = rates["output_sample_rate"]
         self.worker = self._start_worker(rates["sample_rate"])
         if policy is not None:
-            chosen = POLICIES[policy](self._settings)
-            self.worker.call(lambda s: set_policy(s, chosen))
+            self.worker.call(SetPolicy(POLICIES[policy](self._settings)))
         self.outbox.put(
             {
                 "type": "ready",

@@ -18,18 +18,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from duplex.audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Frame, Framer, Int16Array
+from duplex.commands import Command
 from duplex.events import Error, Event
-from duplex.ports import Steps
-from duplex.session import Session
+from duplex.ports import Handles
 
 log = logging.getLogger(__name__)
-
-Command = Callable[[Any], list[Event]]  # runs on the worker thread with the session
 
 
 class Backpressure(Exception):
@@ -54,7 +51,7 @@ class SessionWorker:
 
     def __init__(
         self,
-        session: Steps,
+        session: Handles,
         emit: Callable[[list[Event]], None],
         *,
         rate: int = SAMPLE_RATE,
@@ -100,7 +97,7 @@ class SessionWorker:
             self._enqueue([f.pcm for f in frames])
 
     def call(self, command: Command) -> None:
-        """Run `command(session)` on the worker thread, in order with the audio."""
+        """Have the session handle `command` on the worker thread, in order with the audio."""
         self._queue.put(_Call(command))
 
     def close(self, wait: bool = True, timeout: float = 5.0) -> None:
@@ -136,7 +133,7 @@ class SessionWorker:
                 return
             try:
                 if isinstance(item, _Call):
-                    events = item.command(self.session)
+                    events = self.session.handle(item.command)
                 else:
                     assert isinstance(item, Frame)
                     with self._lock:
@@ -165,24 +162,3 @@ class SessionWorker:
             due = int((now - self._paced_until) * 1000 // FRAME_MS)
             self._paced_until += due * FRAME_MS / 1000
             self._enqueue([np.zeros(FRAME_SAMPLES, dtype=np.int16)] * due)
-
-
-def respond(session: Session) -> list[Event]:
-    """A client's request for an answer now; an error event if one is in progress."""
-    try:
-        return session.respond()
-    except ValueError as error:
-        return [
-            Error(
-                audio_ms=session.position_ms,
-                clock_ms=time.monotonic() * 1000,
-                code="response_in_progress",
-                message=str(error),
-            )
-        ]
-
-
-def set_policy(session: Session, policy: Any) -> list[Event]:
-    """Switch the session's turn-taking policy (a client's choice), from the next tick."""
-    session.policy = policy
-    return []

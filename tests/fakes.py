@@ -144,6 +144,7 @@ class ScriptedLM:
     history: list[list[str]] = field(default_factory=list)
     overlaps: list[str] = field(default_factory=list)
     cancelled: int = 0
+    read_threads: int = 1
     instructions: str = ""
     speech_state: Callable[[list[tuple[int, bool]], bool], StateProbs] = default_speech_state
     heard: list[tuple[int, bool]] = field(default_factory=list)  # the open turn's speech

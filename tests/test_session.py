@@ -20,9 +20,11 @@ import pytest
 
 from duplex.audio import Frame, Int16Array, frames_of
 from duplex.clock import VirtualClock
+from duplex.commands import AddUserText, Respond, SetOutputDelay, ShareCores
 from duplex.config import PolicySettings
 from duplex.events import (
     BackchannelIgnored,
+    Error,
     Interrupted,
     ResponderFallback,
     ResponseAudio,
@@ -143,7 +145,7 @@ def test_the_answer_to_an_interruption_is_drafted_while_its_room_runs() -> None:
     pauses (a server whose sessions share the cores): the answer is ready then."""
     for read in (True, False):
         h = Harness([*QUESTION, (2000, 2300, "wait,"), (2300, 2600, "stop.")])
-        h.session.read_at_pauses = read
+        h.session.handle(ShareCores(read_at_pauses=read, read_threads=1))
         h.run(8000)
         taken = h.of(TurnTaken)
         assert [(t.audio_ms, t.silence_ms) for t in taken[1:]] == [(3200, 600)]
@@ -259,7 +261,7 @@ def test_device_output_delay_counts_as_unheard_at_a_barge_in() -> None:
 
     def interrupted(delay_ms: int) -> Interrupted:
         h = Harness(words)
-        h.session.output_delay_ms = delay_ms
+        h.session.handle(SetOutputDelay(delay_ms))
         h.run(5000)
         [event] = h.of(Interrupted)
         assert isinstance(event, Interrupted)
@@ -378,6 +380,26 @@ def test_typed_text_waits_for_respond_then_is_answered() -> None:
     assert taken.audio_ms == 1000
     [done] = h.of(ResponseDone)
     assert done.status == "completed" and h.lm.turns()[0] == ("user", "what time is it?")
+
+
+def test_commands_are_handled_between_frames_or_posted_for_the_next() -> None:
+    """A driver's commands are values: `handle` applies one now, `post` (another
+    thread) before the next frame, its events out with that frame's."""
+    h = Harness([])
+    h.run(400)
+    assert h.session.handle(AddUserText("what time is it?", echo=False)) == []
+    h.session.post(Respond())
+    assert h.of(TurnTaken) == []  # nothing happens until a frame comes
+    h.run(420)
+    [taken] = h.of(TurnTaken)
+    assert taken.audio_ms == 400
+    [refused] = [e for e in h.session.handle(Respond()) if isinstance(e, Error)]
+    assert refused.code == "response_in_progress"  # the answer in progress goes on
+    h.run(6000)
+    [done] = h.of(ResponseDone)
+    assert done.status == "completed"
+    with pytest.raises(ValueError, match="not a session command"):
+        h.session.handle("respond")  # type: ignore[arg-type]
 
 
 def test_cancel_stops_the_answer_where_it_played() -> None:
@@ -715,7 +737,7 @@ def test_a_session_sharing_its_cores_decodes_at_pauses_but_drafts_nothing() -> N
     turn and its words are the same."""
     for read in (True, False):
         h = Harness(QUESTION)
-        h.session.read_at_pauses = read
+        h.session.handle(ShareCores(read_at_pauses=read, read_threads=1))
         pauses, reads = record_pauses(h), record_reads(h)
         h.run(4000)
         assert pauses

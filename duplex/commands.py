@@ -1,0 +1,96 @@
+"""What a client or a server asks of a session, as values.
+
+A driver hands these to `Session.handle` between frames (a server's worker
+runs them in order with the audio), or `Session.post`s them from another
+thread, to be applied before the next frame. Values, not callbacks, so a
+wire protocol can be tested by the commands it produces, with no session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from duplex.tdm import Policy
+
+
+@dataclass(frozen=True, slots=True)
+class Respond:
+    """Take the turn now, whatever the policy says."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Stop the answer; the LM keeps what was heard, or its first `heard_ms`."""
+
+    heard_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Truncate:
+    """The user heard only the first `heard_ms` of the latest answer."""
+
+    heard_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """End the user's utterance now (manual turns)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClearInput:
+    """Drop the utterance being recognized."""
+
+
+@dataclass(frozen=True, slots=True)
+class AddUserText:
+    """A typed message joins the user's open turn. `echo`: report the words as a
+    transcript delta (a client that shows its own typing already has them)."""
+
+    text: str
+    echo: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SetInstructions:
+    """A new system prompt for the rest of the conversation."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetPolicy:
+    """The turn-taking policy from the next tick on."""
+
+    policy: Policy
+
+
+@dataclass(frozen=True, slots=True)
+class SetOutputDelay:
+    """How long after it is sent an output frame is heard (the device's latency)."""
+
+    ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShareCores:
+    """How much of the CPU this session may take: whether it reads and drafts at
+    pauses, and the LM's threads for reading (a server sets both as sessions come
+    and go)."""
+
+    read_at_pauses: bool
+    read_threads: int
+
+
+Command = (
+    Respond
+    | Cancel
+    | Truncate
+    | Commit
+    | ClearInput
+    | AddUserText
+    | SetInstructions
+    | SetPolicy
+    | SetOutputDelay
+    | ShareCores
+)
