@@ -36,7 +36,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -61,12 +61,16 @@ from server.protocol import (
     CLOSE_RESTARTING,
     DRAINING,
     SHUTTING_DOWN,
+    Action,
+    Audio,
     ClientError,
+    Listen,
     Outbox,
+    Send,
 )
 from server.realtime import RealtimeProtocol
 from server.stream import StreamProtocol
-from server.worker import SessionWorker
+from server.worker import Backpressure, SessionWorker
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +101,17 @@ class Sessions(Protocol):
 
 
 class Wire(Protocol):
-    def opened(self) -> None: ...
+    """A wire protocol, sans I/O: each call returns what the server is to do."""
 
-    def receive(self, message: str | bytes) -> None: ...
+    def opened(self) -> list[Action]: ...
 
-    def events(self, events: list[Event]) -> None: ...
+    def receive(self, message: str | bytes) -> list[Action]: ...
 
-    def closing(self, error: ClientError) -> None: ...
+    def events(self, events: list[Event]) -> list[Action]: ...
+
+    def refused(self, reason: str) -> list[Action]: ...
+
+    def closing(self, error: ClientError) -> list[Action]: ...
 
 
 @dataclass
@@ -113,6 +121,7 @@ class _Live:
     ws: ServerConnection
     wire: Wire
     outbox: Outbox
+    carry: Callable[[list[Action]], None]  # does what the protocol asks
     answering: bool = False
 
 
@@ -204,7 +213,7 @@ class DuplexServer:
         loop = asyncio.get_running_loop()
         while live.answering and loop.time() < latest:
             await asyncio.sleep(0.05)
-        live.wire.closing(SHUTTING_DOWN)
+        live.carry(live.wire.closing(SHUTTING_DOWN))
         flushed = loop.time() + 1.0
         while not live.outbox.empty() and loop.time() < flushed:
             await asyncio.sleep(0.01)
@@ -322,22 +331,33 @@ class DuplexServer:
                     live.answering = True
                 elif isinstance(event, ResponseDone | Interrupted):
                     live.answering = False
-            wire.events(events)
+            carry(wire.events(events))
 
         workers: list[SessionWorker] = []
 
-        def start_worker(rate: int) -> SessionWorker:
-            workers.append(
-                SessionWorker(
-                    session,
-                    emit,
-                    rate=rate,
-                    max_queued_ms=self.limits.max_queued_audio_ms,
-                    name=session_id,
-                    on_exit=lambda: self.sessions.release(session),
-                )
-            )
-            return workers[-1]
+        def carry(actions: list[Action]) -> None:
+            """Send, open the session's input, feed it audio, pass commands on."""
+            for action in actions:
+                if isinstance(action, Send):
+                    outbox.put(action.message)
+                elif isinstance(action, Listen):
+                    workers.append(
+                        SessionWorker(
+                            session,
+                            emit,
+                            rate=action.rate,
+                            max_queued_ms=self.limits.max_queued_audio_ms,
+                            name=session_id,
+                            on_exit=lambda: self.sessions.release(session),
+                        )
+                    )
+                elif isinstance(action, Audio):
+                    try:
+                        workers[-1].push_audio(action.pcm)
+                    except Backpressure as error:
+                        carry(wire.refused(str(error)))
+                else:
+                    workers[-1].call(action)
 
         if path == REALTIME:
             headers = ws.request.headers if ws.request else Headers()
@@ -345,22 +365,18 @@ class DuplexServer:
                 "openai-beta.realtime-v1" in headers.get("Sec-WebSocket-Protocol", "")
             )
             wire = RealtimeProtocol(
-                start_worker(24_000),
-                outbox,
                 model=self.model_name,
                 settings=session.settings,
                 beta=beta,
                 session_id=session_id,
             )
         else:
-            wire = StreamProtocol(
-                start_worker, outbox, session_id=session_id, settings=session.settings
-            )
-        live = self._live[session_id] = _Live(ws, wire, outbox)
+            wire = StreamProtocol(session_id=session_id, settings=session.settings)
+        live = self._live[session_id] = _Live(ws, wire, outbox, carry)
         sender = asyncio.create_task(self._send_loop(ws, outbox))
-        wire.opened()
+        carry(wire.opened())
         try:
-            return await self._receive_loop(ws, wire, outbox)
+            return await self._receive_loop(ws, lambda m: carry(wire.receive(m)), outbox)
         finally:
             del self._live[session_id]
             closed.set()
@@ -372,7 +388,9 @@ class DuplexServer:
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await sender
 
-    async def _receive_loop(self, ws: ServerConnection, wire: Wire, outbox: Outbox) -> str:
+    async def _receive_loop(
+        self, ws: ServerConnection, receive: Callable[[str | bytes], None], outbox: Outbox
+    ) -> str:
         """Messages to the protocol until the client leaves or a limit closes the connection."""
         last_message = [time.monotonic()]
         watchdog = asyncio.create_task(self._watchdog(ws, outbox, last_message))
@@ -387,7 +405,7 @@ class DuplexServer:
                     )
                     outbox.put({"type": "error", "error": error.to_dict()})
                     continue
-                wire.receive(message)
+                receive(message)
         except ConnectionClosed:
             pass
         finally:

@@ -1,4 +1,11 @@
-"""What both wire protocols share: client errors, field checks, the bounded outbox."""
+"""What both wire protocols share: what they ask of the server, client errors, field
+checks, the bounded outbox.
+
+The protocols are sans-I/O: each call (a message received, session events,
+a close) returns actions, and `server/app.py` carries them out on the
+socket and the session's worker. So a protocol is tested by the actions it
+returns, with no server, thread or event loop.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,8 @@ import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from duplex.commands import Command
 
 T = TypeVar("T")
 
@@ -17,6 +26,44 @@ CLOSE_TOO_BIG = 1009
 CLOSE_RESTARTING = 1012  # the server is draining for a restart: reconnect (to another replica)
 CLOSE_FULL = 1013  # try again later: the server holds its maximum of sessions
 CLOSE_UNAUTHORIZED = 4001
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A message for the client: a JSON object, or binary audio."""
+
+    message: dict[str, Any] | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """Open the session's input: a worker that takes audio at `rate` Hz."""
+
+    rate: int
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    """PCM16 for the session's input, at the rate `Listen` opened it with."""
+
+    pcm: bytes
+
+
+Action = Send | Listen | Audio | Command  # a Command goes to the session, in order with audio
+
+
+class Actions:
+    """Where a protocol collects what one call asks for."""
+
+    def __init__(self) -> None:
+        self._actions: list[Action] = []
+
+    def add(self, action: Action) -> None:
+        self._actions.append(action)
+
+    def take(self) -> list[Action]:
+        actions, self._actions = self._actions, []
+        return actions
 
 
 @dataclass

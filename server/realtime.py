@@ -1,6 +1,6 @@
 """`/v1/realtime`: the OpenAI Realtime websocket protocol, the part a voice client uses.
 
-Client events are validated and mapped onto the session's worker; session
+Client events are validated and become commands for the session; session
 events are mapped onto server events. Audio is base64 PCM16 mono at 24 kHz
 both ways. A client that sends `OpenAI-Beta: realtime=v1` gets the beta
 event names (`response.audio.delta`, `conversation.item.created`); others
@@ -50,8 +50,7 @@ from duplex.events import (
     TurnTaken,
 )
 from duplex.tdm import FixedSilence, Policy, TurnPolicy
-from server.protocol import ClientError, Outbox, parse_object, require
-from server.worker import Backpressure, SessionWorker
+from server.protocol import Action, Actions, Audio, ClientError, Listen, Send, parse_object, require
 
 RATE = 24_000
 EAGERNESS_MAX_SILENCE_MS = {"low": 3000, "medium": 2000, "auto": 2000, "high": 800}
@@ -82,17 +81,11 @@ class RealtimeProtocol:
     """One `/v1/realtime` connection: client events in, server events out."""
 
     def __init__(
-        self,
-        worker: SessionWorker,
-        outbox: Outbox,
-        *,
-        model: str,
-        settings: PolicySettings,
-        beta: bool,
-        session_id: str,
+        self, *, model: str, settings: PolicySettings, beta: bool, session_id: str
     ) -> None:
-        self.worker, self.outbox, self.beta = worker, outbox, beta
+        self.beta = beta
         self._settings = settings
+        self._out = Actions()
         self._item_id, self._response_id, self._event_id = _ids("item"), _ids("resp"), _ids("event")
         self._answers: dict[int, _Answer] = {}
         self._sent_ms: dict[str, int] = {}  # assistant item -> audio sent (ms)
@@ -116,10 +109,19 @@ class RealtimeProtocol:
 
     # client -> server ------------------------------------------------------------
 
-    def opened(self) -> None:
+    def opened(self) -> list[Action]:
+        """The session's input opens at 24 kHz, and the client hears what it is."""
+        self._out.add(Listen(RATE))
         self.send("session.created", session=self.config)
+        return self._out.take()
 
-    def receive(self, message: str | bytes) -> None:
+    def refused(self, reason: str) -> list[Action]:
+        """The session's input is full: the audio just appended was not taken."""
+        error = ClientError("invalid_request_error", "input_audio_buffer_full", reason, "audio")
+        self.send_error(error)
+        return self._out.take()
+
+    def receive(self, message: str | bytes) -> list[Action]:
         """One client message; problems become `error` events, the session goes on."""
         event_id = None
         try:
@@ -143,6 +145,7 @@ class RealtimeProtocol:
             handler(event)
         except ClientError as error:
             self.send_error(error, event_id)
+        return self._out.take()
 
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], None]]:
         return {
@@ -192,11 +195,11 @@ class RealtimeProtocol:
                 )
         if turn is not ...:
             policy = self._policy(turn)
-            self.worker.call(SetPolicy(policy))
+            self._out.add(SetPolicy(policy))
             self.config["audio"]["input"]["turn_detection"] = turn
         if instructions is not None:
             self.config["instructions"] = instructions
-            self.worker.call(SetInstructions(instructions))
+            self._out.add(SetInstructions(instructions))
         self.send("session.updated", session=self.config)
 
     def _policy(self, turn: Any) -> Policy:
@@ -245,19 +248,14 @@ class RealtimeProtocol:
                 f"audio has {len(pcm)} bytes; PCM16 needs an even count",
                 "audio",
             )
-        try:
-            self.worker.push_audio(pcm)
-        except Backpressure as error:
-            raise ClientError(
-                "invalid_request_error", "input_audio_buffer_full", str(error), "audio"
-            ) from None
+        self._out.add(Audio(pcm))
 
     def _commit(self, event: dict[str, Any]) -> None:
         """Manual turns: what was said so far is the user's message."""
-        self.worker.call(Commit())
+        self._out.add(Commit())
 
     def _clear(self, event: dict[str, Any]) -> None:
-        self.worker.call(ClearInput())
+        self._out.add(ClearInput())
         self.send("input_audio_buffer.cleared")
 
     def _item_create(self, event: dict[str, Any]) -> None:
@@ -287,7 +285,7 @@ class RealtimeProtocol:
             )
         text = " ".join(t for t in texts if t)
         item_id = item.get("id") if isinstance(item.get("id"), str) else self._item_id()
-        self.worker.call(AddUserText(text, echo=False))
+        self._out.add(AddUserText(text, echo=False))
         full = {
             "id": item_id,
             "object": "realtime.item",
@@ -325,7 +323,7 @@ class RealtimeProtocol:
                 "item_id",
             )
         # an answer still playing stops; either way the model keeps only what was heard
-        self.worker.call(Truncate(end))
+        self._out.add(Truncate(end))
         self.send("conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=end)
 
     def _response_create(self, event: dict[str, Any]) -> None:
@@ -334,23 +332,24 @@ class RealtimeProtocol:
             raise ClientError(
                 "invalid_request_error", "invalid_type", "response must be an object", "response"
             )
-        self.worker.call(Respond())
+        self._out.add(Respond())
 
     def _response_cancel(self, event: dict[str, Any]) -> None:
-        self.worker.call(Cancel())
+        self._out.add(Cancel())
 
     # server -> client ------------------------------------------------------------
 
     def send(self, kind: str, **fields: Any) -> None:
-        self.outbox.put({"type": kind, "event_id": self._event_id(), **fields})
+        self._out.add(Send({"type": kind, "event_id": self._event_id(), **fields}))
 
     def send_error(self, error: ClientError, event_id: str | None = None) -> None:
         self.send("error", error=error.to_dict(event_id))
 
-    def closing(self, error: ClientError) -> None:
+    def closing(self, error: ClientError) -> list[Action]:
         """The session is about to be closed by the server: an error event, as the
         Realtime API itself says a session has expired."""
         self.send_error(error)
+        return self._out.take()
 
     def _name(self, ga: str, beta: str) -> str:
         return beta if self.beta else ga
@@ -364,12 +363,13 @@ class RealtimeProtocol:
             if item.get("status") == "completed":
                 self.send("conversation.item.done", previous_item_id=previous, item=item)
 
-    def events(self, events: list[Event]) -> None:
-        """Session events (already on the event loop) as server events."""
+    def events(self, events: list[Event]) -> list[Action]:
+        """Session events as server events."""
         for event in events:
             handler = _MAPPERS.get(type(event))
             if handler is not None:
                 handler(self, event)
+        return self._out.take()
 
     def _speech_started(self, event: SpeechStarted) -> None:
         if self._user_item is None:

@@ -1,0 +1,214 @@
+"""The wire protocols alone: messages in, actions out; no socket, thread or event loop."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import numpy as np
+
+from duplex.audio import FRAME_SAMPLES
+from duplex.commands import AddUserText, Cancel, ClearInput, Commit, Respond, SetPolicy, Truncate
+from duplex.config import PolicySettings
+from duplex.events import (
+    Error,
+    Interrupted,
+    ResponseAudio,
+    ResponseDone,
+    ResponseText,
+    TranscriptFinal,
+    TurnTaken,
+)
+from duplex.tdm import FixedSilence
+from server.protocol import SHUTTING_DOWN, Action, Audio, Listen, Send
+from server.realtime import RealtimeProtocol
+from server.stream import StreamProtocol
+
+
+def sent(actions: list[Action]) -> list[dict[str, Any]]:
+    return [a.message for a in actions if isinstance(a, Send) and isinstance(a.message, dict)]
+
+
+def kinds(actions: list[Action]) -> list[str]:
+    return [m["type"] for m in sent(actions)]
+
+
+def realtime(beta: bool = False) -> RealtimeProtocol:
+    return RealtimeProtocol(model="m", settings=PolicySettings(), beta=beta, session_id="s1")
+
+
+def test_realtime_opens_the_input_at_24_khz_and_announces_the_session() -> None:
+    actions = realtime().opened()
+    assert actions[0] == Listen(24_000)
+    [created] = sent(actions)
+    assert created["type"] == "session.created" and created["session"]["id"] == "s1"
+
+
+def test_realtime_client_events_become_commands() -> None:
+    wire = realtime()
+    wire.opened()
+    pcm = np.arange(480, dtype="<i2").tobytes()
+    append = {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}
+    assert wire.receive(json.dumps(append)) == [Audio(pcm)]
+    assert wire.receive('{"type": "input_audio_buffer.commit"}') == [Commit()]
+    clear = wire.receive('{"type": "input_audio_buffer.clear"}')
+    assert clear[0] == ClearInput() and kinds(clear) == ["input_audio_buffer.cleared"]
+    item = {
+        "type": "conversation.item.create",
+        "item": {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "hi"}],
+        },
+    }
+    created = wire.receive(json.dumps(item))
+    assert created[0] == AddUserText("hi", echo=False)
+    assert kinds(created) == ["conversation.item.added", "conversation.item.done"]
+    assert wire.receive('{"type": "response.create"}') == [Respond()]
+    assert wire.receive('{"type": "response.cancel"}') == [Cancel()]
+    update = {"type": "session.update", "session": {"turn_detection": {"type": "server_vad"}}}
+    actions = wire.receive(json.dumps(update))
+    assert isinstance(actions[0], SetPolicy) and isinstance(actions[0].policy, FixedSilence)
+    assert kinds(actions) == ["session.updated"]
+
+
+def test_realtime_bad_input_is_an_error_event_and_no_command() -> None:
+    wire = realtime()
+    wire.opened()
+    bad: list[tuple[str | bytes, str]] = [
+        ("not json", "invalid_json"),
+        (b"\x00\x01", "binary_not_supported"),
+        ('{"type": "nope", "event_id": "e1"}', "unknown_event"),
+        ('{"type": "input_audio_buffer.append", "audio": "%%%"}', "invalid_base64"),
+    ]
+    for message, code in bad:
+        actions = wire.receive(message)
+        [error] = sent(actions)
+        assert len(actions) == 1 and error["type"] == "error", actions
+        assert error["error"]["code"] == code
+    [error] = sent(wire.receive('{"type": "nope", "event_id": "e1"}'))
+    assert error["error"]["event_id"] == "e1"
+    [full] = sent(wire.refused("too much audio waiting"))
+    assert full["error"]["code"] == "input_audio_buffer_full"
+
+
+def test_realtime_maps_an_answer_and_its_truncation() -> None:
+    wire = realtime()
+    wire.opened()
+    pcm = np.full(FRAME_SAMPLES, 1000, np.int16)
+    actions = wire.events(
+        [
+            TranscriptFinal(audio_ms=1000, clock_ms=1000.0, text="what time is it?"),
+            TurnTaken(
+                audio_ms=1200,
+                clock_ms=1200.0,
+                response_id=1,
+                p_speak=0.9,
+                silence_ms=200,
+                required_silence_ms=190,
+            ),
+            ResponseText(audio_ms=1200, clock_ms=1200.0, response_id=1, text="It is noon."),
+            ResponseAudio(audio_ms=1200, clock_ms=1200.0, response_id=1, pcm=pcm, text=""),
+            ResponseDone(
+                audio_ms=2000,
+                clock_ms=2000.0,
+                response_id=1,
+                status="completed",
+                played_ms=800,
+                text="It is noon.",
+            ),
+        ]
+    )
+    names = kinds(actions)
+    assert "input_audio_buffer.committed" in names and names[-1] == "response.done"
+    assert (
+        "response.output_audio.delta" in names and "response.output_audio_transcript.delta" in names
+    )
+    [done] = [m for m in sent(actions) if m["type"] == "response.done"]
+    item = done["response"]["output"][0]["id"]
+    cut = {"type": "conversation.item.truncate", "item_id": item, "content_index": 0,
+           "audio_end_ms": 10}  # fmt: skip
+    actions = wire.receive(json.dumps(cut))
+    assert actions[0] == Truncate(10) and kinds(actions) == ["conversation.item.truncated"]
+    [error] = sent(wire.receive(json.dumps({**cut, "audio_end_ms": 60_000})))
+    assert error["error"]["code"] == "invalid_value"  # beyond the audio sent
+
+
+def test_realtime_beta_names_and_a_closing_notice() -> None:
+    wire = realtime(beta=True)
+    wire.opened()
+    pcm = np.full(FRAME_SAMPLES, 1000, np.int16)
+    actions = wire.events(
+        [
+            TurnTaken(
+                audio_ms=0,
+                clock_ms=0.0,
+                response_id=1,
+                p_speak=0.9,
+                silence_ms=200,
+                required_silence_ms=190,
+            ),
+            *[  # the resampler's first output comes a few frames in
+                ResponseAudio(audio_ms=ms, clock_ms=ms, response_id=1, pcm=pcm, text="")
+                for ms in (0, 20, 40, 60)
+            ],
+        ]
+    )
+    assert "response.audio.delta" in kinds(actions)
+    [closing] = sent(wire.closing(SHUTTING_DOWN))
+    assert closing["type"] == "error" and closing["error"]["code"] == SHUTTING_DOWN.code
+
+
+def stream() -> StreamProtocol:
+    return StreamProtocol(session_id="s2", settings=PolicySettings())
+
+
+def test_stream_waits_for_hello_then_takes_audio_and_control() -> None:
+    wire = stream()
+    assert wire.opened() == []
+    [early] = sent(wire.receive(b"\x00\x00"))
+    assert early["error"]["code"] == "audio_before_hello"
+    hello = wire.receive(
+        json.dumps({"type": "hello", "sample_rate": 48000, "policy": "silence-500ms"})
+    )
+    assert hello[0] == Listen(48000) and isinstance(hello[1], SetPolicy)
+    [ready] = sent(hello)
+    assert ready["type"] == "ready" and ready["session_id"] == "s2"
+    assert wire.receive(b"\x01\x00\x02\x00") == [Audio(b"\x01\x00\x02\x00")]
+    [odd] = sent(wire.receive(b"\x01\x00\x02"))
+    assert odd["error"]["code"] == "invalid_audio"
+    assert wire.receive('{"type": "text", "text": "hi"}') == [AddUserText("hi")]
+    assert wire.receive('{"type": "respond"}') == [Respond()]
+    assert wire.receive('{"type": "cancel"}') == [Cancel()]
+    [twice] = sent(wire.receive('{"type": "hello"}'))
+    assert twice["error"]["code"] == "hello_twice"
+    [full] = sent(wire.refused("too much"))
+    assert full["error"]["code"] == "input_full"
+
+
+def test_stream_sends_audio_resampled_and_clears_on_a_barge_in() -> None:
+    wire = stream()
+    wire.receive(json.dumps({"type": "hello", "output_sample_rate": 16000}))
+    pcm = np.full(FRAME_SAMPLES, 500, np.int16)
+    actions = wire.events(
+        [ResponseAudio(audio_ms=0, clock_ms=0.0, response_id=1, pcm=pcm, text="")]
+    )
+    [audio] = [a.message for a in actions if isinstance(a, Send)]
+    assert audio == pcm.astype("<i2").tobytes()  # 16 kHz out: the samples as they are
+    actions = wire.events(
+        [
+            Interrupted(
+                audio_ms=40,
+                clock_ms=40.0,
+                response_id=1,
+                stopped_ms=40,
+                played_ms=20,
+                played_text="",
+                onset_ms=30,
+            ),
+            Error(audio_ms=40, clock_ms=40.0, code="model_error", message="boom"),
+        ]
+    )
+    assert kinds(actions) == ["clear", "interrupted", "error"]
+    assert sent(actions)[-1]["error"]["code"] == "model_error"
