@@ -50,6 +50,13 @@ from duplex.events import (
     TurnTaken,
     event_from_dict,
 )
+from server.realtime import (
+    AUDIO_DELTA,
+    BACKCHANNEL_IGNORED,
+    INTERRUPTED,
+    TURN_METRICS,
+    session_status,
+)
 
 REALTIME_RATE = 24_000
 # the benchmark's policies as Realtime turn detection; the stream protocol names them directly
@@ -317,12 +324,12 @@ class RemoteSession:
                 data["response"]["id"], len(self._response_ids) + 1
             )
             self._output = StreamResampler(REALTIME_RATE, SAMPLE_RATE)
-        elif kind in ("response.output_audio.delta", "response.audio.delta"):
+        elif kind in AUDIO_DELTA:
             if self._output is None:
                 return []
             pcm = np.frombuffer(base64.b64decode(data["delta"]), "<i2")
             return self._audio(float_to_pcm16(self._output.process(pcm16_to_float(pcm))), now)
-        elif kind == "duplex.interrupted":
+        elif kind == INTERRUPTED:
             stopped = self._flush(now)
             rid, self._response, self._output = self._id(data), None, None
             return [
@@ -344,10 +351,7 @@ class RemoteSession:
             else:
                 tail = []
             self._output = None
-            reason = (response.get("status_details") or {}).get("reason")
-            status = {"completed": "completed", "turn_detected": "interrupted"}.get(
-                reason or response["status"], "cancelled"
-            )
+            status = session_status(response)
             transcript = "".join(
                 part.get("transcript", "")
                 for item in response.get("output", [])
@@ -367,7 +371,7 @@ class RemoteSession:
             return [SpeechStarted(audio_ms=data["audio_start_ms"], clock_ms=_clock())]
         elif kind == "input_audio_buffer.speech_stopped":
             return [SpeechStopped(audio_ms=data["audio_end_ms"], clock_ms=_clock())]
-        elif kind == "duplex.backchannel_ignored":
+        elif kind == BACKCHANNEL_IGNORED:
             return [
                 BackchannelIgnored(
                     **at,
@@ -377,7 +381,7 @@ class RemoteSession:
                     held_ms=data["held_ms"],
                 )
             ]
-        elif kind == "duplex.turn_metrics":
+        elif kind == TURN_METRICS:
             metrics = event_from_dict({"type": TurnMetrics.type, **at, **data["metrics"]})
             return [] if metrics is None else [metrics]
         return []

@@ -53,6 +53,39 @@ from duplex.tdm import FixedSilence, Policy, TurnPolicy
 from server.protocol import Action, Actions, Audio, ClientError, Listen, Send, parse_object, require
 
 RATE = 24_000
+
+# the event names that differ between the GA and the beta protocol: (GA, beta)
+AUDIO_DELTA = ("response.output_audio.delta", "response.audio.delta")
+AUDIO_DONE = ("response.output_audio.done", "response.audio.done")
+TRANSCRIPT_DELTA = ("response.output_audio_transcript.delta", "response.audio_transcript.delta")
+TRANSCRIPT_DONE = ("response.output_audio_transcript.done", "response.audio_transcript.done")
+# our own events, which stock clients ignore
+INTERRUPTED = "duplex.interrupted"
+BACKCHANNEL_IGNORED = "duplex.backchannel_ignored"
+RESPONDER_FALLBACK = "duplex.responder_fallback"
+TURN_METRICS = "duplex.turn_metrics"
+
+
+def response_status(status: str) -> tuple[str, dict[str, Any] | None]:
+    """A session's `ResponseDone.status` as a Realtime response's status and details."""
+    if status == "completed":
+        return "completed", None
+    if status == "failed":  # a model raised: the error event came just before
+        error = {"type": "server_error", "code": "model_error"}
+        return "failed", {"type": "failed", "error": error}
+    reason = "turn_detected" if status == "interrupted" else "client_cancelled"
+    return "cancelled", {"type": "cancelled", "reason": reason}
+
+
+def session_status(response: dict[str, Any]) -> str:
+    """The inverse of `response_status`: a Realtime response's end as the session saw it."""
+    status = str(response.get("status"))
+    reason = (response.get("status_details") or {}).get("reason")
+    if status in ("completed", "failed"):
+        return status
+    return "interrupted" if reason == "turn_detected" else "cancelled"
+
+
 EAGERNESS_MAX_SILENCE_MS = {"low": 3000, "medium": 2000, "auto": 2000, "high": 800}
 
 
@@ -449,7 +482,7 @@ class RealtimeProtocol:
             return
         answer.transcript += event.text
         self.send(
-            self._name("response.output_audio_transcript.delta", "response.audio_transcript.delta"),
+            self._name(*TRANSCRIPT_DELTA),
             response_id=answer.response_id,
             item_id=answer.item_id,
             output_index=0,
@@ -469,7 +502,7 @@ class RealtimeProtocol:
         pcm = float_to_pcm16(samples)
         if pcm.size:
             self.send(
-                self._name("response.output_audio.delta", "response.audio.delta"),
+                self._name(*AUDIO_DELTA),
                 response_id=answer.response_id,
                 item_id=answer.item_id,
                 output_index=0,
@@ -480,7 +513,7 @@ class RealtimeProtocol:
     def _interrupted(self, event: Interrupted) -> None:
         answer = self._answers.get(event.response_id)
         self.send(
-            "duplex.interrupted",
+            INTERRUPTED,
             response_id=answer.response_id if answer else None,
             item_id=answer.item_id if answer else None,
             played_ms=event.played_ms,
@@ -500,15 +533,15 @@ class RealtimeProtocol:
             "output_index": 0,
             "content_index": 0,
         }
-        self.send(self._name("response.output_audio.done", "response.audio.done"), **where)
+        self.send(self._name(*AUDIO_DONE), **where)
         self.send(
-            self._name("response.output_audio_transcript.done", "response.audio_transcript.done"),
+            self._name(*TRANSCRIPT_DONE),
             transcript=event.text,
             **where,
         )
         part = {"type": "audio", "transcript": event.text}
         self.send("response.content_part.done", part=part, **where)
-        status = event.status if event.status in ("completed", "failed") else "cancelled"
+        status, details = response_status(event.status)
         item = {
             "id": answer.item_id,
             "object": "realtime.item",
@@ -525,14 +558,7 @@ class RealtimeProtocol:
         if not self.beta:
             self.send("conversation.item.done", previous_item_id=None, item=item)
         response = self._response(answer, status, [item])
-        if status == "cancelled":
-            reason = "turn_detected" if event.status == "interrupted" else "client_cancelled"
-            response["status_details"] = {"type": "cancelled", "reason": reason}
-        elif status == "failed":  # a model raised: the error event came just before
-            response["status_details"] = {
-                "type": "failed",
-                "error": {"type": "server_error", "code": "model_error"},
-            }
+        response["status_details"] = details
         self.send("response.done", response=response)
 
     def _response(self, answer: _Answer, status: str, output: list[Any]) -> dict[str, Any]:
@@ -552,7 +578,7 @@ class RealtimeProtocol:
 
     def _backchannel(self, event: BackchannelIgnored) -> None:
         self.send(
-            "duplex.backchannel_ignored",
+            BACKCHANNEL_IGNORED,
             text=event.text,
             onset_ms=event.onset_ms,
             held_ms=event.held_ms,
@@ -561,13 +587,13 @@ class RealtimeProtocol:
 
     def _fallback(self, event: ResponderFallback) -> None:
         self.send(
-            "duplex.responder_fallback",
+            RESPONDER_FALLBACK,
             reason=event.reason,
             response_id=self._answer_id(event.response_id),
         )
 
     def _metrics(self, event: TurnMetrics) -> None:
-        self.send("duplex.turn_metrics", metrics=event.record.to_dict())
+        self.send(TURN_METRICS, metrics=event.record.to_dict())
 
     def _error(self, event: Error) -> None:
         self.send_error(ClientError("server_error", event.code, event.message))

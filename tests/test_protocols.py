@@ -22,7 +22,7 @@ from duplex.events import (
 )
 from duplex.tdm import FixedSilence
 from server.protocol import SHUTTING_DOWN, Action, Audio, Listen, Send
-from server.realtime import RealtimeProtocol
+from server.realtime import RealtimeProtocol, response_status, session_status
 from server.stream import StreamProtocol
 
 
@@ -212,3 +212,10 @@ def test_stream_sends_audio_resampled_and_clears_on_a_barge_in() -> None:
     )
     assert kinds(actions) == ["clear", "interrupted", "error"]
     assert sent(actions)[-1]["error"]["code"] == "model_error"
+
+
+def test_a_response_status_survives_the_wire_both_ways() -> None:
+    """The client reads a response's end with the server's own table (client/remote.py)."""
+    for status in ("completed", "interrupted", "cancelled", "failed"):
+        wire, details = response_status(status)
+        assert session_status({"status": wire, "status_details": details}) == status
