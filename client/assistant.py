@@ -1,10 +1,9 @@
 """`duplex chat`: the voice assistant on this machine's microphone and speaker.
 
 Two sounddevice streams, one for the microphone and one for the speaker,
-run in 20 ms blocks at 16 kHz. (One full-duplex stream was the plan, but on
-ALSA's PulseAudio plugin its input fell 0.5-1.9 s behind the output after
-the start-up underrun, by PortAudio's own timestamps, and stayed there;
-separate streams settle at 20 ms.) The callbacks only move samples: the
+run in 20 ms blocks at 16 kHz: on ALSA's PulseAudio plugin one full-duplex
+stream's input falls behind its output and stays there (docs/decisions.md,
+"Two device streams"). The callbacks only move samples: the
 input one queues each captured block, the output one plays the next block
 of the answer (or silence) and queues what it played as the echo
 canceller's reference. A worker thread feeds the canceller, steps the

@@ -97,7 +97,7 @@ class ModelSettings:
     context_tokens: int = 4096  # KV cache size per session
     # earlier turns kept in the cache when a user turn opens; the oldest leave first
     history_tokens: int = 2048
-    lm_threads: int = 1  # CPU threads per session's LM: 2 spin against the recognizer (measured)
+    lm_threads: int = 1  # CPU threads per session's LM: a second spins against the recognizer
     # CPU threads for the LM reading several tokens at once (the user's words, the answer's
     # header): the end of a turn waits on it, and nothing else runs then
     lm_read_threads: int = 2

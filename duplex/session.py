@@ -442,9 +442,9 @@ class Session:
     def _vad_end_in(self, frame: Frame) -> int:
         """Audio ms from this frame until the VAD ends the utterance at the earliest (if
         the voice does not come back): its hangover after the last frame it heard as
-        voice. Later if it goes on hearing voice; under load, leaving the early work out
-        on this bound still ended turns sooner (four sessions: 600 / 1068 ms against
-        730 / 1662 when the work ran while the VAD still heard voice)."""
+        voice. Later if it goes on hearing voice; the early work keeps to this bound
+        anyway, since under load work done while the VAD still hears voice delays
+        turn ends (docs/decisions.md, "Early work at a pause")."""
         last = self._vad.last_voiced_end_ms
         return self._vad.end_ms - (frame.end_ms - last if last is not None else 0)
 

@@ -10,32 +10,19 @@ prefix of the last two hypotheses, beyond what is already committed, so
 hypothesis's last word is never committed: it sits where the audio ends, and
 a decode at a breath punctuates it as an ending ("What is...", "rain?").
 
-Short encoder windows, and why not shorter
-------------------------------------------
+Short encoder windows
+---------------------
 faster-whisper's `transcribe()` always pads to the 30 s window Whisper was
 trained on. CTranslate2's Whisper encoder accepts any number of mel frames up
 to 3000, so this module computes the features itself (audio zero-padded to the
-window, exactly as Whisper's own `log_mel_spectrogram(padding=...)` does) and
-calls `model.model.encode` / `generate` on a window of `min_window_s` seconds
-(longer utterances get a window of their length, rounded up to a second).
-Encoder time on 2 busy CPU cores (median of 7): 12 ms for 3 s, 19 ms for 5 s,
-31 ms for 10 s, 45-60 ms for 15 s, 100 ms for 20 s, 215-250 ms for 30 s. A whole
-decode (features, encoder, greedy generation; median of 5, busy machine) of a
-1 s / 3 s / 5 s utterance took 142 / 230 / 246 ms on the 15 s window against
-334 / 503 / 578 ms on the 30 s window; at 15 s the decoder is half the cost.
-
-But greedy, no-timestamp decoding of tiny.en degenerates on short windows: it
-repeats the utterance ("10 of clubs 10 of clubs 10 of ...", "5 5 5 5 5 ...")
-until the token limit. Re-decoding every 320 ms prefix of the recordings in
-../shared/speech and three concatenations of them (118 decodes), the number of
-looping hypotheses was 31 with a 6 s window, 21 with 8 s, 12 with 10 s, 2
-with 15 s, 0 with 20 s and 0 with 30 s. Forbidding a repeated 3-word phrase
-in the output (CTranslate2's `no_repeat_ngram_size=3`) stops the loop before
-it starts: re-decoding every 320 ms prefix of the six recordings, two
-concatenations and 20 synthesized questions (146 decodes), 3 hypotheses
-looped with the 10 s window and 0 with the rule, the final WER stayed 0.064
-(0.071 with 15 s), and a decode took 77 ms against 116 with 15 s. Hence the
-default `min_window_s=10`; the rare loop left is still caught (below).
+window, as Whisper's own `log_mel_spectrogram(padding=...)` does) and calls
+`model.model.encode` / `generate` on a window of `min_window_s` seconds
+(longer utterances get a window of their length, rounded up to a second): a
+shorter window is a faster encoder. Below 10 s greedy decoding of tiny.en
+loops ("10 of clubs 10 of clubs ...") too often; forbidding a repeated 3-word
+phrase (`no_repeat_ngram_size=3`) stops most loops at 10 s. The measurements
+behind both are in docs/decisions.md ("The recognizer's window"). The rare
+loop left is still caught:
 
 - generation is capped at `10 + 8 * seconds` new tokens, so a loop costs a
   bounded amount of time;
@@ -265,8 +252,8 @@ def load_model(
     workers: int = 2,
 ) -> Any:
     """Load a faster-whisper model once; recognizers share it, `workers` decodes at a
-    time on `cpu_threads` each. One thread decoded a 2.5 s question in 69 ms, two in
-    82 (OpenMP's overhead on ops this small); two workers use both cores under load."""
+    time on `cpu_threads` each: one thread a decode, since OpenMP's overhead outweighs
+    a second on ops this small, and two workers use both cores under load."""
     from faster_whisper import WhisperModel
 
     path = ASR.resolve(path)

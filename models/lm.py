@@ -96,12 +96,9 @@ UNMARKED_MAX_SPEAK = 0.9  # the cap for words the recognizer left unpunctuated (
 def speak_from_end(p_end: float) -> float:
     """The LM's end-of-utterance probability as P(speak), on a log scale.
 
-    Measured on the benchmark's sentences (tests/test_lm.py, llama.cpp on an
-    AVX2 CPU): words before a mid-sentence pause ("Could you remind me") get
-    P(end) <= 0.001, finished questions 0.009-0.94. The midpoint, 0.0018,
-    sits in that gap with a factor of 1.75 to the pauses: the same weights
-    put "Could you remind me" below 0.001 on one CPU and at 0.00103 on another, so
-    a midpoint at 0.001 turned a pause into a turn end with the hardware.
+    The midpoint sits in the gap between the words before a mid-sentence pause
+    and finished questions, with room on the pauses' side for the rounding of
+    other CPUs (docs/decisions.md, "Where P(end) says the turn is over").
     P(end) 0.0005 maps to 0.13 (the policy waits ~1.76 s of silence), 0.001
     to 0.31 (~1.4 s), 0.004 to 0.77 (~575 ms), 0.01 to 0.93 (~280 ms), 0.02
     and above to >= 0.97 (<= 205 ms).

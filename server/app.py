@@ -514,11 +514,10 @@ class StackSessions:
 
     def _share_cores(self) -> None:
         """One session alone reads its words on `models.lm_read_threads` threads; with
-        others running, on one (measured: 3 sessions, end of turn p50 540 -> 380 ms).
-        Sessions read and draft at pauses while each has a core: beyond that the work,
-        wasted at most pauses, takes the cores other sessions' turns need. The decode
-        at a pause stays, and takes the final pass off the turn's path (four sessions,
-        five runs each: end of turn 440 / 660 ms against 540 / 760 without it)."""
+        others running, on one. Sessions read and draft at pauses while each has a
+        core: beyond that the work, wasted at most pauses, takes the cores other
+        sessions' turns need. The decode at a pause stays: it takes the final pass off
+        the turn's path (docs/decisions.md, "Sessions sharing the cores")."""
         threads = self.stack.settings.models.lm_read_threads if len(self._active) == 1 else 1
         share = ShareCores(read_at_pauses=len(self._active) <= self.cores, read_threads=threads)
         for session in self._active:
