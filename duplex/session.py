@@ -25,12 +25,11 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from duplex.audio import FRAME_MS, FRAME_SAMPLES, Float32Array, Frame, Int16Array
+from duplex.audio import FRAME_MS, Float32Array, Frame, Int16Array
 from duplex.clock import Clock
 from duplex.commands import (
     AddUserText,
@@ -51,10 +50,7 @@ from duplex.events import (
     Error,
     Event,
     Interrupted,
-    ResponderFallback,
-    ResponseAudio,
     ResponseDone,
-    ResponseText,
     SpeechStarted,
     SpeechStopped,
     TranscriptDelta,
@@ -64,21 +60,19 @@ from duplex.events import (
     TurnTaken,
 )
 from duplex.metrics import TurnRecord
+from duplex.playout import Player, Response
 from duplex.ports import (
     DuplexLM,
-    PendingAudio,
     PendingEnd,
     Recognizer,
     Responder,
-    ResponderError,
     SpeechListener,
     StateProbs,
     Synthesizer,
-    SynthesizesAhead,
     TurnEndAudio,
 )
 from duplex.tdm import OverlapDecision, Policy, State, TurnPolicy, fuse, sound_can_tell
-from duplex.text import ClauseSplitter, asks_to_stop, played_words
+from duplex.text import asks_to_stop
 from duplex.vad import VadStep, VadTracker
 
 # a step that took longer than this stalled: input arrived meanwhile
@@ -92,85 +86,6 @@ MIN_TURN_SPEECH_MS = 240
 UNDERSTANDING = ("text", "speech", "both")
 # the user's audio the acoustic end-of-turn estimate hears: the turn's last 8 s
 HEARD_FRAMES = 8000 // FRAME_MS
-
-
-@dataclass
-class _Clause:
-    text: str
-    frames: int
-    played: int = 0
-
-
-@dataclass
-class _Response:
-    """An answer being written, synthesized and played."""
-
-    id: int
-    # the first clause is written and synthesized while the user waits: 4 words at most
-    splitter: ClauseSplitter = field(default_factory=lambda: ClauseSplitter(first_words=4))
-    clauses: list[_Clause] = field(default_factory=list)
-    written: deque[str] = field(default_factory=deque)  # clauses not synthesized yet
-    queue: deque[tuple[Int16Array, int]] = field(default_factory=deque)
-    # a clause being synthesized in the background, queued once its audio is made
-    pending: tuple[str, PendingAudio] | None = None
-    sent: list[tuple[int, int]] = field(default_factory=list)  # (play start ms, clause) per frame
-    generating: bool = True
-    remote: bool = False  # an external responder writes it (until it fails)
-    tokens_seen: bool = False
-    held: list[Event] = field(default_factory=list)  # a speculative answer's events, unsent
-
-    @property
-    def queued_ms(self) -> int:
-        return len(self.queue) * FRAME_MS
-
-    @property
-    def played_ms(self) -> int:
-        return sum(c.played for c in self.clauses) * FRAME_MS
-
-    @property
-    def finished(self) -> bool:
-        return not self.generating and not self.written and not self.queue and self.pending is None
-
-    def collect(self) -> None:
-        """Queue the background clause's audio if it is made."""
-        if self.pending is not None:
-            text, audio = self.pending
-            pcm = audio.result()
-            if pcm is not None:
-                self.enqueue(text, pcm)
-                self.pending = None
-
-    def enqueue(self, text: str, pcm: Int16Array) -> None:
-        frames = max(1, -(-pcm.size // FRAME_SAMPLES))
-        padded = np.zeros(frames * FRAME_SAMPLES, dtype=np.int16)
-        padded[: pcm.size] = pcm
-        index = len(self.clauses)
-        self.clauses.append(_Clause(text, frames))
-        for i in range(frames):
-            self.queue.append((padded[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES], index))
-
-    def flush_after(self, stop_ms: int) -> None:
-        """Frames sent to play at or after `stop_ms` are dropped from the output: unheard."""
-        while self.sent and self.sent[-1][0] >= stop_ms:
-            _, index = self.sent.pop()
-            self.clauses[index].played -= 1
-
-    def heard_within(self, ms: int) -> str:
-        """The words in the first `ms` of the answer's audio as it was sent (a client
-        that plays the audio itself says how much it played)."""
-        budget, heard = ms // FRAME_MS, []
-        for clause in self.clauses:
-            take = min(clause.played, budget)
-            if take <= 0:
-                break
-            whole = take == clause.frames
-            heard.append(clause.text if whole else played_words(clause.text, take / clause.frames))
-            budget -= take
-        return " ".join(h for h in heard if h)
-
-    def played_text(self) -> str:
-        """The words the user actually heard, up to the current playout position."""
-        return self.heard_within(self.played_ms)
 
 
 class Session:
@@ -212,17 +127,14 @@ class Session:
         self._vad = vad
         self._recognizer = recognizer
         self._lm = lm
-        self._tts = synthesizer
-        self._responder = responder
         self._clock = clock
         self._tick_frames = self.settings.tick_ms // FRAME_MS
         self.state = State.LISTENING
         self._next_index = 0
         self._clock_origin: float | None = None
-        self._output_end = 0  # where the output already sent to play ends (timeline ms)
-        # how long after it is sent a frame is heard: the device's output latency and
-        # queue, set by a client that measures it (the local assistant does)
-        self._output_delay_ms = 0
+        self._player = Player(
+            lm, synthesizer, responder, self.settings, self._timeline, self._event
+        )
         # a moment into each pause the recognizer decodes (if the turn ends there, its
         # final pass is done) and the LM reads the words and drafts an answer to a
         # likely end. Most pauses are not the end (about three in four in the
@@ -230,8 +142,6 @@ class Session:
         # sessions share the cores turns them off and keeps the decode
         self._read_at_pauses = True
         self._posted: deque[Command] = deque()  # from other threads, applied before a frame
-        # after a stall, no output until the input that arrived during it is heard
-        self._catch_up_to = 0
         self._utterance_ended = False
         self._voice_now = False  # the latest frame was voiced
         # unvoiced frames inside speech, and those held back from the recognizer
@@ -241,14 +151,14 @@ class Session:
         self._user_text = ""
         self._record: TurnRecord | None = None
         # the assistant's answer and the user's words over it
-        self._response: _Response | None = None
-        self._last_response: _Response | None = None  # the latest finished answer
+        self._response: Response | None = None
+        self._last_response: Response | None = None  # the latest finished answer
         self._responses = 0
         self._overlap_onset: int | None = None
         self._overlap_end: int | None = None
         self._overlap_text = ""
         # an answer written while the silence threshold is still running
-        self._speculative: _Response | None = None
+        self._speculative: Response | None = None
         # the words the decode at a pause heard after the stable ones, which the LM has
         # read tentatively (the turn's last words, unless the user goes on), and when
         self._tentative: str | None = None
@@ -323,7 +233,7 @@ class Session:
                     events += self._first_clause(frame.end_ms)
                 events += self._read_remote(frame.end_ms)
             if self._clock.now_ms() - started > STALL_MS:
-                self._catch_up_to = self._timeline(frame.end_ms)
+                self._player.catch_up_to = self._timeline(frame.end_ms)
             events += self._play(frame.end_ms, vad)
         except Exception as error:  # a model failed: this turn ends, the session goes on
             events += self._fail_turn(error, frame.end_ms)
@@ -344,7 +254,7 @@ class Session:
         response = self._response or self._speculative
         if response is not None:
             with contextlib.suppress(Exception):
-                self._stop_remote(response)  # the engine may be what broke
+                self._player.stop_remote(response)  # the engine may be what broke
             response.remote = False  # tried once: `_end_response` does not try again
         if self._response is not None:
             events += self._end_response("failed", now_ms, now_ms)
@@ -566,30 +476,14 @@ class Session:
             # the user talks over the answer (or may be starting to, a voiced frame the
             # VAD has not confirmed yet): hold it until yield or dismiss
             return []
-        if position_ms < self._catch_up_to and response.sent:
+        if position_ms < self._player.catch_up_to and response.sent:
             # input that arrived during a stall is heard before more of a playing answer
             # is sent: a user who began to talk meanwhile holds it where it was (an
             # answer's first frame does not wait: the user was silent, that is why)
             return []
-        now = self._timeline(position_ms)
-        if response.queue and self._output_end <= now + self.settings.send_ahead_ms:
-            # after a stall the loop catches up on input faster than real time; sending
-            # one output frame per input frame then would queue that much at the device,
-            # and a barge-in could not stop it
-            pcm, index = response.queue.popleft()
-            clause = response.clauses[index]
-            clause.played += 1
-            # it plays after what was sent before it, and not before it was made
-            start = max(now, self._output_end)
-            self._output_end = start + FRAME_MS
-            response.sent.append((start, index))
-            if self._record is not None and self._record.first_output_ms is None:
-                self._record.first_output_ms = start
-            return [
-                self._event(
-                    ResponseAudio, start, response_id=response.id, pcm=pcm, text=clause.text
-                )
-            ]
+        sent = self._player.send(response, position_ms, self._record)
+        if sent is not None:
+            return [sent]
         if response.finished and not response.queue:
             return self._finish_response(position_ms)
         return []
@@ -597,10 +491,10 @@ class Session:
     def _read_remote(self, now_ms: int) -> list[Event]:
         """An external responder's text arrives at any time: take it every frame."""
         if self._speculative is not None and self._speculative.remote:
-            self._speculative.held += self._speak_slice(self._speculative, now_ms)
+            self._speculative.held += self._player.speak(self._speculative, now_ms, self._record)
         response = self._response
         if response is not None and response.remote and self.state is not State.LISTENING:
-            return self._speak_slice(response, now_ms)
+            return self._player.speak(response, now_ms, self._record)
         return []
 
     # per tick -------------------------------------------------------------
@@ -621,14 +515,14 @@ class Session:
         elif self.state is State.OVERLAP:
             events += self._overlap_slice(words, now_ms)
         if self._response is not None and self.state is not State.LISTENING:
-            events += self._speak_slice(self._response, now_ms)
+            events += self._player.speak(self._response, now_ms, self._record)
         return events
 
     def _first_clause(self, now_ms: int) -> list[Event]:
         """A turn taken between ticks starts its answer now, not at the next tick."""
         if self.state is not State.SPEAKING or self._response is None:
             return []
-        return self._speak_slice(self._response, now_ms)
+        return self._player.speak(self._response, now_ms, self._record)
 
     def _listen_slice(self, words: str, now_ms: int, ended: bool) -> list[Event]:
         if self._record is None:  # nobody has spoken since the last answer
@@ -680,8 +574,8 @@ class Session:
 
     def _speculate(self, now_ms: int) -> None:
         """Likely the end: write and synthesize the start of the answer while silence runs."""
-        self._speculative = self._begin_answer(_Response(self._responses + 1))
-        self._speculative.held = self._speak_slice(self._speculative, now_ms)
+        self._speculative = self._begin_answer(Response(self._responses + 1))
+        self._speculative.held = self._player.speak(self._speculative, now_ms, self._record)
 
     def _said_something(self, record: TurnRecord) -> bool:
         """Words, or with speech understanding alone, voice long enough to be words."""
@@ -692,7 +586,7 @@ class Session:
             return False
         return end - onset >= MIN_TURN_SPEECH_MS
 
-    def _begin_answer(self, response: _Response) -> _Response:
+    def _begin_answer(self, response: Response) -> Response:
         self._last_response = None  # the one before can no longer be cut
         if self.understanding == "speech":
             # answered straight after speech positions the LM says back what it heard
@@ -702,20 +596,12 @@ class Session:
         if self.understanding != "text":
             self._lm.rewrite_turn(self._user_text)  # heard as speech, answered from words
         self._lm.begin_response()
-        if self._responder is not None:
-            self._responder.start(self._lm.messages())
-            response.remote = True
+        self._player.start_remote(response)
         return response
-
-    def _stop_remote(self, response: _Response) -> None:
-        """Close the engine's stream for this answer at once, if it is writing it."""
-        if response.remote and self._responder is not None:
-            self._responder.stop()
-            response.remote = False
 
     def _discard_speculation(self) -> None:
         assert self._speculative is not None
-        self._stop_remote(self._speculative)
+        self._player.stop_remote(self._speculative)
         self._lm.cancel_response()
         self._speculative = None
         if self._speech_pending:  # what the speech path heard meanwhile joins the turn
@@ -727,7 +613,7 @@ class Session:
     def _take_turn(self, probs: StateProbs, silence: int, now_ms: int) -> list[Event]:
         assert self._record is not None
         self._responses += 1
-        response = self._speculative or self._begin_answer(_Response(self._responses))
+        response = self._speculative or self._begin_answer(Response(self._responses))
         self._speculative = None
         self._feeding, self._speech_pending = False, []
         self._record.response_id = response.id
@@ -790,7 +676,7 @@ class Session:
                 response_id=self._response.id,
                 text=self._overlap_text.strip(),
                 onset_ms=self._overlap_onset,
-                held_ms=max(0, self._timeline(now_ms) - self._output_end) if held else 0,
+                held_ms=max(0, self._timeline(now_ms) - self._player.output_end) if held else 0,
             )
             self.state, self._overlap_onset, self._overlap_text = State.SPEAKING, None, ""
             self._feeding, self._overlap_speech = False, []
@@ -815,14 +701,7 @@ class Session:
         (the first `heard_ms` of it, where the client says so)."""
         response = self._response
         assert response is not None
-        stopped = min(self._timeline(now_ms), self._output_end)
-        # frames sent in the device's last output delay had not been heard yet
-        response.flush_after(stopped - self._output_delay_ms)
-        self._output_end = stopped
-        if heard_ms is None:
-            played_text = response.played_text()
-        else:
-            played_text = response.heard_within(heard_ms)
+        played_text, stopped = self._player.stop(response, now_ms, heard_ms)
         self._lm.truncate(played_text)
         event = self._event(
             Interrupted,
@@ -834,65 +713,6 @@ class Session:
             stopped_ms=stopped,
         )
         return [event, *self._end_response(status, now_ms, stopped)]
-
-    def _speak_slice(self, response: _Response, now_ms: int) -> list[Event]:
-        events: list[Event] = []
-        budget = self.settings.max_tokens_per_tick
-        lead = self.settings.audio_lead_ms
-        # one clause in the making at a time; the first plays before more is made (the
-        # user is waiting for it), then clauses are made as soon as they are written
-        while response.pending is None and (not response.queue or response.sent):
-            if response.written:
-                self._synthesize(response, response.written.popleft(), now_ms)
-                continue
-            if not response.generating or (
-                response.queue and (response.queued_ms >= lead or budget <= 0)
-            ):
-                break
-            text, done = self._write(response, now_ms, events)
-            if not text and not done:
-                break  # the responder has nothing yet: the next frame looks again
-            budget -= self.settings.tokens_per_call
-            response.written += response.splitter.push(text)
-            if text:
-                if self._record is not None and not response.tokens_seen:
-                    self._record.first_token_ms = self._timeline(now_ms)
-                response.tokens_seen = True
-                events.append(self._event(ResponseText, now_ms, response_id=response.id, text=text))
-            if done:
-                response.written += response.splitter.flush()
-                response.generating = False
-        return events
-
-    def _synthesize(self, response: _Response, clause: str, now_ms: int) -> None:
-        if response.queue and isinstance(self._tts, SynthesizesAhead):
-            # earlier audio plays meanwhile: made off the loop, no stall
-            response.pending = (clause, self._tts.start(clause))
-            return
-        response.enqueue(clause, self._tts.synthesize(clause))
-        if self._record is not None and self._record.first_tts_audio_ms is None:
-            self._record.first_tts_audio_ms = self._timeline(now_ms)
-
-    def _write(self, response: _Response, now_ms: int, events: list[Event]) -> tuple[str, bool]:
-        """The answer's next words: the responder's while it works, else the LM's own.
-        Until the first clause is complete, one token at a time: it is synthesized as
-        soon as its last word is, not after a budget's worth of tokens past it."""
-        first = not response.clauses and not response.written
-        count = 1 if first else self.settings.tokens_per_call
-        if response.remote and self._responder is not None:
-            try:
-                text, done = self._responder.read(count)
-            except ResponderError as error:
-                self._stop_remote(response)  # the LM goes on from the words written so far
-                events.append(
-                    self._event(
-                        ResponderFallback, now_ms, response_id=response.id, reason=str(error)
-                    )
-                )
-            else:
-                self._lm.write(text, done)
-                return text, done
-        return self._lm.speak(count)
 
     # a client's explicit requests, run between frames ---------------------------
 
@@ -930,7 +750,7 @@ class Session:
             case SetPolicy(policy):
                 self.policy = policy
             case SetOutputDelay(ms):
-                self._output_delay_ms = ms
+                self._player.output_delay_ms = ms
             case ShareCores(read_at_pauses, read_threads):
                 self._read_at_pauses = read_at_pauses
                 self._lm.read_threads = read_threads
@@ -974,7 +794,11 @@ class Session:
             self._record = TurnRecord(self._responses + 1, user_onset_ms=now)
         silence = now - (self._record.user_last_voiced_ms or now)
         events = self._take_turn(self._probs, silence, now)
-        return events + self._speak_slice(self._response, now) if self._response else events
+        return (
+            events + self._player.speak(self._response, now, self._record)
+            if self._response
+            else events
+        )
 
     def commit(self) -> list[Event]:
         """End the user's utterance now (manual turns): its words join the open turn."""
@@ -1008,8 +832,7 @@ class Session:
 
     def close(self) -> None:
         """The conversation is over: an external responder's stream closes now."""
-        if self._responder is not None:
-            self._responder.stop()
+        self._player.close()
 
     def set_instructions(self, text: str) -> None:
         """A new system prompt for the rest of the conversation (between answers)."""
@@ -1036,7 +859,7 @@ class Session:
     def _end_response(self, status: str, position_ms: int, stopped_ms: int) -> list[Event]:
         response = self._response
         assert response is not None
-        self._stop_remote(response)  # a barge-in closes the engine's stream at once
+        self._player.stop_remote(response)  # a barge-in closes the engine's stream at once
         events: list[Event] = [
             self._event(
                 ResponseDone,
@@ -1053,7 +876,7 @@ class Session:
         return events
 
     def _finish_response(self, position_ms: int) -> list[Event]:
-        events = self._end_response("completed", position_ms, self._output_end)
+        events = self._end_response("completed", position_ms, self._player.output_end)
         self._last_response = self._response
         if self.state is State.OVERLAP and self._overlap_onset is not None:
             self._continue_user_turn(self._overlap_onset)  # the user was already talking

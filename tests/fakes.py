@@ -21,7 +21,7 @@ from duplex.audio import (
 from duplex.clock import VirtualClock
 from duplex.config import PolicySettings
 from duplex.events import Event
-from duplex.ports import Responder, ResponderError, StateProbs
+from duplex.ports import Responder, ResponderError, StateProbs, Synthesizer
 from duplex.session import Session
 from duplex.vad import VadTracker
 from models.turn_audio import resolved
@@ -317,11 +317,13 @@ class Harness:
     responder: Responder | None = None
     understanding: str = "text"
     turn_audio: ScriptedTurnAudio | None = None
+    # the voice, made on the harness's clock (default: ToneSynth)
+    synthesizer: Callable[[VirtualClock], Synthesizer] | None = None
 
     def __post_init__(self) -> None:
         self.clock = VirtualClock()
         self.lm = ScriptedLM(self.answers)
-        self.tts = ToneSynth()
+        self.tts = ToneSynth() if self.synthesizer is None else self.synthesizer(self.clock)
         self.recognizer = ScriptedRecognizer(self.words)
         self.speech = ChunkListener()
         self.session = Session(

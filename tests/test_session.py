@@ -274,8 +274,8 @@ def test_device_output_delay_counts_as_unheard_at_a_barge_in() -> None:
 
 def test_compute_lag_delays_output_and_a_barge_in_keeps_what_was_heard() -> None:
     words = [*QUESTION, (2400, 2700, "wait,"), (2700, 3000, "stop.")]
-    h = Harness(words, settings=PolicySettings(hold_on_overlap=False))  # plays on, then flushes
-    h.session._tts = SlowSynth(h.clock)
+    # it plays on, then flushes
+    h = Harness(words, settings=PolicySettings(hold_on_overlap=False), synthesizer=SlowSynth)
     h.run(5000)
     audio = [e for e in h.of(ResponseAudio) if e.response_id == 1]
     starts = [e.audio_ms for e in audio]
@@ -299,8 +299,7 @@ def test_output_is_not_sent_far_ahead_after_a_stall() -> None:
     device would queue it and a barge-in could not stop it."""
 
     def lead(settings: PolicySettings) -> float:
-        h = Harness(QUESTION, settings=settings)
-        h.session._tts = SlowSynth(h.clock)
+        h = Harness(QUESTION, settings=settings, synthesizer=SlowSynth)
         h.run(5000)
         audio = h.of(ResponseAudio)
         assert audio
@@ -314,8 +313,7 @@ def test_input_that_arrived_during_a_stall_is_heard_before_more_output() -> None
     the frames that arrived meanwhile reach the VAD before any more output is sent,
     so the answer holds where it was, not where the catching-up loop would have got."""
     words = [*QUESTION, (1860, 2200, "wait,"), (2200, 2500, "stop.")]
-    h = Harness(words)
-    h.session._tts = SlowSynth(h.clock)
+    h = Harness(words, synthesizer=SlowSynth)
     h.run(5000)
     [interrupted] = h.of(Interrupted)
     assert isinstance(interrupted, Interrupted)
@@ -519,9 +517,8 @@ class AheadTones(ToneSynth):
 
 
 def test_later_clauses_are_made_ahead_while_earlier_audio_plays() -> None:
-    h = Harness(QUESTION)
     tones = AheadTones(polls=10)
-    h.session._tts = tones
+    h = Harness(QUESTION, synthesizer=lambda _: tones)
     h.run(6000)
     # the first clause is made in the loop (the user waits for it); the rest ahead
     assert tones.started == ["Anything else I can help you with today?", "I am happy to help."]
@@ -650,8 +647,7 @@ def test_speech_understanding_needs_a_listener() -> None:
 def test_the_first_clause_plays_before_the_next_is_made() -> None:
     """One read wrote two clauses ("Sure. Yes."): the user hears the first one
     synthesis after the words, not two."""
-    h = Harness(QUESTION, answers=("Sure. Yes. It is noon.",))
-    h.session._tts = SlowSynth(h.clock)
+    h = Harness(QUESTION, answers=("Sure. Yes. It is noon.",), synthesizer=SlowSynth)
     h.run(3000)
     first_text, first_audio = h.of(ResponseText)[0], h.of(ResponseAudio)[0]
     assert first_audio.clock_ms - first_text.clock_ms == 300
