@@ -50,7 +50,7 @@ def sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
-# the words' surest estimate (models.lm.MAX_SPEAK, ~190 ms of silence): a voice that sounds
+# the words' surest estimate (models.end_of_turn.MAX_SPEAK, ~190 ms of silence): a voice that sounds
 # done may bring an unpunctuated turn up to it, never past it (a reader's short breath
 # sounds as done as an end)
 SUREST = 0.98

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from benchmarks.scenarios import PAUSED, QUESTIONS
-from models.lm import LlamaDuplexLM, rule_state
+from models.end_of_turn import rule_state
+from models.lm import LlamaDuplexLM
 from models.weights import LM, WeightsMissing
 
 TOLERANCE = 0.03
