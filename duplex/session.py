@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from duplex.audio import FRAME_MS, Float32Array, Frame, Int16Array
+from duplex.audio import FRAME_MS, Float32Array, Frame
 from duplex.clock import Clock
 from duplex.commands import (
     AddUserText,
@@ -59,11 +59,11 @@ from duplex.events import (
     TurnMetrics,
     TurnTaken,
 )
+from duplex.listener import Listener
 from duplex.metrics import TurnRecord
 from duplex.playout import Player, Response
 from duplex.ports import (
     DuplexLM,
-    PendingEnd,
     Recognizer,
     Responder,
     SpeechListener,
@@ -84,8 +84,6 @@ _STOP_WORD = StateProbs(0.0, 1.0, 0.0)
 # with speech understanding, voice shorter than this is a cough or a click, not a turn
 MIN_TURN_SPEECH_MS = 240
 UNDERSTANDING = ("text", "speech", "both")
-# the user's audio the acoustic end-of-turn estimate hears: the turn's last 8 s
-HEARD_FRAMES = 8000 // FRAME_MS
 
 
 class Session:
@@ -144,9 +142,6 @@ class Session:
         self._posted: deque[Command] = deque()  # from other threads, applied before a frame
         self._utterance_ended = False
         self._voice_now = False  # the latest frame was voiced
-        # unvoiced frames inside speech, and those held back from the recognizer
-        self._unvoiced = 0
-        self._held: list[Frame] = []
         # the open user turn
         self._user_text = ""
         self._record: TurnRecord | None = None
@@ -165,18 +160,12 @@ class Session:
         self._tentative_ms = 0
         self._probs_before_tentative = StateProbs(1.0, 0.0, 0.0)
         self._probs = StateProbs(1.0, 0.0, 0.0)
-        # the sound of the pause: the user's audio since the turn began (its last 8 s),
-        # what the acoustic model makes of it (once per pause), the last estimate sent
-        self._turn_audio = turn_audio
-        self._heard: deque[Int16Array] = deque(maxlen=HEARD_FRAMES)
-        self._ending: PendingEnd | None = None
+        # the user's audio where each model needs it, and the last estimate sent
+        self._listener = Listener(recognizer, turn_audio, speech, self.settings)
         self._estimated: tuple[float, float | None] | None = None
         self._after_barge_in = False
         # the speech path: what it hears of the user's turn, or of words over the answer
         self.understanding = understanding
-        self._speech = speech
-        self._feeding = False
-        self._unvoiced_fed = 0  # frames fed since the last voiced one
         self._speech_pending: list[Float32Array] = []  # heard while a draft answer is open
         self._overlap_speech: list[Float32Array] = []
         self._overlap_probs = StateProbs(1.0, 0.0, 0.0)
@@ -266,21 +255,14 @@ class Session:
         with contextlib.suppress(Exception):
             if self._response is None:
                 self._lm.rewrite_turn("")  # the failed turn's words are dropped
-        with contextlib.suppress(Exception):
-            self._recognizer.reset()
-        if self._speech is not None:
-            with contextlib.suppress(Exception):
-                self._speech.reset()
+        self._listener.reset()
         if self._record is not None:
             events += self._close_record("failed", now_ms)
         self.state, self._response, self._speculative = State.LISTENING, None, None
         self._user_text, self._tentative, self._utterance_ended = "", None, False
         self._overlap_onset = self._overlap_end = None
         self._overlap_text, self._after_barge_in = "", False
-        self._ending = self._estimated = None
-        self._heard.clear()
-        self._held, self._unvoiced = [], 0
-        self._feeding, self._unvoiced_fed = False, 0
+        self._estimated = None
         self._speech_pending, self._overlap_speech = [], []
         self._probs = StateProbs(1.0, 0.0, 0.0)
         return events
@@ -290,16 +272,12 @@ class Session:
     def _hear(self, frame: Frame, vad: VadStep) -> list[Event]:
         events: list[Event] = []
         if vad.started is None and (self._record is not None or self.state is State.OVERLAP):
-            self._heard.append(frame.pcm)  # the turn's sound, for the acoustic estimate
+            self._listener.keep(frame)  # the turn's sound, for the acoustic estimate
         if vad.started is not None:
             events.append(self._event(SpeechStarted, vad.started))
-            self._ending = None
-            if self.state is not State.LISTENING or self._record is None:
-                self._heard.clear()  # a new turn, or words over the answer
-            for f in vad.pre_roll:
-                self._recognizer.accept(f)
-                self._heard.append(f.pcm)
-            self._unvoiced, self._held = 0, []
+            # a new turn, or words over the answer
+            new_turn = self.state is not State.LISTENING or self._record is None
+            self._listener.speech_started(vad.pre_roll, new_turn)
             if self._speculative is not None:
                 self._discard_speculation()  # the user goes on: the draft answer is void
             if self.state is State.SPEAKING:
@@ -315,7 +293,7 @@ class Session:
             events += self._hear_in_speech(frame, voiced)
         if vad.stopped is not None:
             events.append(self._event(SpeechStopped, vad.stopped))
-            self._held = []  # the hangover's silence: the decode at the pause covers the words
+            self._listener.speech_stopped()  # the decode at the pause covers the words
             self._utterance_ended = True
             if self.state is State.OVERLAP:
                 self._overlap_end = vad.stopped
@@ -331,19 +309,9 @@ class Session:
         has nothing new to decode, and the final pass is off the end of turn's path."""
         if voiced:
             self._retract_tentative()  # the user goes on
-            self._ending = None
-            for held in self._held:
-                self._recognizer.accept(held)
-            self._held, self._unvoiced = [], 0
-            self._recognizer.accept(frame)
+            self._listener.voiced(frame)
             return []
-        self._unvoiced += 1
-        pause_frames = self.settings.pause_decode_ms // FRAME_MS
-        if self._unvoiced > pause_frames:
-            self._held.append(frame)
-            return []
-        self._recognizer.accept(frame)
-        if self._unvoiced == pause_frames and not self._already_here(self._vad_end_in(frame)):
+        if self._listener.unvoiced(frame) and not self._already_here(self._vad_end_in(frame)):
             rest = self._recognizer.pause()
             if self._read_at_pauses:
                 return self._tentative_end(rest, frame.end_ms)
@@ -394,16 +362,13 @@ class Session:
         drafts): a shorter gap between words is no turn's end, and the model is dear
         (200-300 ms a call on 2 AVX2 cores). Not for words the text calls unfinished:
         the sound cannot finish them (`tdm.fuse`)."""
-        if self._turn_audio is None or self._ending is not None or not self._heard:
-            return
         if sound_can_tell(self._probs, self.settings):
-            self._ending = self._turn_audio.start(np.concatenate(self._heard))
+            self._listener.hear_ending()
 
     def _estimate(self, now_ms: int, events: list[Event], wait: bool = False) -> StateProbs:
         """The words' estimate fused with the sound's, once it is here (`wait`: wait for
         it); a TurnEstimate when either changed."""
-        ending = self._ending
-        p_audio = ending.result() if ending is not None and (wait or ending.done()) else None
+        p_audio = self._listener.p_audio(wait)
         probs = fuse(self._probs, p_audio, self.settings)
         if self._estimated != (self._probs.speak, p_audio):
             before = self._estimated[1] if self._estimated else None
@@ -434,27 +399,15 @@ class Session:
         """The speech path hears the user's turn from its onset, pauses and the silence
         after it included (that silence is what the head reads as an end), up to the
         longest silence the policy waits; or the words said over the answer."""
-        if self._speech is None:
-            return
-        if vad.started is not None and not self._feeding:
-            if self.state is State.OVERLAP:
-                self._overlap_speech, self._overlap_probs = [], StateProbs(1.0, 0.0, 0.0)
-            elif self._record is None:
-                return
-            self._speech.reset()
-            self._feeding = True
-            frames: tuple[Frame, ...] = vad.pre_roll
-        elif self._feeding:
-            frames = (frame,)
-        else:
-            return
-        for f in frames:
-            embeddings = self._speech.accept(f)
-            if embeddings is not None:
-                self._hear_speech(embeddings)
-        self._unvoiced_fed = 0 if vad.voiced else self._unvoiced_fed + 1
-        if self._unvoiced_fed * FRAME_MS >= self.settings.max_silence_ms:
-            self._feeding = False
+        started = vad.started is not None
+        overlap = self.state is State.OVERLAP
+        if started and not self._listener.feeding and overlap:
+            self._overlap_speech, self._overlap_probs = [], StateProbs(1.0, 0.0, 0.0)
+        wanted = overlap or self._record is not None
+        for embeddings in self._listener.feed_speech(
+            frame, started, vad.voiced, vad.pre_roll, wanted
+        ):
+            self._hear_speech(embeddings)
 
     def _hear_speech(self, embeddings: Float32Array) -> None:
         if self.state is State.OVERLAP:
@@ -549,7 +502,7 @@ class Session:
         if self._record is None or self._vad.in_speech or self._voice_now:
             return []
         if not self._said_something(self._record):  # a cough or a click: no turn
-            self._record, self._feeding = None, False
+            self._record, self._listener.feeding = None, False
             return []
         if self._record.user_last_voiced_ms is None:  # typed words wait for `respond`
             return []
@@ -560,7 +513,8 @@ class Session:
         # who interrupts goes on ("Wait. Stop. What about Spain?"): room for it
         room = self.settings.after_barge_in_silence_ms if self._after_barge_in else 0
         if silence >= room and self.policy.take_turn(probs, silence):
-            if self._ending is not None and not self._ending.done():
+            ending = self._listener.ending
+            if ending is not None and not ending.done():
                 # the sound's verdict is still coming, and it may hold the turn: wait
                 probs = self._estimate(now_ms, events, wait=True)
             if self.policy.take_turn(probs, silence):
@@ -615,12 +569,12 @@ class Session:
         self._responses += 1
         response = self._speculative or self._begin_answer(Response(self._responses))
         self._speculative = None
-        self._feeding, self._speech_pending = False, []
+        self._speech_pending = []
         self._record.response_id = response.id
         self._record.decision_ms = self._timeline(now_ms)
         self._after_barge_in = False
-        self._ending, self._estimated = None, None
-        self._heard.clear()
+        self._listener.turn_taken()
+        self._estimated = None
         events = [
             self._event(TranscriptFinal, now_ms, text=self._user_text.strip()),
             self._event(
@@ -679,7 +633,7 @@ class Session:
                 held_ms=max(0, self._timeline(now_ms) - self._player.output_end) if held else 0,
             )
             self.state, self._overlap_onset, self._overlap_text = State.SPEAKING, None, ""
-            self._feeding, self._overlap_speech = False, []
+            self._listener.feeding, self._overlap_speech = False, []
             return [event]
         return []
 
