@@ -71,7 +71,16 @@ from duplex.ports import (
     Synthesizer,
     TurnEndAudio,
 )
-from duplex.tdm import OverlapDecision, Policy, State, TurnPolicy, fuse, sound_can_tell
+from duplex.tdm import (
+    Move,
+    OverlapDecision,
+    Policy,
+    State,
+    TurnPolicy,
+    after,
+    fuse,
+    sound_can_tell,
+)
 from duplex.text import asks_to_stop
 from duplex.vad import VadStep, VadTracker
 
@@ -258,7 +267,8 @@ class Session:
         self._listener.reset()
         if self._record is not None:
             events += self._close_record("failed", now_ms)
-        self.state, self._response, self._speculative = State.LISTENING, None, None
+        self._move(Move.FAIL)
+        self._speculative = None
         self._user_text, self._tentative, self._utterance_ended = "", None, False
         self._overlap_onset = self._overlap_end = None
         self._overlap_text, self._after_barge_in = "", False
@@ -281,7 +291,7 @@ class Session:
             if self._speculative is not None:
                 self._discard_speculation()  # the user goes on: the draft answer is void
             if self.state is State.SPEAKING:
-                self.state = State.OVERLAP
+                self._move(Move.TALKED_OVER)
                 self._overlap_onset, self._overlap_end, self._overlap_text = vad.started, None, ""
             elif self._record is None:
                 self._record = TurnRecord(self._responses + 1, user_onset_ms=vad.started)
@@ -590,7 +600,7 @@ class Session:
         response.held = []
         self._user_text = ""
         self._response = response
-        self.state = State.SPEAKING
+        self._move(Move.TAKE_TURN)
         return events
 
     def _overlap_slice(self, words: str, now_ms: int) -> list[Event]:
@@ -632,7 +642,8 @@ class Session:
                 onset_ms=self._overlap_onset,
                 held_ms=max(0, self._timeline(now_ms) - self._player.output_end) if held else 0,
             )
-            self.state, self._overlap_onset, self._overlap_text = State.SPEAKING, None, ""
+            self._move(Move.DISMISS)
+            self._overlap_onset, self._overlap_text = None, ""
             self._listener.feeding, self._overlap_speech = False, []
             return [event]
         return []
@@ -644,7 +655,7 @@ class Session:
         if self._record is not None:
             self._record.barge_in_onset_ms = onset
         events = self._stop_output("interrupted", now_ms, onset)
-        self._continue_user_turn(onset)
+        self._continue_user_turn(onset, Move.YIELD)
         self._after_barge_in = True  # the new turn began by interrupting
         return events
 
@@ -803,9 +814,9 @@ class Session:
         onset = self._overlap_onset
         events = self._stop_output("cancelled", now, now, heard_ms)
         if onset is not None:
-            self._continue_user_turn(onset)  # the user is talking: their turn goes on
+            self._continue_user_turn(onset, Move.END)  # the user is talking: their turn goes on
         else:
-            self._response, self.state = None, State.LISTENING
+            self._move(Move.END)
         return events
 
     # turn bookkeeping -------------------------------------------------------
@@ -833,14 +844,14 @@ class Session:
         events = self._end_response("completed", position_ms, self._player.output_end)
         self._last_response = self._response
         if self.state is State.OVERLAP and self._overlap_onset is not None:
-            self._continue_user_turn(self._overlap_onset)  # the user was already talking
+            self._continue_user_turn(self._overlap_onset, Move.END)  # the user was talking
         else:
-            self._response, self.state = None, State.LISTENING
+            self._move(Move.END)
         return events
 
-    def _continue_user_turn(self, onset: int) -> None:
+    def _continue_user_turn(self, onset: int, move: Move) -> None:
         """The words said over the answer open the next user turn."""
-        self._response, self.state = None, State.LISTENING
+        self._move(move)
         self._record = TurnRecord(self._responses + 1, user_onset_ms=onset)
         if self._overlap_end is not None:
             self._record.user_last_voiced_ms = self._overlap_end
@@ -858,6 +869,13 @@ class Session:
         return [self._event(TurnMetrics, position_ms, record=record)]
 
     # helpers ----------------------------------------------------------------
+
+    def _move(self, move: Move) -> None:
+        """Whose turn it is, by the table (`tdm.TRANSITIONS`); an answer exists only while
+        the assistant has the turn."""
+        self.state = after(self.state, move)
+        if self.state is State.LISTENING:
+            self._response = None
 
     def _timeline(self, position_ms: int) -> int:
         """The later of the audio position and where the clock says we are."""

@@ -86,6 +86,41 @@ class State(enum.Enum):
     OVERLAP = "overlap"  # the assistant speaks and the user talks over it
 
 
+class Move(enum.Enum):
+    """What changes whose turn it is."""
+
+    TAKE_TURN = "take the turn"  # the silence reached what P(speak) asks, or Respond
+    TALKED_OVER = "the user talks over the answer"  # the answer holds meanwhile
+    DISMISS = "dismiss a backchannel"  # the answer goes on
+    YIELD = "yield to a barge-in"  # the words said over the answer open the user's turn
+    END = "the answer ends"  # played out, or cancelled; in overlap the user goes on
+    FAIL = "a model failed"  # the turn ends with an error, the session listens again
+
+
+# every turn-taking move: (where it starts, the move) -> where it lands
+TRANSITIONS: dict[tuple[State, Move], State] = {
+    (State.LISTENING, Move.TAKE_TURN): State.SPEAKING,
+    (State.SPEAKING, Move.TALKED_OVER): State.OVERLAP,
+    (State.OVERLAP, Move.DISMISS): State.SPEAKING,
+    (State.OVERLAP, Move.YIELD): State.LISTENING,
+    (State.SPEAKING, Move.END): State.LISTENING,
+    (State.OVERLAP, Move.END): State.LISTENING,
+    **{(state, Move.FAIL): State.LISTENING for state in State},
+}
+
+
+class IllegalMove(RuntimeError):
+    """A move the table does not have from the state the session is in: a bug."""
+
+
+def after(state: State, move: Move) -> State:
+    """Where `move` from `state` lands; IllegalMove if the table has no such move."""
+    try:
+        return TRANSITIONS[(state, move)]
+    except KeyError:
+        raise IllegalMove(f"cannot {move.value} while {state.value}") from None
+
+
 class OverlapDecision(enum.Enum):
     WAIT = "wait"  # keep talking, keep listening to the overlap
     YIELD = "yield"  # stop output now, the user has the turn

@@ -37,7 +37,7 @@ from duplex.events import (
     TurnTaken,
 )
 from duplex.ports import StateProbs
-from duplex.tdm import State, TurnPolicy
+from duplex.tdm import IllegalMove, Move, State, TurnPolicy, after
 from tests.fakes import Harness, ScriptedResponder, ToneSynth, user_audio
 
 QUESTION = [(0, 300, "what"), (300, 500, "time"), (500, 700, "is"), (700, 1000, "it?")]
@@ -769,3 +769,30 @@ def record_reads(h: Harness) -> list[str]:
 
     h.lm.listen_tentatively = record_read  # type: ignore[method-assign]
     return reads
+
+
+def test_whose_turn_it_is_moves_only_by_the_table() -> None:
+    """Every turn-taking move is in `tdm.TRANSITIONS`; any other raises."""
+    assert after(State.LISTENING, Move.TAKE_TURN) is State.SPEAKING
+    assert after(State.SPEAKING, Move.TALKED_OVER) is State.OVERLAP
+    assert after(State.OVERLAP, Move.DISMISS) is State.SPEAKING
+    assert after(State.OVERLAP, Move.YIELD) is State.LISTENING
+    assert all(after(state, Move.FAIL) is State.LISTENING for state in State)
+    for state, move in [(State.LISTENING, Move.DISMISS), (State.SPEAKING, Move.TAKE_TURN),
+                        (State.LISTENING, Move.END), (State.SPEAKING, Move.YIELD)]:  # fmt: skip
+        with pytest.raises(IllegalMove, match="cannot"):
+            after(state, move)
+    # a barge-in, as the session lives it: the answer exists only while it has the turn
+    h = Harness([*QUESTION, (2400, 2700, "wait,"), (2700, 3000, "stop.")])
+    states = []
+    for ms in range(20, 5000, 20):
+        h.run(ms)
+        states.append(h.session.state)
+    order = [s for i, s in enumerate(states) if i == 0 or s is not states[i - 1]]
+    assert order == [
+        State.LISTENING,
+        State.SPEAKING,
+        State.OVERLAP,
+        State.LISTENING,
+        State.SPEAKING,
+    ]
