@@ -123,6 +123,8 @@ class RealtimeProtocol:
         self._answers: dict[int, _Answer] = {}
         self._sent_ms: dict[str, int] = {}  # assistant item -> audio sent (ms)
         self._user_item: str | None = None
+        self._speech_from_ms: int | None = None  # where the user's audio of the turn began
+        self._typed: list[str] = []  # text items created since the last turn was taken
         self._last_item: str | None = None
         self.config: dict[str, Any] = {
             "id": session_id,
@@ -319,6 +321,7 @@ class RealtimeProtocol:
         text = " ".join(t for t in texts if t)
         item_id = item.get("id") if isinstance(item.get("id"), str) else self._item_id()
         self._out.add(AddUserText(text, echo=False))
+        self._typed.append(text)
         full = {
             "id": item_id,
             "object": "realtime.item",
@@ -405,6 +408,8 @@ class RealtimeProtocol:
         return self._out.take()
 
     def _speech_started(self, event: SpeechStarted) -> None:
+        if self._speech_from_ms is None:
+            self._speech_from_ms = event.audio_ms
         if self._user_item is None:
             self._user_item = self._item_id()
         self.send(
@@ -431,6 +436,12 @@ class RealtimeProtocol:
         )
 
     def _transcript_final(self, event: TranscriptFinal) -> None:
+        typed, self._typed = " ".join(self._typed).split(), []
+        began, self._speech_from_ms = self._speech_from_ms, None
+        if event.text.split() == typed:
+            # the turn is the text the client created as items (or nothing, a bare
+            # response.create): those items stand for it, no audio was committed
+            return
         item_id, self._user_item = self._user_item or self._item_id(), None
         self.send("input_audio_buffer.committed", previous_item_id=self._last_item, item_id=item_id)
         self._item_added(
@@ -443,11 +454,13 @@ class RealtimeProtocol:
                 "content": [{"type": "input_audio", "transcript": event.text}],
             }
         )
+        seconds = max(0, event.audio_ms - (event.audio_ms if began is None else began)) / 1000
         self.send(
             "conversation.item.input_audio_transcription.completed",
             item_id=item_id,
             content_index=0,
             transcript=event.text,
+            usage={"type": "duration", "seconds": seconds},
         )
 
     def _turn_taken(self, event: TurnTaken) -> None:

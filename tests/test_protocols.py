@@ -17,6 +17,7 @@ from duplex.events import (
     ResponseAudio,
     ResponseDone,
     ResponseText,
+    SpeechStarted,
     TranscriptFinal,
     TurnTaken,
 )
@@ -219,3 +220,38 @@ def test_a_response_status_survives_the_wire_both_ways() -> None:
     for status in ("completed", "interrupted", "cancelled", "failed"):
         wire, details = response_status(status)
         assert session_status({"status": wire, "status_details": details}) == status
+
+
+def test_typed_text_is_one_user_item_and_a_spoken_turn_reports_its_usage() -> None:
+    """Text the client created is not committed again as audio (nor is a bare
+    response.create's empty turn); a spoken turn's transcription event is one the
+    openai SDK accepts, usage included."""
+    from openai.types.realtime import ConversationItemInputAudioTranscriptionCompletedEvent
+
+    wire = realtime()
+    wire.opened()
+    item = {
+        "type": "conversation.item.create",
+        "item": {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "hi"}],
+        },
+    }
+    wire.receive(json.dumps(item))
+    wire.receive('{"type": "response.create"}')
+    typed = wire.events([TranscriptFinal(audio_ms=900, clock_ms=900.0, text="hi")])
+    assert kinds(typed) == []
+    bare = wire.events([TranscriptFinal(audio_ms=1000, clock_ms=1000.0, text="")])
+    assert kinds(bare) == []
+    spoken = wire.events(
+        [
+            SpeechStarted(audio_ms=500, clock_ms=500.0),
+            TranscriptFinal(audio_ms=2000, clock_ms=2000.0, text="what time is it?"),
+        ]
+    )
+    assert "input_audio_buffer.committed" in kinds(spoken)
+    [done] = [m for m in sent(spoken) if m["type"].endswith("transcription.completed")]
+    event = ConversationItemInputAudioTranscriptionCompletedEvent.model_validate(done)
+    assert event.transcript == "what time is it?" and event.usage.type == "duration"
+    assert done["usage"]["seconds"] == 1.5

@@ -181,6 +181,41 @@ def test_openai_sdk_realtime_turn(live: LiveServer, question: Int16Array) -> Non
     assert seen["truncated"] == "conversation.item.truncated"
 
 
+def test_openai_sdk_typed_question_is_one_user_item(live: LiveServer) -> None:
+    """A typed question and response.create: answered, with the client's item as the
+    user's turn, not a second one committed as audio."""
+    from openai import AsyncOpenAI
+
+    async def main() -> list[Any]:
+        client = AsyncOpenAI(api_key="unused", base_url=f"http://{live.url}/v1")
+        events: list[Any] = []
+        async with client.realtime.connect(model="duplex") as conn:
+            await conn.conversation.item.create(
+                item={
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "What is the capital of France?"}],
+                }
+            )
+            await conn.response.create()
+            deadline = time.monotonic() + 60
+            async for event in conn:
+                events.append(event)
+                if event.type == "response.done":
+                    break
+                assert time.monotonic() < deadline, "no response.done within 60 s"
+        return events
+
+    events = asyncio.run(main())
+    types = [e.type for e in events]
+    assert "input_audio_buffer.committed" not in types and "error" not in types, types
+    users = [
+        e.item for e in events if e.type == "conversation.item.added" and e.item.role == "user"
+    ]
+    assert len(users) == 1 and users[0].content[0].type == "input_text"
+    assert events[-1].response.status == "completed"
+
+
 # /v1/stream --------------------------------------------------------------------------
 
 
