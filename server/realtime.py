@@ -107,6 +107,7 @@ class _Answer:
     item_id: str
     transcript: str = ""
     audio_ms: int = 0
+    metadata: dict[str, str] | None = None  # the client's, from its response.create
     resampler: StreamResampler = field(default_factory=lambda: StreamResampler(16_000, RATE))
 
 
@@ -125,6 +126,7 @@ class RealtimeProtocol:
         self._user_item: str | None = None
         self._speech_from_ms: int | None = None  # where the user's audio of the turn began
         self._typed: list[str] = []  # text items created since the last turn was taken
+        self._metadata: dict[str, str] | None = None  # for the answer response.create asked
         self._last_item: str | None = None
         self.config: dict[str, Any] = {
             "id": session_id,
@@ -368,6 +370,18 @@ class RealtimeProtocol:
             raise ClientError(
                 "invalid_request_error", "invalid_type", "response must be an object", "response"
             )
+        metadata = response.get("metadata")
+        if metadata is not None and not (
+            isinstance(metadata, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+        ):
+            raise ClientError(
+                "invalid_request_error",
+                "invalid_type",
+                "response.metadata must map strings to strings",
+                "response.metadata",
+            )
+        self._metadata = metadata  # echoed on the answer it starts (clients match on it)
         self._out.add(Respond())
 
     def _response_cancel(self, event: dict[str, Any]) -> None:
@@ -464,7 +478,8 @@ class RealtimeProtocol:
         )
 
     def _turn_taken(self, event: TurnTaken) -> None:
-        answer = _Answer(self._response_id(), self._item_id())
+        answer = _Answer(self._response_id(), self._item_id(), metadata=self._metadata)
+        self._metadata = None
         self._answers[event.response_id] = answer
         self._sent_ms[answer.item_id] = 0
         item = {
@@ -582,6 +597,7 @@ class RealtimeProtocol:
             "status_details": None,
             "output": output,
             "conversation_id": self.config["id"],
+            "metadata": answer.metadata,
         }
 
     def _answer_id(self, response_id: int) -> str | None:
@@ -609,6 +625,8 @@ class RealtimeProtocol:
         self.send(TURN_METRICS, metrics=event.record.to_dict())
 
     def _error(self, event: Error) -> None:
+        if event.code == "response_in_progress":
+            self._metadata = None  # that response.create starts no answer
         self.send_error(ClientError("server_error", event.code, event.message))
 
 

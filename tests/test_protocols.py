@@ -255,3 +255,24 @@ def test_typed_text_is_one_user_item_and_a_spoken_turn_reports_its_usage() -> No
     event = ConversationItemInputAudioTranscriptionCompletedEvent.model_validate(done)
     assert event.transcript == "what time is it?" and event.usage.type == "duration"
     assert done["usage"]["seconds"] == 1.5
+
+
+def test_response_metadata_is_echoed_on_the_answer_it_starts() -> None:
+    """Clients match response.created to their response.create by its metadata."""
+    wire = realtime()
+    wire.opened()
+    create = {"type": "response.create", "response": {"metadata": {"client_event_id": "c1"}}}
+    assert wire.receive(json.dumps(create)) == [Respond()]
+    taken = TurnTaken(
+        audio_ms=0, clock_ms=0.0, response_id=1, p_speak=1.0, silence_ms=0, required_silence_ms=0
+    )
+    [created] = [m for m in sent(wire.events([taken])) if m["type"] == "response.created"]
+    assert created["response"]["metadata"] == {"client_event_id": "c1"}
+    later = TurnTaken(
+        audio_ms=9, clock_ms=9.0, response_id=2, p_speak=1.0, silence_ms=0, required_silence_ms=0
+    )
+    [next_one] = [m for m in sent(wire.events([later])) if m["type"] == "response.created"]
+    assert next_one["response"]["metadata"] is None  # a turn the policy took: none
+    bad = {"type": "response.create", "response": {"metadata": {"n": 1}}}
+    [error] = sent(wire.receive(json.dumps(bad)))
+    assert error["error"]["param"] == "response.metadata"
