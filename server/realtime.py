@@ -127,6 +127,7 @@ class RealtimeProtocol:
         self._speech_from_ms: int | None = None  # where the user's audio of the turn began
         self._typed: list[str] = []  # text items created since the last turn was taken
         self._metadata: dict[str, str] | None = None  # for the answer response.create asked
+        self._items: dict[str, dict[str, Any]] = {}  # every item announced, as it last was
         self._last_item: str | None = None
         self.config: dict[str, Any] = {
             "id": session_id,
@@ -192,8 +193,10 @@ class RealtimeProtocol:
             "input_audio_buffer.clear": self._clear,
             "conversation.item.create": self._item_create,
             "conversation.item.truncate": self._truncate,
+            "conversation.item.retrieve": self._item_retrieve,
             "response.create": self._response_create,
             "response.cancel": self._response_cancel,
+            "output_audio_buffer.clear": self._output_clear,
         }
 
     def _session_update(self, event: dict[str, Any]) -> None:
@@ -384,6 +387,20 @@ class RealtimeProtocol:
         self._metadata = metadata  # echoed on the answer it starts (clients match on it)
         self._out.add(Respond())
 
+    def _item_retrieve(self, event: dict[str, Any]) -> None:
+        item_id = require(event, "item_id", str)
+        item = self._items.get(item_id)
+        if item is None:
+            raise ClientError(
+                "invalid_request_error", "item_not_found", f"no item {item_id!r}", "item_id"
+            )
+        self.send("conversation.item.retrieved", item=item)
+
+    def _output_clear(self, event: dict[str, Any]) -> None:
+        """The client drops the answer's audio it has not played: the answer stops there."""
+        self._out.add(Cancel())
+        self.send("output_audio_buffer.cleared")
+
     def _response_cancel(self, event: dict[str, Any]) -> None:
         self._out.add(Cancel())
 
@@ -405,6 +422,7 @@ class RealtimeProtocol:
         return beta if self.beta else ga
 
     def _item_added(self, item: dict[str, Any]) -> None:
+        self._items[item["id"]] = item
         previous, self._last_item = self._last_item, item["id"]
         if self.beta:
             self.send("conversation.item.created", previous_item_id=previous, item=item)
@@ -580,6 +598,7 @@ class RealtimeProtocol:
                 {"type": "output_audio" if not self.beta else "audio", "transcript": event.text}
             ],
         }
+        self._items[answer.item_id] = item
         self.send(
             "response.output_item.done", response_id=answer.response_id, output_index=0, item=item
         )

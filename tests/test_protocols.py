@@ -276,3 +276,21 @@ def test_response_metadata_is_echoed_on_the_answer_it_starts() -> None:
     bad = {"type": "response.create", "response": {"metadata": {"n": 1}}}
     [error] = sent(wire.receive(json.dumps(bad)))
     assert error["error"]["param"] == "response.metadata"
+
+
+def test_items_can_be_retrieved_and_the_output_buffer_cleared() -> None:
+    wire = realtime()
+    wire.opened()
+    item = {
+        "type": "conversation.item.create",
+        "item": {"id": "u1", "type": "message", "role": "user",
+                 "content": [{"type": "input_text", "text": "hi"}]},
+    }  # fmt: skip
+    wire.receive(json.dumps(item))
+    [retrieved] = sent(wire.receive('{"type": "conversation.item.retrieve", "item_id": "u1"}'))
+    assert retrieved["type"] == "conversation.item.retrieved"
+    assert retrieved["item"]["content"] == [{"type": "input_text", "text": "hi"}]
+    [missing] = sent(wire.receive('{"type": "conversation.item.retrieve", "item_id": "x"}'))
+    assert missing["error"]["code"] == "item_not_found"
+    cleared = wire.receive('{"type": "output_audio_buffer.clear"}')
+    assert cleared[0] == Cancel() and kinds(cleared) == ["output_audio_buffer.cleared"]
