@@ -180,7 +180,10 @@ class RemoteSession:
     async def _open(self, policy: str | None, token: str | None) -> ClientConnection:
         headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
-            ws = await connect(self.url, additional_headers=headers, max_size=None)
+            url = self.url
+            if self.protocol == "realtime":  # barge-ins, backchannels, metrics: ours
+                url += ("&" if urlparse(url).query else "?") + "duplex_events=1"
+            ws = await connect(url, additional_headers=headers, max_size=None)
         except (OSError, ConnectionClosed) as error:
             raise RemoteError(f"cannot reach {self.url}: {error}") from None
         except Exception as error:  # the handshake was refused (401, 404, ...)

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 from prometheus_client import Counter, Gauge, ProcessCollector, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 
 WEB_ROOT = Path(__file__).resolve().parents[1] / "client" / "web"
 REALTIME, STREAM = "/v1/realtime", "/v1/stream"
+EXTENSIONS = "duplex_events"  # /v1/realtime?duplex_events=1: our own events too
 DRAIN_GRACE_S = 15.0  # past the drain deadline, how long an answer may still finish
 
 
@@ -364,11 +365,13 @@ class DuplexServer:
             beta = "realtime=v1" in headers.get("OpenAI-Beta", "") or (
                 "openai-beta.realtime-v1" in headers.get("Sec-WebSocket-Protocol", "")
             )
+            query = parse_qs(urlparse(ws.request.path).query) if ws.request else {}
             wire = RealtimeProtocol(
                 model=self.model_name,
                 settings=session.settings,
                 beta=beta,
                 session_id=session_id,
+                extensions=query.get(EXTENSIONS, ["0"])[0] in ("1", "true"),
             )
         else:
             wire = StreamProtocol(session_id=session_id, settings=session.settings)

@@ -6,7 +6,9 @@ both ways. A client that sends `OpenAI-Beta: realtime=v1` gets the beta
 event names (`response.audio.delta`, `conversation.item.created`); others
 get the GA names (`response.output_audio.delta`, `conversation.item.added`).
 Events of our own (per-turn metrics, dismissed backchannels, barge-ins) use
-a `duplex.` prefix that stock clients ignore.
+a `duplex.` prefix and go only to a client that asks for them
+(`/v1/realtime?duplex_events=1`): SDKs that validate every event reject
+types they do not know.
 
 Bad input never ends the session: each problem is answered with an `error`
 event carrying type, code, message, param and the client's event_id.
@@ -115,9 +117,17 @@ class RealtimeProtocol:
     """One `/v1/realtime` connection: client events in, server events out."""
 
     def __init__(
-        self, *, model: str, settings: PolicySettings, beta: bool, session_id: str
+        self,
+        *,
+        model: str,
+        settings: PolicySettings,
+        beta: bool,
+        session_id: str,
+        extensions: bool = False,
     ) -> None:
+        """`extensions`: send our own `duplex.` events too."""
         self.beta = beta
+        self.extensions = extensions
         self._settings = settings
         self._out = Actions()
         self._item_id, self._response_id, self._event_id = _ids("item"), _ids("resp"), _ids("event")
@@ -407,6 +417,8 @@ class RealtimeProtocol:
     # server -> client ------------------------------------------------------------
 
     def send(self, kind: str, **fields: Any) -> None:
+        if kind.startswith("duplex.") and not self.extensions:
+            return  # an event of our own, for a client that asked
         self._out.add(Send({"type": kind, "event_id": self._event_id(), **fields}))
 
     def send_error(self, error: ClientError, event_id: str | None = None) -> None:

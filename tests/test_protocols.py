@@ -19,8 +19,10 @@ from duplex.events import (
     ResponseText,
     SpeechStarted,
     TranscriptFinal,
+    TurnMetrics,
     TurnTaken,
 )
+from duplex.metrics import TurnRecord
 from duplex.tdm import FixedSilence
 from server.protocol import SHUTTING_DOWN, Action, Audio, Listen, Send
 from server.realtime import RealtimeProtocol, response_status, session_status
@@ -294,3 +296,12 @@ def test_items_can_be_retrieved_and_the_output_buffer_cleared() -> None:
     assert missing["error"]["code"] == "item_not_found"
     cleared = wire.receive('{"type": "output_audio_buffer.clear"}')
     assert cleared[0] == Cancel() and kinds(cleared) == ["output_audio_buffer.cleared"]
+
+
+def test_our_own_events_go_only_to_a_client_that_asks() -> None:
+    metrics = TurnMetrics(audio_ms=0, clock_ms=0.0, record=TurnRecord(1))
+    assert kinds(realtime().events([metrics])) == []
+    asks = RealtimeProtocol(
+        model="m", settings=PolicySettings(), beta=False, session_id="s", extensions=True
+    )
+    assert kinds(asks.events([metrics])) == ["duplex.turn_metrics"]
