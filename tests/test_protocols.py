@@ -18,6 +18,8 @@ from duplex.events import (
     ResponseDone,
     ResponseText,
     SpeechStarted,
+    SpeechStopped,
+    TranscriptDelta,
     TranscriptFinal,
     TurnMetrics,
     TurnTaken,
@@ -305,3 +307,73 @@ def test_our_own_events_go_only_to_a_client_that_asks() -> None:
         model="m", settings=PolicySettings(), beta=False, session_id="s", extensions=True
     )
     assert kinds(asks.events([metrics])) == ["duplex.turn_metrics"]
+
+
+def test_every_realtime_event_parses_as_the_openai_sdk_types() -> None:
+    """Schema conformance by the SDK clients validate against (`openai.types.realtime`):
+    a field the API requires cannot go missing unnoticed."""
+    from openai.types.realtime import RealtimeServerEvent
+    from pydantic import TypeAdapter
+
+    wire = realtime()
+    out = wire.opened()
+    update = {"type": "session.update", "session": {"type": "realtime", "instructions": "x"}}
+    out += wire.receive(json.dumps(update))
+    item = {
+        "type": "conversation.item.create",
+        "item": {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "hi"}],
+        },
+    }
+    out += wire.receive(json.dumps(item))
+    out += wire.receive('{"type": "nope"}')
+    out += wire.receive('{"type": "input_audio_buffer.clear"}')
+    pcm = np.full(FRAME_SAMPLES, 1000, np.int16)
+    out += wire.events(
+        [
+            SpeechStarted(audio_ms=500, clock_ms=0.0),
+            TranscriptDelta(audio_ms=600, clock_ms=0.0, text="what"),
+            SpeechStopped(audio_ms=900, clock_ms=0.0),
+            TranscriptFinal(audio_ms=1000, clock_ms=0.0, text="what time"),
+            TurnTaken(
+                audio_ms=1000,
+                clock_ms=0.0,
+                response_id=1,
+                p_speak=0.9,
+                silence_ms=200,
+                required_silence_ms=190,
+            ),
+            ResponseText(audio_ms=1000, clock_ms=0.0, response_id=1, text="It is"),
+            *[
+                ResponseAudio(audio_ms=ms, clock_ms=0.0, response_id=1, pcm=pcm, text="It is")
+                for ms in range(1000, 1100, 20)
+            ],
+            Interrupted(
+                audio_ms=1200,
+                clock_ms=0.0,
+                response_id=1,
+                played_ms=100,
+                played_text="It",
+                onset_ms=1150,
+                stopped_ms=1200,
+            ),
+            ResponseDone(
+                audio_ms=1200,
+                clock_ms=0.0,
+                response_id=1,
+                status="interrupted",
+                played_ms=100,
+                text="It",
+            ),
+            Error(audio_ms=1300, clock_ms=0.0, code="model_error", message="x"),
+        ]
+    )
+    out += wire.receive('{"type": "conversation.item.retrieve", "item_id": "item_0001"}')
+    out += wire.closing(SHUTTING_DOWN)
+    events = sent(out)
+    adapter: TypeAdapter[Any] = TypeAdapter(RealtimeServerEvent)
+    for message in events:
+        adapter.validate_python(message)
+    assert len(events) > 25 and {"response.done", "error"} <= {m["type"] for m in events}
