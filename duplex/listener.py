@@ -19,6 +19,7 @@ import numpy as np
 from duplex.audio import FRAME_MS, Float32Array, Frame, Int16Array
 from duplex.config import PolicySettings
 from duplex.ports import PendingEnd, Recognizer, SpeechListener, TurnEndAudio
+from duplex.vad import VadStep
 
 # the user's audio the acoustic end-of-turn estimate hears: the turn's last 8 s
 HEARD_FRAMES = 8000 // FRAME_MS
@@ -116,27 +117,25 @@ class Listener:
 
     # the speech path ------------------------------------------------------------------
 
-    def feed_speech(
-        self, frame: Frame, started: bool, voiced: bool, pre_roll: tuple[Frame, ...], wanted: bool
-    ) -> list[Float32Array]:
+    def feed_speech(self, frame: Frame, vad: VadStep, wanted: bool) -> list[Float32Array]:
         """The speech path's embeddings for this frame. It hears a turn from its onset,
         pauses and the silence after it included (that silence is what its head reads as
         an end), up to the longest silence the policy waits. `wanted`: at an onset,
         whether the session listens to this speech (a turn, or words over the answer)."""
         if self._speech is None:
             return []
-        if started and not self.feeding:
+        if vad.started is not None and not self.feeding:
             if not wanted:
                 return []
             self._speech.reset()
             self.feeding = True
-            frames: tuple[Frame, ...] = pre_roll
+            frames: tuple[Frame, ...] = vad.pre_roll
         elif self.feeding:
             frames = (frame,)
         else:
             return []
         heard = [e for e in (self._speech.accept(f) for f in frames) if e is not None]
-        self._unvoiced_fed = 0 if voiced else self._unvoiced_fed + 1
+        self._unvoiced_fed = 0 if vad.voiced else self._unvoiced_fed + 1
         if self._unvoiced_fed * FRAME_MS >= self._max_silence_ms:
             self.feeding = False
         return heard

@@ -409,14 +409,11 @@ class Session:
         """The speech path hears the user's turn from its onset, pauses and the silence
         after it included (that silence is what the head reads as an end), up to the
         longest silence the policy waits; or the words said over the answer."""
-        started = vad.started is not None
         overlap = self.state is State.OVERLAP
-        if started and not self._listener.feeding and overlap:
+        if vad.started is not None and not self._listener.feeding and overlap:
             self._overlap_speech, self._overlap_probs = [], StateProbs(1.0, 0.0, 0.0)
         wanted = overlap or self._record is not None
-        for embeddings in self._listener.feed_speech(
-            frame, started, vad.voiced, vad.pre_roll, wanted
-        ):
+        for embeddings in self._listener.feed_speech(frame, vad, wanted):
             self._hear_speech(embeddings)
 
     def _hear_speech(self, embeddings: Float32Array) -> None:
@@ -689,16 +686,11 @@ class Session:
         """
         match command:
             case Respond():
-                if self._response is not None:
-                    return [
-                        self._event(
-                            Error,
-                            self.position_ms,
-                            code="response_in_progress",
-                            message="a response is already in progress; cancel it first",
-                        )
-                    ]
-                return self.respond()
+                try:
+                    return self.respond()
+                except ValueError as error:  # one is in progress: it goes on
+                    code = "response_in_progress"
+                    return [self._event(Error, self.position_ms, code=code, message=str(error))]
             case Cancel(heard_ms):
                 return self.cancel(heard_ms)
             case Truncate(heard_ms):

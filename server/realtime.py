@@ -61,7 +61,7 @@ AUDIO_DELTA = ("response.output_audio.delta", "response.audio.delta")
 AUDIO_DONE = ("response.output_audio.done", "response.audio.done")
 TRANSCRIPT_DELTA = ("response.output_audio_transcript.delta", "response.audio_transcript.delta")
 TRANSCRIPT_DONE = ("response.output_audio_transcript.done", "response.audio_transcript.done")
-# our own events, which stock clients ignore
+# our own events, sent only to a client that asks (`extensions`)
 INTERRUPTED = "duplex.interrupted"
 BACKCHANNEL_IGNORED = "duplex.backchannel_ignored"
 RESPONDER_FALLBACK = "duplex.responder_fallback"
@@ -498,7 +498,7 @@ class RealtimeProtocol:
                 "content": [{"type": "input_audio", "transcript": event.text}],
             }
         )
-        seconds = max(0, event.audio_ms - (event.audio_ms if began is None else began)) / 1000
+        seconds = 0.0 if began is None else max(0, event.audio_ms - began) / 1000
         self.send(
             "conversation.item.input_audio_transcription.completed",
             item_id=item_id,

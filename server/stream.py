@@ -35,12 +35,13 @@ class StreamProtocol:
         return []
 
     def closing(self, error: ClientError) -> list[Action]:
-        """The session is about to be closed by the server (a drain's deadline)."""
+        """The session is about to be closed by the server (a drain's deadline): its own
+        message type, so a client tells it from an error about what it sent."""
         return [Send({"type": "closing", "error": error.to_dict()})]
 
     def refused(self, reason: str) -> list[Action]:
         """The session's input is full: the audio just sent was not taken."""
-        return self._error(ClientError("invalid_request_error", "input_full", reason))
+        return [self._error(ClientError("invalid_request_error", "input_full", reason))]
 
     def receive(self, message: str | bytes) -> list[Action]:
         try:
@@ -49,11 +50,12 @@ class StreamProtocol:
             else:
                 self._control(parse_object(message))
         except ClientError as error:
-            self._out.add(self._error(error)[0])
+            self._out.add(self._error(error))
         return self._out.take()
 
-    def _error(self, error: ClientError) -> list[Action]:
-        return [Send({"type": "error", "error": error.to_dict()})]
+    def _error(self, error: ClientError) -> Send:
+        """The wire's one error shape, for the client's mistakes and the session's."""
+        return Send({"type": "error", "error": error.to_dict()})
 
     def _audio(self, pcm: bytes) -> None:
         if not self._listening:
@@ -140,9 +142,8 @@ class StreamProtocol:
                 self._send({"type": "clear", "response_id": event.response_id})
             elif isinstance(event, ResponseDone):
                 self._flush_output()
-            elif isinstance(event, Error):  # the wire's one error shape, as for client errors
-                error = ClientError("server_error", event.code, event.message)
-                self._send({"type": "error", "error": error.to_dict()})
+            elif isinstance(event, Error):
+                self._out.add(self._error(ClientError("server_error", event.code, event.message)))
                 continue
             self._send(event.to_dict())
         return self._out.take()

@@ -39,6 +39,31 @@ def kinds(actions: list[Action]) -> list[str]:
     return [m["type"] for m in sent(actions)]
 
 
+def turn_taken(ms: int, response_id: int = 1) -> TurnTaken:
+    """The session took the turn at `ms`."""
+    return TurnTaken(
+        audio_ms=ms,
+        clock_ms=float(ms),
+        response_id=response_id,
+        p_speak=0.9,
+        silence_ms=200,
+        required_silence_ms=190,
+    )
+
+
+def typed_item(text: str, item_id: str | None = None) -> dict[str, Any]:
+    """A client's conversation.item.create of a typed user message."""
+    item: dict[str, Any] = {
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_text", "text": text}],
+    }
+    return {
+        "type": "conversation.item.create",
+        "item": {"id": item_id, **item} if item_id else item,
+    }
+
+
 def realtime(beta: bool = False) -> RealtimeProtocol:
     return RealtimeProtocol(model="m", settings=PolicySettings(), beta=beta, session_id="s1")
 
@@ -59,14 +84,7 @@ def test_realtime_client_events_become_commands() -> None:
     assert wire.receive('{"type": "input_audio_buffer.commit"}') == [Commit()]
     clear = wire.receive('{"type": "input_audio_buffer.clear"}')
     assert clear[0] == ClearInput() and kinds(clear) == ["input_audio_buffer.cleared"]
-    item = {
-        "type": "conversation.item.create",
-        "item": {
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": "hi"}],
-        },
-    }
+    item = typed_item("hi")
     created = wire.receive(json.dumps(item))
     assert created[0] == AddUserText("hi", echo=False)
     assert kinds(created) == ["conversation.item.added", "conversation.item.done"]
@@ -105,14 +123,7 @@ def test_realtime_maps_an_answer_and_its_truncation() -> None:
     actions = wire.events(
         [
             TranscriptFinal(audio_ms=1000, clock_ms=1000.0, text="what time is it?"),
-            TurnTaken(
-                audio_ms=1200,
-                clock_ms=1200.0,
-                response_id=1,
-                p_speak=0.9,
-                silence_ms=200,
-                required_silence_ms=190,
-            ),
+            turn_taken(1200),
             ResponseText(audio_ms=1200, clock_ms=1200.0, response_id=1, text="It is noon."),
             ResponseAudio(audio_ms=1200, clock_ms=1200.0, response_id=1, pcm=pcm, text=""),
             ResponseDone(
@@ -146,14 +157,7 @@ def test_realtime_beta_names_and_a_closing_notice() -> None:
     pcm = np.full(FRAME_SAMPLES, 1000, np.int16)
     actions = wire.events(
         [
-            TurnTaken(
-                audio_ms=0,
-                clock_ms=0.0,
-                response_id=1,
-                p_speak=0.9,
-                silence_ms=200,
-                required_silence_ms=190,
-            ),
+            turn_taken(0),
             *[  # the resampler's first output comes a few frames in
                 ResponseAudio(audio_ms=ms, clock_ms=ms, response_id=1, pcm=pcm, text="")
                 for ms in (0, 20, 40, 60)
@@ -234,14 +238,7 @@ def test_typed_text_is_one_user_item_and_a_spoken_turn_reports_its_usage() -> No
 
     wire = realtime()
     wire.opened()
-    item = {
-        "type": "conversation.item.create",
-        "item": {
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": "hi"}],
-        },
-    }
+    item = typed_item("hi")
     wire.receive(json.dumps(item))
     wire.receive('{"type": "response.create"}')
     typed = wire.events([TranscriptFinal(audio_ms=900, clock_ms=900.0, text="hi")])
@@ -267,14 +264,10 @@ def test_response_metadata_is_echoed_on_the_answer_it_starts() -> None:
     wire.opened()
     create = {"type": "response.create", "response": {"metadata": {"client_event_id": "c1"}}}
     assert wire.receive(json.dumps(create)) == [Respond()]
-    taken = TurnTaken(
-        audio_ms=0, clock_ms=0.0, response_id=1, p_speak=1.0, silence_ms=0, required_silence_ms=0
-    )
+    taken = turn_taken(0)
     [created] = [m for m in sent(wire.events([taken])) if m["type"] == "response.created"]
     assert created["response"]["metadata"] == {"client_event_id": "c1"}
-    later = TurnTaken(
-        audio_ms=9, clock_ms=9.0, response_id=2, p_speak=1.0, silence_ms=0, required_silence_ms=0
-    )
+    later = turn_taken(9, 2)
     [next_one] = [m for m in sent(wire.events([later])) if m["type"] == "response.created"]
     assert next_one["response"]["metadata"] is None  # a turn the policy took: none
     bad = {"type": "response.create", "response": {"metadata": {"n": 1}}}
@@ -285,11 +278,7 @@ def test_response_metadata_is_echoed_on_the_answer_it_starts() -> None:
 def test_items_can_be_retrieved_and_the_output_buffer_cleared() -> None:
     wire = realtime()
     wire.opened()
-    item = {
-        "type": "conversation.item.create",
-        "item": {"id": "u1", "type": "message", "role": "user",
-                 "content": [{"type": "input_text", "text": "hi"}]},
-    }  # fmt: skip
+    item = typed_item("hi", "u1")
     wire.receive(json.dumps(item))
     [retrieved] = sent(wire.receive('{"type": "conversation.item.retrieve", "item_id": "u1"}'))
     assert retrieved["type"] == "conversation.item.retrieved"
@@ -319,14 +308,7 @@ def test_every_realtime_event_parses_as_the_openai_sdk_types() -> None:
     out = wire.opened()
     update = {"type": "session.update", "session": {"type": "realtime", "instructions": "x"}}
     out += wire.receive(json.dumps(update))
-    item = {
-        "type": "conversation.item.create",
-        "item": {
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": "hi"}],
-        },
-    }
+    item = typed_item("hi")
     out += wire.receive(json.dumps(item))
     out += wire.receive('{"type": "nope"}')
     out += wire.receive('{"type": "input_audio_buffer.clear"}')
@@ -337,14 +319,7 @@ def test_every_realtime_event_parses_as_the_openai_sdk_types() -> None:
             TranscriptDelta(audio_ms=600, clock_ms=0.0, text="what"),
             SpeechStopped(audio_ms=900, clock_ms=0.0),
             TranscriptFinal(audio_ms=1000, clock_ms=0.0, text="what time"),
-            TurnTaken(
-                audio_ms=1000,
-                clock_ms=0.0,
-                response_id=1,
-                p_speak=0.9,
-                silence_ms=200,
-                required_silence_ms=190,
-            ),
+            turn_taken(1000),
             ResponseText(audio_ms=1000, clock_ms=0.0, response_id=1, text="It is"),
             *[
                 ResponseAudio(audio_ms=ms, clock_ms=0.0, response_id=1, pcm=pcm, text="It is")
