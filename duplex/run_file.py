@@ -24,6 +24,7 @@ from duplex.config import Settings
 from duplex.drive import DriveResult, drive, mix
 from duplex.events import (
     BackchannelIgnored,
+    Error,
     Event,
     Interrupted,
     ResponseDone,
@@ -136,7 +137,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _show(console: Console, event: Event) -> None:
-    if isinstance(event, TranscriptFinal):
+    if isinstance(event, Error):
+        console.print(f"[{event.audio_ms / 1000:6.2f}s] error ({event.code}): {event.message}")
+    elif isinstance(event, TranscriptFinal):
         heard = event.text or "(heard as speech, no transcript)"
         console.print(f"[{event.audio_ms / 1000:6.2f}s] user: {heard}")
     elif isinstance(event, ResponseDone):
@@ -167,9 +170,11 @@ def transcript(result: DriveResult) -> dict[str, Any]:
                 }
             )
     metrics = [e.to_dict() for e in result.events if isinstance(e, TurnMetrics)]
+    errors = [e.to_dict() for e in result.events if isinstance(e, Error)]
     return {
         "turns": turns,
         "metrics": metrics,
+        "errors": errors,
         "real_time_factor": result.real_time_factor,
         "audio_ms": result.audio_ms,
     }

@@ -8,10 +8,11 @@ can be handed back and reused after `reset()`, which costs no reload.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
 
-from duplex.audio import Frame, float_to_pcm16, pcm16_to_float
+from duplex.audio import Float32Array, Frame, float_to_pcm16, pcm16_to_float
 from duplex.clock import ChargedClock, Clock, RealClock
 from duplex.config import Settings
 from duplex.ports import Recognizer
@@ -66,8 +67,26 @@ class SpeechStack:
         speech = pcm16_to_float(self.voice.synthesize("Hello, how are you today?"))
         device = self.settings.device
         WhisperRecognizer(self.asr_path, device=device, model=self.whisper).transcribe(speech)
+        self._warm_full_window(speech)
         if self.turn_audio is not None:
             self.turn_audio.end_probability(float_to_pcm16(speech))
+
+    def _warm_full_window(self, speech: Float32Array) -> None:
+        """Decode one 30 s window on every recognizer worker at once: each worker's
+        buffers grow to the largest window it has decoded and stay, so the growth
+        (about 45 MB) lands in warm-up, not as a step in the middle of a call."""
+        from models.asr import FULL_WINDOW_S, WhisperRecognizer
+
+        workers = int(getattr(self.whisper.model, "num_workers", 1))
+        device = self.settings.device
+
+        def decode() -> None:
+            recognizer = WhisperRecognizer(self.asr_path, device=device, model=self.whisper)
+            recognizer.transcribe(speech, FULL_WINDOW_S)
+
+        with ThreadPoolExecutor(workers) as pool:
+            for done in [pool.submit(decode) for _ in range(workers)]:
+                done.result()
 
     @cached_property
     def state_head(self) -> StateHead | None:
