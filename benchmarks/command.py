@@ -16,6 +16,7 @@ from duplex.audio import Int16Array
 from duplex.clock import Clock
 from duplex.config import Settings
 from duplex.ports import Steps
+from duplex.session import UNDERSTANDING
 from duplex.tdm import POLICIES
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from models.stack import SpeechStack
 
 REMOTE = "remote"  # a label's variant (POLICY+remote): answers from the external engine
-UNDERSTANDINGS = ("text", "speech", "both")  # POLICY+speech, POLICY+both: how the LM hears
+UNDERSTANDINGS = UNDERSTANDING  # POLICY+speech, POLICY+both: how the LM hears
 SHARED_SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
 # real speech a Debian package installs (codec2-examples, LGPL-2.1): a radio conversation
 # with natural pauses, and read Harvard sentences

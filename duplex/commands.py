@@ -11,11 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from duplex.tdm import Policy
+from duplex.tools import Tools
 
 
 @dataclass(frozen=True, slots=True)
 class Respond:
-    """Take the turn now, whatever the policy says."""
+    """Take the turn now, whatever the policy says. `tools`: this answer's, instead
+    of the session's."""
+
+    tools: Tools | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,21 @@ class SetInstructions:
 
 
 @dataclass(frozen=True, slots=True)
+class SetTools:
+    """The functions every answer from now on may call."""
+
+    tools: Tools
+
+
+@dataclass(frozen=True, slots=True)
+class AddToolResult:
+    """A function's output, for the call `call_id`: the next answer is written from it."""
+
+    call_id: str
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
 class SetPolicy:
     """The turn-taking policy from the next tick on."""
 
@@ -90,6 +109,8 @@ Command = (
     | ClearInput
     | AddUserText
     | SetInstructions
+    | SetTools
+    | AddToolResult
     | SetPolicy
     | SetOutputDelay
     | ShareCores

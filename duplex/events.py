@@ -93,6 +93,18 @@ class ResponseText(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ResponseFunctionCall(Event):
+    """The answer is a call of a declared function (no speech): the client runs it
+    and adds its output (`AddToolResult`)."""
+
+    type: ClassVar[str] = "response_function_call"
+    response_id: int
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class ResponseAudio(Event):
     """One 20 ms output frame to play now; `text` is the clause it belongs to."""
 
@@ -185,6 +197,7 @@ _BY_TYPE: dict[str, type[Event]] = {
         TurnTaken,
         TurnEstimate,
         ResponseText,
+        ResponseFunctionCall,
         Interrupted,
         BackchannelIgnored,
         ResponseDone,

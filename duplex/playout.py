@@ -15,7 +15,13 @@ import numpy as np
 
 from duplex.audio import FRAME_MS, FRAME_SAMPLES, Int16Array
 from duplex.config import PolicySettings
-from duplex.events import Event, ResponderFallback, ResponseAudio, ResponseText
+from duplex.events import (
+    Event,
+    ResponderFallback,
+    ResponseAudio,
+    ResponseFunctionCall,
+    ResponseText,
+)
 from duplex.metrics import TurnRecord
 from duplex.ports import (
     DuplexLM,
@@ -26,6 +32,7 @@ from duplex.ports import (
     SynthesizesAhead,
 )
 from duplex.text import ClauseSplitter, played_words
+from duplex.tools import NO_TOOLS, ToolCall, Tools
 
 
 @dataclass
@@ -53,6 +60,8 @@ class Response:
     generating: bool = True
     remote: bool = False  # an external responder writes it (until it fails)
     tokens_seen: bool = False
+    tools: Tools = NO_TOOLS  # the functions it may call instead of speaking
+    call: ToolCall | None = None  # the call it made
     held: list[Event] = field(default_factory=list)  # a speculative answer's events, unsent
 
     @property
@@ -147,7 +156,7 @@ class Player:
     def start_remote(self, response: Response) -> None:
         """An external responder, if there is one, writes this answer from the history."""
         if self._responder is not None:
-            self._responder.start(self._lm.messages())
+            self._responder.start(self._lm.messages(), response.tools)
             response.remote = True
 
     def stop_remote(self, response: Response) -> None:
@@ -178,6 +187,22 @@ class Player:
             ):
                 break
             text, done = self._write(response, now_ms, events)
+            if response.call is not None:  # no words: a function call
+                if record is not None:
+                    record.first_token_ms = self._timeline(now_ms)
+                call = response.call
+                events.append(
+                    self._event(
+                        ResponseFunctionCall,
+                        now_ms,
+                        response_id=response.id,
+                        call_id=call.call_id,
+                        name=call.name,
+                        arguments=call.arguments,
+                    )
+                )
+                response.generating = False
+                break
             if not text and not done:
                 break  # the responder has nothing yet: the next frame looks again
             budget -= self.settings.tokens_per_call
@@ -220,9 +245,15 @@ class Player:
                     )
                 )
             else:
+                response.call = self._responder.tool_call() if done else None
+                if response.call is not None:
+                    self._lm.write_call(response.call)
+                    return "", True
                 self._lm.write(text, done)
                 return text, done
-        return self._lm.speak(count)
+        text, done = self._lm.speak(count)
+        response.call = self._lm.tool_call() if done else None
+        return text, done
 
     # playout -------------------------------------------------------------------
 

@@ -6,9 +6,10 @@ a driver decides which thread that tick runs on.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from duplex.audio import Float32Array, Frame, Int16Array
+from duplex.tools import NO_TOOLS, ToolCall, Tools
 
 if TYPE_CHECKING:
     from duplex.commands import Command
@@ -131,8 +132,21 @@ class DuplexLM(Protocol):
         """What the LM read in the open turn's speech, in words (then forgotten)."""
         ...
 
-    def begin_response(self) -> None:
-        """Close the user turn and open the assistant's."""
+    def begin_response(self, tools: Tools = NO_TOOLS) -> None:
+        """Close the user turn and open the assistant's; with `tools` active the answer
+        may be (or must be) a call instead of words."""
+        ...
+
+    def tool_call(self) -> ToolCall | None:
+        """The call the open answer made, once `speak` has finished it; None: words."""
+        ...
+
+    def write_call(self, call: ToolCall) -> None:
+        """A call made elsewhere (a `Responder`) is the open answer; it closes it."""
+        ...
+
+    def add_tool_result(self, call_id: str, output: str) -> None:
+        """A function's output joins the conversation (between answers)."""
         ...
 
     def speak(self, max_tokens: int) -> tuple[str, bool]:
@@ -156,8 +170,9 @@ class DuplexLM(Protocol):
         spoken; `done` closes it."""
         ...
 
-    def messages(self) -> list[dict[str, str]]:
-        """The conversation as chat messages (role, content): what the user heard of it."""
+    def messages(self) -> list[dict[str, Any]]:
+        """The conversation as chat messages (role, content, tool calls and their
+        results): what the user heard of it."""
         ...
 
 
@@ -194,8 +209,12 @@ class Responder(Protocol):
     through `DuplexLM.write`, so the state head reads the answer as played.
     """
 
-    def start(self, messages: list[dict[str, str]]) -> None:
+    def start(self, messages: list[dict[str, Any]], tools: Tools = NO_TOOLS) -> None:
         """Begin an answer to this conversation (ending with the user's turn)."""
+        ...
+
+    def tool_call(self) -> ToolCall | None:
+        """The call the answer made, once `read` said it finished; None: words."""
         ...
 
     def read(self, max_tokens: int) -> tuple[str, bool]:

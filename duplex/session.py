@@ -32,6 +32,7 @@ import numpy as np
 from duplex.audio import FRAME_MS, Float32Array, Frame
 from duplex.clock import Clock
 from duplex.commands import (
+    AddToolResult,
     AddUserText,
     Cancel,
     ClearInput,
@@ -41,6 +42,7 @@ from duplex.commands import (
     SetInstructions,
     SetOutputDelay,
     SetPolicy,
+    SetTools,
     ShareCores,
     Truncate,
 )
@@ -54,13 +56,10 @@ from duplex.events import (
     SpeechStarted,
     SpeechStopped,
     TranscriptDelta,
-    TranscriptFinal,
-    TurnEstimate,
     TurnMetrics,
-    TurnTaken,
 )
 from duplex.listener import Listener
-from duplex.metrics import TurnRecord
+from duplex.overlap import Overlap
 from duplex.playout import Player, Response
 from duplex.ports import (
     DuplexLM,
@@ -78,21 +77,15 @@ from duplex.tdm import (
     State,
     TurnPolicy,
     after,
-    fuse,
-    sound_can_tell,
 )
-from duplex.text import asks_to_stop
+from duplex.tools import Tools
+from duplex.turn import UserTurn
 from duplex.vad import VadStep, VadTracker
 
-# a step that took longer than this stalled: input arrived meanwhile
 log = logging.getLogger(__name__)
 
-STALL_MS = FRAME_MS
-# the state read from a stop word said over the answer: yield
-_STOP_WORD = StateProbs(0.0, 1.0, 0.0)
-# with speech understanding, voice shorter than this is a cough or a click, not a turn
-MIN_TURN_SPEECH_MS = 240
-UNDERSTANDING = ("text", "speech", "both")
+STALL_MS = FRAME_MS  # a step that took longer than this stalled: input arrived meanwhile
+UNDERSTANDING = ("text", "speech", "both")  # how the LM hears the user
 
 
 class Session:
@@ -151,33 +144,16 @@ class Session:
         self._posted: deque[Command] = deque()  # from other threads, applied before a frame
         self._utterance_ended = False
         self._voice_now = False  # the latest frame was voiced
-        # the open user turn
-        self._user_text = ""
-        self._record: TurnRecord | None = None
-        # the assistant's answer and the user's words over it
-        self._response: Response | None = None
-        self._last_response: Response | None = None  # the latest finished answer
-        self._responses = 0
-        self._overlap_onset: int | None = None
-        self._overlap_end: int | None = None
-        self._overlap_text = ""
-        # an answer written while the silence threshold is still running
-        self._speculative: Response | None = None
-        # the words the decode at a pause heard after the stable ones, which the LM has
-        # read tentatively (the turn's last words, unless the user goes on), and when
-        self._tentative: str | None = None
-        self._tentative_ms = 0
-        self._probs_before_tentative = StateProbs(1.0, 0.0, 0.0)
-        self._probs = StateProbs(1.0, 0.0, 0.0)
-        # the user's audio where each model needs it, and the last estimate sent
+        # the user's audio where each model needs it, and their open turn
         self._listener = Listener(recognizer, turn_audio, speech, self.settings)
-        self._estimated: tuple[float, float | None] | None = None
-        self._after_barge_in = False
-        # the speech path: what it hears of the user's turn, or of words over the answer
         self.understanding = understanding
-        self._speech_pending: list[Float32Array] = []  # heard while a draft answer is open
-        self._overlap_speech: list[Float32Array] = []
-        self._overlap_probs = StateProbs(1.0, 0.0, 0.0)
+        self._turn = UserTurn(
+            lm, self._listener, self._player, self.settings, understanding,
+            self._timeline, self._event,
+        )  # fmt: skip
+        # the assistant's answer and the user's voice over it
+        self._response: Response | None = None
+        self._overlap: Overlap | None = None
 
     @property
     def lm(self) -> DuplexLM:
@@ -249,7 +225,8 @@ class Session:
                 Error, now_ms, code="model_error", message=f"{type(error).__name__}: {error}"
             )
         ]
-        response = self._response or self._speculative
+        turn = self._turn
+        response = self._response or turn.draft
         if response is not None:
             with contextlib.suppress(Exception):
                 self._player.stop_remote(response)  # the engine may be what broke
@@ -259,42 +236,38 @@ class Session:
         with contextlib.suppress(Exception):
             if self._response is not None:
                 self._lm.truncate(self._response.played_text())  # what was heard stays
-            elif self._speculative is not None:
+            elif turn.draft is not None:
                 self._lm.cancel_response()
         with contextlib.suppress(Exception):
             if self._response is None:
                 self._lm.rewrite_turn("")  # the failed turn's words are dropped
         self._listener.reset()
-        if self._record is not None:
+        if turn.record is not None:
             events += self._close_record("failed", now_ms)
         self._move(Move.FAIL)
-        self._speculative = None
-        self._user_text, self._tentative, self._utterance_ended = "", None, False
-        self._overlap_onset = self._overlap_end = None
-        self._overlap_text, self._after_barge_in = "", False
-        self._estimated = None
-        self._speech_pending, self._overlap_speech = [], []
-        self._probs = StateProbs(1.0, 0.0, 0.0)
+        turn.reset()
+        self._overlap, self._utterance_ended = None, False
         return events
 
     # per frame ------------------------------------------------------------
 
     def _hear(self, frame: Frame, vad: VadStep) -> list[Event]:
         events: list[Event] = []
-        if vad.started is None and (self._record is not None or self.state is State.OVERLAP):
+        turn = self._turn
+        if vad.started is None and (turn.record is not None or self._overlap is not None):
             self._listener.keep(frame)  # the turn's sound, for the acoustic estimate
         if vad.started is not None:
             events.append(self._event(SpeechStarted, vad.started))
             # a new turn, or words over the answer
-            new_turn = self.state is not State.LISTENING or self._record is None
+            new_turn = self.state is not State.LISTENING or turn.record is None
             self._listener.speech_started(vad.pre_roll, new_turn)
-            if self._speculative is not None:
-                self._discard_speculation()  # the user goes on: the draft answer is void
+            if turn.draft is not None:
+                turn.discard_draft()  # the user goes on: the draft answer is void
             if self.state is State.SPEAKING:
                 self._move(Move.TALKED_OVER)
-                self._overlap_onset, self._overlap_end, self._overlap_text = vad.started, None, ""
-            elif self._record is None:
-                self._record = TurnRecord(self._responses + 1, user_onset_ms=vad.started)
+                self._overlap = Overlap(vad.started)
+            else:
+                turn.open(vad.started)
         elif vad.in_speech:
             # a frame the VAD keeps in speech only by its lower in-speech threshold, or
             # one whose level is down to the background's, is the fading end of a word:
@@ -305,12 +278,12 @@ class Session:
             events.append(self._event(SpeechStopped, vad.stopped))
             self._listener.speech_stopped()  # the decode at the pause covers the words
             self._utterance_ended = True
-            if self.state is State.OVERLAP:
-                self._overlap_end = vad.stopped
-            elif self._record is not None:
-                self._record.user_last_voiced_ms = vad.stopped
+            if self._overlap is not None:
+                self._overlap.end_ms = vad.stopped
+            elif turn.record is not None:
+                turn.record.user_last_voiced_ms = vad.stopped
                 # when the loop read it: later than the audio says on a busy machine
-                self._record.vad_end_ms = self._timeline(frame.end_ms)
+                turn.record.vad_end_ms = self._timeline(frame.end_ms)
         return events
 
     def _hear_in_speech(self, frame: Frame, voiced: bool) -> list[Event]:
@@ -318,7 +291,7 @@ class Session:
         and the rest of the silence waits: if the VAD then ends the utterance, `finish`
         has nothing new to decode, and the final pass is off the end of turn's path."""
         if voiced:
-            self._retract_tentative()  # the user goes on
+            self._turn.retract()  # the user goes on
             self._listener.voiced(frame)
             return []
         if self._listener.unvoiced(frame) and not self._already_here(self._vad_end_in(frame)):
@@ -345,86 +318,33 @@ class Session:
         return self._timeline(position) - position >= ahead_ms
 
     def _tentative_end(self, rest: str, now_ms: int) -> list[Event]:
-        """The decode at a pause heard `rest` after the stable words. If the turn ends
-        here, those are its last words: the LM reads them now, and a likely end starts
-        the draft answer while the VAD's hangover still runs (the turn is taken only
-        once it ends). If the user goes on, the LM forgets them again."""
+        """The decode at a pause heard `rest` after the stable words: the LM reads
+        them tentatively (`UserTurn.read_tentatively`)."""
         if self.understanding != "text" or self.state is not State.LISTENING:
             return []
-        if self._record is None or not rest.strip():
+        if self._turn.record is None or not rest.strip():
             return []
         words = self._recognizer.stable()  # what this decode agreed on
         events = [self._event(TranscriptDelta, now_ms, text=words)] if words.strip() else []
-        events += self._listen_slice(words, now_ms, ended=False)
-        if self._speculative is not None:
-            return events  # a draft for the words before: the LM is in its answer
-        self._probs_before_tentative = self._probs
-        self._probs = self._lm.listen_tentatively(rest)
-        self._tentative, self._tentative_ms = rest, self._timeline(now_ms)
-        probs = self._estimate(now_ms, events)
-        if probs.speak >= self.settings.speculate_threshold:
-            self._speculate(now_ms)
+        self._turn.hear(words, ended=False)  # inside speech: no turn is taken here
+        self._turn.read_tentatively(rest, now_ms, events)
         return events
-
-    def _hear_ending(self) -> None:
-        """How the voice ended, once per pause: the acoustic half of the estimate, begun
-        when the VAD ends the utterance (on the model's thread, while the LM reads and
-        drafts): a shorter gap between words is no turn's end, and the model is dear
-        (200-300 ms a call on 2 AVX2 cores). Not for words the text calls unfinished:
-        the sound cannot finish them (`tdm.fuse`)."""
-        if sound_can_tell(self._probs, self.settings):
-            self._listener.hear_ending()
-
-    def _estimate(self, now_ms: int, events: list[Event], wait: bool = False) -> StateProbs:
-        """The words' estimate fused with the sound's, once it is here (`wait`: wait for
-        it); a TurnEstimate when either changed."""
-        p_audio = self._listener.p_audio(wait)
-        probs = fuse(self._probs, p_audio, self.settings)
-        if self._estimated != (self._probs.speak, p_audio):
-            before = self._estimated[1] if self._estimated else None
-            if before is None and p_audio is not None and self._record is not None:
-                self._record.turn_audio_ms = self._timeline(now_ms)  # the sound's verdict
-            self._estimated = (self._probs.speak, p_audio)
-            events.append(
-                self._event(
-                    TurnEstimate,
-                    now_ms,
-                    p_text=self._probs.speak,
-                    p_audio=p_audio,
-                    p_speak=probs.speak,
-                )
-            )
-        return probs
-
-    def _retract_tentative(self) -> None:
-        """The LM forgets the words it read at a pause, and a draft answer to them."""
-        if self._tentative is None:
-            return
-        if self._speculative is not None:
-            self._discard_speculation()
-        self._lm.retract()
-        self._tentative, self._probs = None, self._probs_before_tentative
 
     def _feed_speech(self, frame: Frame, vad: VadStep) -> None:
         """The speech path hears the user's turn from its onset, pauses and the silence
         after it included (that silence is what the head reads as an end), up to the
         longest silence the policy waits; or the words said over the answer."""
-        overlap = self.state is State.OVERLAP
-        if vad.started is not None and not self._listener.feeding and overlap:
-            self._overlap_speech, self._overlap_probs = [], StateProbs(1.0, 0.0, 0.0)
-        wanted = overlap or self._record is not None
+        if vad.started is not None and not self._listener.feeding and self._overlap:
+            self._overlap.restart_speech()
+        wanted = self._overlap is not None or self._turn.record is not None
         for embeddings in self._listener.feed_speech(frame, vad, wanted):
             self._hear_speech(embeddings)
 
     def _hear_speech(self, embeddings: Float32Array) -> None:
-        if self.state is State.OVERLAP:
-            self._overlap_speech.append(embeddings)
-            self._overlap_probs = self._lm.overlap_speech(np.concatenate(self._overlap_speech))
-        elif self.state is State.LISTENING and self._record is not None:
-            if self._speculative is not None:  # the LM is inside the draft answer
-                self._speech_pending.append(embeddings)
-            else:
-                self._probs = self._lm.listen_speech(embeddings)
+        if self._overlap is not None:
+            self._overlap.hear_speech(embeddings, self._lm)
+        elif self.state is State.LISTENING and self._turn.record is not None:
+            self._turn.hear_speech(embeddings)
 
     def _play(self, position_ms: int, vad: VadStep) -> list[Event]:
         response = self._response
@@ -441,7 +361,7 @@ class Session:
             # is sent: a user who began to talk meanwhile holds it where it was (an
             # answer's first frame does not wait: the user was silent, that is why)
             return []
-        sent = self._player.send(response, position_ms, self._record)
+        sent = self._player.send(response, position_ms, self._turn.record)
         if sent is not None:
             return [sent]
         if response.finished and not response.queue:
@@ -450,11 +370,12 @@ class Session:
 
     def _read_remote(self, now_ms: int) -> list[Event]:
         """An external responder's text arrives at any time: take it every frame."""
-        if self._speculative is not None and self._speculative.remote:
-            self._speculative.held += self._player.speak(self._speculative, now_ms, self._record)
+        draft, record = self._turn.draft, self._turn.record
+        if draft is not None and draft.remote:
+            draft.held += self._player.speak(draft, now_ms, record)
         response = self._response
         if response is not None and response.remote and self.state is not State.LISTENING:
-            return self._player.speak(response, now_ms, self._record)
+            return self._player.speak(response, now_ms, record)
         return []
 
     # per tick -------------------------------------------------------------
@@ -465,195 +386,103 @@ class Session:
         if ended:
             words += self._recognizer.finish()
             self._utterance_ended = False
-            if self._record is not None and self.state is State.LISTENING:
-                self._record.asr_final_ms = self._timeline(now_ms)
+            if self._turn.record is not None and self.state is State.LISTENING:
+                self._turn.record.asr_final_ms = self._timeline(now_ms)
         events: list[Event] = []
         if words.strip():
             events.append(self._event(TranscriptDelta, now_ms, text=words))
-        if self.state is State.LISTENING:
-            events += self._listen_slice(words, now_ms, ended)
+        if self.state is State.LISTENING and self._turn.record is not None:
+            self._turn.hear(words, ended)
+            events += self._decide(now_ms)
         elif self.state is State.OVERLAP:
             events += self._overlap_slice(words, now_ms)
         if self._response is not None and self.state is not State.LISTENING:
-            events += self._player.speak(self._response, now_ms, self._record)
+            events += self._player.speak(self._response, now_ms, self._turn.record)
         return events
 
     def _first_clause(self, now_ms: int) -> list[Event]:
         """A turn taken between ticks starts its answer now, not at the next tick."""
         if self.state is not State.SPEAKING or self._response is None:
             return []
-        return self._player.speak(self._response, now_ms, self._record)
-
-    def _listen_slice(self, words: str, now_ms: int, ended: bool) -> list[Event]:
-        if self._record is None:  # nobody has spoken since the last answer
-            return []
-        if self._tentative is not None and (words.strip() or ended):
-            if ended and words.strip() == self._tentative.strip():
-                # the utterance ended with the words the LM read at the pause
-                self._user_text += words
-                self._tentative, self._record.asr_final_ms = None, self._tentative_ms
-                return self._decide(now_ms)
-            self._retract_tentative()
-        if words.strip() and self._speculative is not None:
-            self._discard_speculation()  # the user went on
-        self._user_text += words
-        if self._speculative is None and self.understanding == "text":
-            # while a draft is written, the LM is in the answer
-            self._probs = self._lm.listen(words)
-        return self._decide(now_ms)
+        return self._player.speak(self._response, now_ms, self._turn.record)
 
     def _decide(self, now_ms: int) -> list[Event]:
         """While listening: take the turn now? Checked at every tick and, once the
         user's words are all in, at every frame between ticks: only the silence grows."""
+        turn = self._turn
+        record = turn.record
         # a voiced frame the VAD has not yet called speech may be the user going on
-        if self._record is None or self._vad.in_speech or self._voice_now:
+        if record is None or self._vad.in_speech or self._voice_now:
             return []
-        if not self._said_something(self._record):  # a cough or a click: no turn
-            self._record, self._listener.feeding = None, False
+        if not turn.said_something():  # a cough or a click: no turn
+            turn.record, self._listener.feeding = None, False
             return []
-        if self._record.user_last_voiced_ms is None:  # typed words wait for `respond`
+        if record.user_last_voiced_ms is None:  # typed words wait for `respond`
             return []
-        self._hear_ending()
+        turn.hear_ending()
         events: list[Event] = []
-        probs = self._estimate(now_ms, events)
-        silence = now_ms - self._record.user_last_voiced_ms
+        probs = turn.estimate(now_ms, events)
+        silence = now_ms - record.user_last_voiced_ms
         # who interrupts goes on ("Wait. Stop. What about Spain?"): room for it
-        room = self.settings.after_barge_in_silence_ms if self._after_barge_in else 0
+        room = self.settings.after_barge_in_silence_ms if turn.after_barge_in else 0
         if silence >= room and self.policy.take_turn(probs, silence):
             ending = self._listener.ending
             if ending is not None and not ending.done():
                 # the sound's verdict is still coming, and it may hold the turn: wait
-                probs = self._estimate(now_ms, events, wait=True)
+                probs = turn.estimate(now_ms, events, wait=True)
             if self.policy.take_turn(probs, silence):
                 return events + self._take_turn(probs, silence, now_ms)
         likely = probs.speak >= self.settings.speculate_threshold
-        if self._speculative is None and likely:
+        if turn.draft is None and likely:
             needed = max(room, round(self.policy.required_silence_ms(probs.speak)))
             if not self._already_here(needed - silence):  # else the turn's frame is here
-                self._speculate(now_ms)
+                turn.start_draft(now_ms)
         return events
 
-    def _speculate(self, now_ms: int) -> None:
-        """Likely the end: write and synthesize the start of the answer while silence runs."""
-        self._speculative = self._begin_answer(Response(self._responses + 1))
-        self._speculative.held = self._player.speak(self._speculative, now_ms, self._record)
-
-    def _said_something(self, record: TurnRecord) -> bool:
-        """Words, or with speech understanding alone, voice long enough to be words."""
-        if self._user_text.strip():
-            return True
-        onset, end = record.user_onset_ms, record.user_last_voiced_ms
-        if self.understanding != "speech" or onset is None or end is None:
-            return False
-        return end - onset >= MIN_TURN_SPEECH_MS
-
-    def _begin_answer(self, response: Response) -> Response:
-        self._last_response = None  # the one before can no longer be cut
-        if self.understanding == "speech":
-            # answered straight after speech positions the LM says back what it heard
-            # (the adapter was trained to transcribe): it writes down what it read first,
-            # and answers that; a draft dropped for more speech keeps its words
-            self._user_text = f"{self._user_text} {self._lm.transcribe_heard()}".strip()
-        if self.understanding != "text":
-            self._lm.rewrite_turn(self._user_text)  # heard as speech, answered from words
-        self._lm.begin_response()
-        self._player.start_remote(response)
-        return response
-
-    def _discard_speculation(self) -> None:
-        assert self._speculative is not None
-        self._player.stop_remote(self._speculative)
-        self._lm.cancel_response()
-        self._speculative = None
-        if self._speech_pending:  # what the speech path heard meanwhile joins the turn
-            self._probs = self._lm.listen_speech(np.concatenate(self._speech_pending))
-            self._speech_pending = []
-        if self._record is not None:
-            self._record.first_token_ms = self._record.first_tts_audio_ms = None
-
-    def _take_turn(self, probs: StateProbs, silence: int, now_ms: int) -> list[Event]:
-        assert self._record is not None
-        self._responses += 1
-        response = self._speculative or self._begin_answer(Response(self._responses))
-        self._speculative = None
-        self._speech_pending = []
-        self._record.response_id = response.id
-        self._record.decision_ms = self._timeline(now_ms)
-        self._after_barge_in = False
-        self._listener.turn_taken()
-        self._estimated = None
-        events = [
-            self._event(TranscriptFinal, now_ms, text=self._user_text.strip()),
-            self._event(
-                TurnTaken,
-                now_ms,
-                response_id=response.id,
-                p_speak=probs.speak,
-                silence_ms=silence,
-                required_silence_ms=round(self.policy.required_silence_ms(probs.speak)),
-            ),
-            *response.held,
-        ]
-        response.held = []
-        self._user_text = ""
-        self._response = response
+    def _take_turn(
+        self, probs: StateProbs, silence: int, now_ms: int, tools: Tools | None = None
+    ) -> list[Event]:
+        self._response, events = self._turn.take(probs, silence, now_ms, self.policy, tools)
         self._move(Move.TAKE_TURN)
         return events
 
     def _overlap_slice(self, words: str, now_ms: int) -> list[Event]:
-        assert self._response is not None and self._overlap_onset is not None
-        self._overlap_text += words
+        overlap, response = self._overlap, self._response
+        assert overlap is not None and response is not None
+        overlap.text += words
+        confidence = self._recognizer.last_confidence
         ended = not self._vad.in_speech
-        if self.understanding != "text":
-            probs = self._overlap_probs  # the speech path's reading, chunk by chunk
-            if asks_to_stop(self._overlap_text):
-                probs = _STOP_WORD  # the recognizer's "wait": the head may hear an "uh-huh"
-        else:
-            probs = self._lm.overlap(self._overlap_text)
-            unsure = self._recognizer.last_confidence < self.settings.min_overlap_confidence
-            if unsure and not asks_to_stop(self._overlap_text):
-                # the recognizer guessed words for a sound: not words to yield to
-                probs = StateProbs(probs.listen + probs.speak, 0.0, probs.dismiss)
-        overlap_ms = (
-            self._overlap_end if ended and self._overlap_end else now_ms
-        ) - self._overlap_onset
-        decision = self.policy.on_overlap(probs, overlap_ms, ended)
-        speech = self._overlap_speech if self.understanding == "speech" else []
-        if decision is OverlapDecision.DISMISS and speech:
-            # about to be dismissed: what the LM reads in it, once ("wait, stop." is no
-            # "uh-huh"); a yield never waits for this decode
-            self._overlap_text = self._lm.overlap_words(np.concatenate(speech))
-            if asks_to_stop(self._overlap_text):
-                decision = self.policy.on_overlap(_STOP_WORD, overlap_ms, ended)
+        decision = overlap.decide(
+            self._lm, confidence, self.policy, self.settings, self.understanding, now_ms, ended
+        )
         if decision is OverlapDecision.YIELD:
             return self._yield(now_ms)
         if decision is OverlapDecision.DISMISS:
-            if self._record is not None:
-                self._record.backchannels += 1
-            held = self.settings.hold_on_overlap and not self._response.finished
+            if self._turn.record is not None:
+                self._turn.record.backchannels += 1
+            held = self.settings.hold_on_overlap and not response.finished
             event = self._event(
                 BackchannelIgnored,
                 now_ms,
-                response_id=self._response.id,
-                text=self._overlap_text.strip(),
-                onset_ms=self._overlap_onset,
+                response_id=response.id,
+                text=overlap.text.strip(),
+                onset_ms=overlap.onset_ms,
                 held_ms=max(0, self._timeline(now_ms) - self._player.output_end) if held else 0,
             )
             self._move(Move.DISMISS)
-            self._overlap_onset, self._overlap_text = None, ""
-            self._listener.feeding, self._overlap_speech = False, []
+            self._overlap, self._listener.feeding = None, False
             return [event]
         return []
 
     def _yield(self, now_ms: int) -> list[Event]:
         """Barge-in: stop output now, keep only what was heard, the user has the turn."""
-        onset = self._overlap_onset
-        assert onset is not None
-        if self._record is not None:
-            self._record.barge_in_onset_ms = onset
+        assert self._overlap is not None
+        onset = self._overlap.onset_ms
+        if self._turn.record is not None:
+            self._turn.record.barge_in_onset_ms = onset
         events = self._stop_output("interrupted", now_ms, onset)
-        self._continue_user_turn(onset, Move.YIELD)
-        self._after_barge_in = True  # the new turn began by interrupting
+        self._continue_user_turn(Move.YIELD)
+        self._turn.after_barge_in = True  # the new turn began by interrupting
         return events
 
     def _stop_output(
@@ -685,9 +514,9 @@ class Session:
         progress) is an `error` event; the session goes on.
         """
         match command:
-            case Respond():
+            case Respond(tools):
                 try:
-                    return self.respond()
+                    return self.respond(tools)
                 except ValueError as error:  # one is in progress: it goes on
                     code = "response_in_progress"
                     return [self._event(Error, self.position_ms, code=code, message=str(error))]
@@ -704,6 +533,10 @@ class Session:
                 return events if echo else [e for e in events if not isinstance(e, TranscriptDelta)]
             case SetInstructions(text):
                 self.set_instructions(text)
+            case SetTools(tools):
+                self._turn.tools = tools
+            case AddToolResult(call_id, output):
+                return self.add_tool_result(call_id, output)
             case SetPolicy(policy):
                 self.policy = policy
             case SetOutputDelay(ms):
@@ -728,52 +561,59 @@ class Session:
         """
         now = self.position_ms
         events = self.cancel() if self._response is not None else []
-        self._retract_tentative()
-        if self._speculative is not None:
-            self._discard_speculation()
+        turn = self._turn
+        turn.retract()
+        if turn.draft is not None:
+            turn.discard_draft()
         words = text.strip()
         if not words:
             return events
-        if self._record is None:
-            self._record = TurnRecord(self._responses + 1, user_onset_ms=now)
-        words = (" " if self._user_text.strip() else "") + words
-        self._user_text += words
-        self._probs = self._lm.listen(words)
+        turn.open(now)
+        words = (" " if turn.text.strip() else "") + words
+        turn.add_text(words)
         return [*events, self._event(TranscriptDelta, now, text=words)]
 
-    def respond(self) -> list[Event]:
-        """Take the turn now, whatever the policy says (a client's explicit request)."""
+    def respond(self, tools: Tools | None = None) -> list[Event]:
+        """Take the turn now, whatever the policy says (a client's explicit request);
+        the answer may call `tools` (default: the session's)."""
         now = self.position_ms
         if self._response is not None:
             raise ValueError("a response is already in progress; cancel it first")
-        self._retract_tentative()  # words the recognizer has not finished are not the turn's
-        if self._record is None:
-            self._record = TurnRecord(self._responses + 1, user_onset_ms=now)
-        silence = now - (self._record.user_last_voiced_ms or now)
-        events = self._take_turn(self._probs, silence, now)
-        return (
-            events + self._player.speak(self._response, now, self._record)
-            if self._response
-            else events
-        )
+        self._turn.retract()  # words the recognizer has not finished are not the turn's
+        record = self._turn.open(now)
+        silence = now - (record.user_last_voiced_ms or now)
+        events = self._take_turn(self._turn.probs, silence, now, tools)
+        assert self._response is not None
+        return events + self._player.speak(self._response, now, record)
 
     def commit(self) -> list[Event]:
         """End the user's utterance now (manual turns): its words join the open turn."""
-        self._retract_tentative()  # the LM reads the final words instead
+        self._turn.retract()  # the LM reads the final words instead
         words = self._recognizer.finish()
         self._utterance_ended = False
         if not words.strip():
             return []
-        if self._record is None:
-            self._record = TurnRecord(self._responses + 1, user_onset_ms=self.position_ms)
-        self._user_text += words
-        if self._speculative is None:
-            self._probs = self._lm.listen(words)
+        self._turn.open(self.position_ms)
+        self._turn.add_text(words)
         return [self._event(TranscriptDelta, self.position_ms, text=words)]
+
+    def add_tool_result(self, call_id: str, output: str) -> list[Event]:
+        """A function's output joins the conversation; the next answer (`respond`)
+        is written from it. Not while an answer is in progress."""
+        if self._response is not None:
+            message = "a function's output joins between answers; cancel the answer first"
+            return [
+                self._event(Error, self.position_ms, code="response_in_progress", message=message)
+            ]
+        self._turn.retract()
+        if self._turn.draft is not None:
+            self._turn.discard_draft()
+        self._lm.add_tool_result(call_id, output)
+        return []
 
     def clear_input(self) -> None:
         """Drop the utterance being recognized (words not yet heard by the LM)."""
-        self._retract_tentative()
+        self._turn.retract()
         self._recognizer.reset()
         self._utterance_ended = False
 
@@ -783,8 +623,8 @@ class Session:
         those words. A finished answer can be cut until the user's next turn begins."""
         if self._response is not None:
             return self.cancel(heard_ms)
-        if self._last_response is not None:
-            self._lm.truncate(self._last_response.heard_within(heard_ms))
+        if self._turn.last_response is not None:
+            self._lm.truncate(self._turn.last_response.heard_within(heard_ms))
         return []
 
     def close(self) -> None:
@@ -799,14 +639,13 @@ class Session:
         """Stop the answer being written or played; the LM keeps what was heard, or the
         words of its first `heard_ms` where the client plays the audio and says so."""
         now = self.position_ms
-        if self._speculative is not None:
-            self._discard_speculation()
+        if self._turn.draft is not None:
+            self._turn.discard_draft()
         if self._response is None:
             return []
-        onset = self._overlap_onset
         events = self._stop_output("cancelled", now, now, heard_ms)
-        if onset is not None:
-            self._continue_user_turn(onset, Move.END)  # the user is talking: their turn goes on
+        if self._overlap is not None:
+            self._continue_user_turn(Move.END)  # the user is talking: their turn goes on
         else:
             self._move(Move.END)
         return events
@@ -827,35 +666,34 @@ class Session:
                 text=response.played_text(),
             )
         ]
-        if self._record is not None:
-            self._record.output_stopped_ms = stopped_ms
+        if self._turn.record is not None:
+            self._turn.record.output_stopped_ms = stopped_ms
             events += self._close_record(status, position_ms)
         return events
 
     def _finish_response(self, position_ms: int) -> list[Event]:
         events = self._end_response("completed", position_ms, self._player.output_end)
-        self._last_response = self._response
-        if self.state is State.OVERLAP and self._overlap_onset is not None:
-            self._continue_user_turn(self._overlap_onset, Move.END)  # the user was talking
+        self._turn.last_response = self._response
+        if self._overlap is not None:
+            self._continue_user_turn(Move.END)  # the user was talking
         else:
             self._move(Move.END)
         return events
 
-    def _continue_user_turn(self, onset: int, move: Move) -> None:
+    def _continue_user_turn(self, move: Move) -> None:
         """The words said over the answer open the next user turn."""
+        overlap, self._overlap = self._overlap, None
+        assert overlap is not None
         self._move(move)
-        self._record = TurnRecord(self._responses + 1, user_onset_ms=onset)
-        if self._overlap_end is not None:
-            self._record.user_last_voiced_ms = self._overlap_end
-        self._user_text, self._overlap_text = self._overlap_text, ""
-        self._overlap_onset = self._overlap_end = None
-        self._lm.listen(self._user_text)
-        if self._overlap_speech:  # the speech path heard the words said over the answer
-            self._probs = self._lm.listen_speech(np.concatenate(self._overlap_speech))
-            self._overlap_speech = []
+        turn = self._turn
+        turn.open(overlap.onset_ms).user_last_voiced_ms = overlap.end_ms
+        turn.text = overlap.text
+        self._lm.listen(turn.text)
+        if overlap.speech:  # the speech path heard the words said over the answer
+            turn.probs = self._lm.listen_speech(np.concatenate(overlap.speech))
 
     def _close_record(self, outcome: str, position_ms: int) -> list[Event]:
-        record, self._record = self._record, None
+        record, self._turn.record = self._turn.record, None
         assert record is not None
         record.outcome = outcome
         return [self._event(TurnMetrics, position_ms, record=record)]

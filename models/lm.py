@@ -25,9 +25,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import json
 import logging
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +40,11 @@ import numpy.typing as npt
 
 from duplex.ports import StateProbs
 from duplex.text import plain
+from duplex.tools import NO_TOOLS, ToolCall, Tools
 from models.chatml import TURN_END, opening, turns
 from models.end_of_turn import rule_state
 from models.state_head import StateHead
+from models.tool_calls import CallDecoder, call_text, mentioned, parse_call, tools_note
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -163,6 +167,7 @@ class LlamaDuplexLM:
         self.state_head = state_head
         self.speech_head = speech_head
         self._speech_batch: Any = None
+        self._pieces: list[str] | None = None  # every token's text, for decoding calls
         self.reset()
 
     def reset(self) -> None:
@@ -173,6 +178,7 @@ class LlamaDuplexLM:
         self._turn_start = 0  # where the open turn's contents begin
         self._user_text = ""
         self._answer: _Answer | None = None
+        self._call: ToolCall | None = None
         self._before_answer = self._mark()
         # where the cache was before `listen_tentatively`, until kept or retracted
         self._tentative: _Mark | None = None
@@ -304,15 +310,68 @@ class LlamaDuplexLM:
             return text
         return (" " if text[0].isspace() else "") + plain(text)
 
-    def begin_response(self) -> None:
+    def begin_response(self, tools: Tools = NO_TOOLS) -> None:
         self._before_answer = self._mark()
+        self._call = self._decide_call(tools) if tools.active else None
         self._open("assistant")
         self._answer = _Answer(start=len(self.tokens), tokens=[], pieces=[])
+        if self._call is not None:
+            self.write_call(self._call)
+
+    def _decide_call(self, tools: Tools) -> ToolCall | None:
+        """The call this answer makes, or None to answer in words (`models.tool_calls`):
+        decoded in a probe that reads the tools' note; only the call stays."""
+        allowed = tools.allowed()
+        if not tools.must_call:
+            allowed = tuple(t for t in allowed if mentioned(t, self._user_text))
+            if not allowed:
+                return None
+        note = (TURN_END if self._open_role is not None else "") + opening("system")
+        note += tools_note(allowed) + TURN_END + opening("assistant")
+        decoder = CallDecoder(
+            lambda text: self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False),
+            lambda tokens: self._eval(tokens, hidden=False),
+            lambda: self._logits,
+            self._probe,
+            self._vocab_pieces(),
+        )
+        with self._probe():
+            self._append(note, hidden=False)
+            return decoder.write(allowed, f"call_{uuid.uuid4().hex[:12]}")
+
+    def tool_call(self) -> ToolCall | None:
+        return self._call if self._answer is not None else None
+
+    def write_call(self, call: ToolCall) -> None:
+        """The answer is this call: it joins the cache as the assistant's turn, closed."""
+        answer = self._answer
+        if answer is None or answer.done:
+            raise ValueError("no answer is open to write to")
+        self._call = call
+        tokens = self._llm.tokenize(call_text(call).encode("utf-8"), add_bos=False, special=False)
+        answer.tokens += tokens
+        answer.pieces += [self._piece(t) for t in tokens]
+        self._eval(tokens, hidden=False)
+        self._close_answer()
+
+    def add_tool_result(self, call_id: str, output: str) -> None:
+        """A function's output, as a `tool` turn after the call."""
+        if self._answer is not None and not self._answer.done:
+            raise ValueError("a function's output joins between answers")
+        self._open("tool")
+        self._append(json.dumps({"id": call_id, "output": output}), hidden=False)
+        self._close_turn()
+        self._answer = None
+
+    def _vocab_pieces(self) -> list[str]:
+        if self._pieces is None:
+            self._pieces = [self._piece(t) for t in range(self._n_vocab)]
+        return self._pieces
 
     def cancel_response(self) -> None:
         """A speculative answer the user talked over: back to the open user turn, as it was."""
         self._rewind(self._before_answer)
-        self._answer, self._open_role = None, "user"
+        self._answer, self._open_role, self._call = None, "user", None
 
     def speak(self, max_tokens: int) -> tuple[str, bool]:
         answer = self._answer
@@ -348,10 +407,27 @@ class LlamaDuplexLM:
         if done:
             self._close_answer()
 
-    def messages(self) -> list[dict[str, str]]:
-        """The conversation in the cache as chat messages; an answer not begun is left out."""
-        out = [{"role": role, "content": content.strip()} for role, content in turns(self.text())]
-        if out and out[-1]["role"] == "assistant" and not out[-1]["content"]:
+    def messages(self) -> list[dict[str, Any]]:
+        """The conversation in the cache as chat messages, calls and their outputs as
+        chat completions has them; an answer not begun is left out."""
+        out: list[dict[str, Any]] = []
+        calls: set[str] = set()
+        for role, content in turns(self.text()):
+            content = content.strip()
+            call = parse_call(content) if role == "assistant" else None
+            if call is not None:
+                calls.add(call.call_id)
+                function = {"name": call.name, "arguments": call.arguments}
+                tool_call = {"id": call.call_id, "type": "function", "function": function}
+                out.append({"role": "assistant", "content": None, "tool_calls": [tool_call]})
+            elif role == "tool":
+                result = _tool_result(content)
+                if result is not None and result[0] in calls:  # its call may have left
+                    out.append({"role": "tool", "tool_call_id": result[0], "content": result[1]})
+            else:
+                out.append({"role": role, "content": content})
+        last = out[-1] if out else {}
+        if last.get("role") == "assistant" and not last["content"] and not last.get("tool_calls"):
             out.pop()
         return out
 
@@ -617,6 +693,17 @@ class LlamaDuplexLM:
     def _token_id(self, text: str) -> int:
         [token] = self._llm.tokenize(text.encode(), add_bos=False, special=True)
         return int(token)
+
+
+def _tool_result(content: str) -> tuple[str, str] | None:
+    """(call id, output) of a tool turn."""
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+        return None
+    return body["id"], str(body.get("output", ""))
 
 
 def _floats(pointer: Any, n: int) -> Float32Array:

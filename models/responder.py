@@ -28,11 +28,13 @@ import queue
 import socket
 import threading
 import time
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
 from duplex.config import ResponderSettings
 from duplex.ports import ResponderError
+from duplex.tools import NO_TOOLS, ToolCall, Tools
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +117,11 @@ class _Stream:
             if data == "[DONE]":
                 self.items.put(("done", ""))
                 return
-            text, finished = _delta(json.loads(data))
+            text, calls, finished = _delta(json.loads(data))
             if text:
                 self.items.put(("text", text))
+            for call in calls:
+                self.items.put(("call", json.dumps(call)))
             if finished:
                 self.items.put(("done", ""))
                 return
@@ -127,8 +131,8 @@ class _Retry(Exception):
     """A failure before any text arrived: worth one more try."""
 
 
-def _delta(chunk: Any) -> tuple[str, bool]:
-    """(content, finished) of one chat.completion.chunk."""
+def _delta(chunk: Any) -> tuple[str, list[dict[str, Any]], bool]:
+    """(content, tool call deltas, finished) of one chat.completion.chunk."""
     if not isinstance(chunk, dict):
         raise ValueError(f"a stream chunk is not an object: {chunk!r}")
     if "error" in chunk:
@@ -136,8 +140,51 @@ def _delta(chunk: Any) -> tuple[str, bool]:
     choices = chunk.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
     delta = choice.get("delta") or {}
-    content = delta.get("content") if isinstance(delta, dict) else None
-    return (content if isinstance(content, str) else ""), choice.get("finish_reason") is not None
+    if not isinstance(delta, dict):
+        delta = {}
+    content = delta.get("content")
+    calls = [c for c in delta.get("tool_calls") or [] if isinstance(c, dict)]
+    text = content if isinstance(content, str) else ""
+    return text, calls, choice.get("finish_reason") is not None
+
+
+class _CallParts:
+    """A streamed tool call's pieces (id and name first, the arguments in fragments)."""
+
+    def __init__(self) -> None:
+        self.calls: dict[int, dict[str, str]] = {}
+
+    def add(self, delta: dict[str, Any]) -> None:
+        index = delta.get("index", 0)
+        call = self.calls.setdefault(index if isinstance(index, int) else 0, {})
+        function = delta.get("function")
+        if not isinstance(function, dict):
+            function = {}
+        for key, value in (("id", delta.get("id")), ("name", function.get("name"))):
+            if isinstance(value, str) and value:
+                call[key] = value
+        fragment = function.get("arguments")
+        if isinstance(fragment, str):
+            call["arguments"] = call.get("arguments", "") + fragment
+
+    def first(self) -> ToolCall | None:
+        """The answer's call (one an answer; an engine's further parallel calls are
+        dropped, logged)."""
+        if not self.calls:
+            return None
+        if len(self.calls) > 1:
+            log.warning("the engine made %d calls at once; the first is kept", len(self.calls))
+        call = self.calls[min(self.calls)]
+        if "name" not in call:
+            raise ResponderError("the engine streamed a tool call without a name")
+        arguments = call.get("arguments") or "{}"
+        try:
+            json.loads(arguments)
+        except ValueError:
+            reason = f"the engine's tool call arguments are not JSON: {arguments!r}"
+            raise ResponderError(reason) from None
+        call_id = call.get("id") or f"call_{uuid.uuid4().hex[:12]}"
+        return ToolCall(call_id, call["name"], arguments)
 
 
 class RemoteResponder:
@@ -154,19 +201,25 @@ class RemoteResponder:
         self._max_tokens = max_tokens
         self._temperature = temperature
         self._stream: _Stream | None = None
+        self._parts = _CallParts()
+        self._call: ToolCall | None = None
         self._started = 0.0
         self._first = True
         self.first_token_s: float | None = None  # of the latest answer, from `start`
 
-    def start(self, messages: list[dict[str, str]]) -> None:
+    def start(self, messages: list[dict[str, Any]], tools: Tools = NO_TOOLS) -> None:
         self.stop()
-        body = {
+        body: dict[str, Any] = {
             "model": self.settings.model,
             "messages": messages,
             "stream": True,
             "max_tokens": self._max_tokens,
             "temperature": self._temperature,
         }
+        if tools.active:
+            body["tools"] = [tool.to_openai() for tool in tools.allowed()]
+            body["tool_choice"] = tools.openai_choice()
+        self._parts, self._call = _CallParts(), None
         self._started, self._first, self.first_token_s = time.monotonic(), True, None
         self._stream = _Stream(
             self.url, self._headers, json.dumps(body).encode("utf-8"), self.settings.timeout_s
@@ -186,12 +239,16 @@ class RemoteResponder:
                 self.stop()
                 log.warning("the engine failed: %s", value)
                 raise ResponderError(value)
+            if kind == "call":
+                self._parts.add(json.loads(value))
+                continue
             if kind == "done":
                 self._stream = None
+                self._call = self._parts.first()
                 return text, True
             text, pieces = text + value, pieces + 1
         waited_ms = (time.monotonic() - self._started) * 1000
-        if self._first and text:
+        if self._first and (text or self._parts.calls):
             self._first, self.first_token_s = False, waited_ms / 1000
         elif self._first and waited_ms > self.settings.first_token_ms:
             self.stop()
@@ -199,6 +256,9 @@ class RemoteResponder:
             log.warning(reason)
             raise ResponderError(reason)
         return text, False
+
+    def tool_call(self) -> ToolCall | None:
+        return self._call
 
     def stop(self) -> None:
         if self._stream is not None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from duplex.audio import FRAME_MS, Float32Array, StreamResampler, float_to_pcm16, pcm16_to_float
 from duplex.commands import (
+    AddToolResult,
     AddUserText,
     Cancel,
     ClearInput,
@@ -32,6 +33,7 @@ from duplex.commands import (
     Respond,
     SetInstructions,
     SetPolicy,
+    SetTools,
     Truncate,
 )
 from duplex.config import PolicySettings
@@ -43,6 +45,7 @@ from duplex.events import (
     ResponderFallback,
     ResponseAudio,
     ResponseDone,
+    ResponseFunctionCall,
     ResponseText,
     SpeechStarted,
     SpeechStopped,
@@ -52,6 +55,7 @@ from duplex.events import (
     TurnTaken,
 )
 from duplex.tdm import FixedSilence, Policy, TurnPolicy
+from duplex.tools import Tool, Tools
 from server.protocol import Action, Actions, Audio, ClientError, Listen, Send, parse_object, require
 
 RATE = 24_000
@@ -111,6 +115,8 @@ class _Answer:
     audio_ms: int = 0
     metadata: dict[str, str] | None = None  # the client's, from its response.create
     resampler: StreamResampler = field(default_factory=lambda: StreamResampler(16_000, RATE))
+    announced: bool = False  # its message item (words) went out
+    call: dict[str, Any] | None = None  # or the function_call item it is
 
 
 class RealtimeProtocol:
@@ -139,6 +145,7 @@ class RealtimeProtocol:
         self._metadata: dict[str, str] | None = None  # for the answer response.create asked
         self._items: dict[str, dict[str, Any]] = {}  # every item announced, as it last was
         self._last_item: str | None = None
+        self._calls: set[str] = set()  # every call_id the assistant made
         self.config: dict[str, Any] = {
             "id": session_id,
             "object": "realtime.session",
@@ -146,6 +153,8 @@ class RealtimeProtocol:
             "model": model,
             "instructions": "",
             "output_modalities": ["audio"],
+            "tools": [],
+            "tool_choice": "auto",
             "audio": {
                 "input": {
                     "format": {"type": "audio/pcm", "rate": RATE},
@@ -250,7 +259,55 @@ class RealtimeProtocol:
         if instructions is not None:
             self.config["instructions"] = instructions
             self._out.add(SetInstructions(instructions))
+        if "tools" in session or "tool_choice" in session:
+            tools = self._tools(session, "session", self.config)
+            self.config["tools"] = [_tool_json(t) for t in tools.tools]
+            self.config["tool_choice"] = session.get("tool_choice", self.config["tool_choice"])
+            self._out.add(SetTools(tools))
         self.send("session.updated", session=self.config)
+
+    def _tools(self, where: dict[str, Any], name: str, default: dict[str, Any]) -> Tools:
+        """`tools` and `tool_choice` of a session.update or response.create (`where`),
+        each defaulting to `default`'s."""
+        raw = where.get("tools", default.get("tools", []))
+        if not isinstance(raw, list):
+            raise ClientError(
+                "invalid_request_error", "invalid_type", "tools must be a list", f"{name}.tools"
+            )
+        tools = []
+        for i, tool in enumerate(raw):
+            field_name = f"{name}.tools[{i}]"
+            if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+                raise ClientError(
+                    "invalid_request_error",
+                    "unsupported_tool",
+                    "only function tools are supported ({type: function, name, parameters})",
+                    field_name,
+                )
+            tool_name, parameters = tool.get("name"), tool.get("parameters", {})
+            if not isinstance(tool_name, str) or not tool_name:
+                raise ClientError(
+                    "invalid_request_error", "missing_name", "a tool needs a name", field_name
+                )
+            if not isinstance(parameters, dict):
+                raise ClientError(
+                    "invalid_request_error",
+                    "invalid_type",
+                    "a tool's parameters must be a JSON schema object",
+                    f"{field_name}.parameters",
+                )
+            description = tool.get("description")
+            tools.append(Tool(tool_name, description if isinstance(description, str) else "",
+                              parameters))  # fmt: skip
+        choice = where.get("tool_choice", default.get("tool_choice", "auto"))
+        if isinstance(choice, dict):
+            choice = choice.get("name") or _object(choice.get("function")).get("name")
+        try:
+            return Tools(tuple(tools), choice if isinstance(choice, str) else "")
+        except ValueError as error:
+            raise ClientError(
+                "invalid_request_error", "invalid_value", str(error), f"{name}.tool_choice"
+            ) from None
 
     def _policy(self, turn: Any) -> Policy:
         if turn is None:
@@ -310,6 +367,9 @@ class RealtimeProtocol:
 
     def _item_create(self, event: dict[str, Any]) -> None:
         item = require(event, "item", dict)
+        if item.get("type") == "function_call_output":
+            self._tool_output(item)
+            return
         if item.get("type", "message") != "message" or item.get("role") != "user":
             raise ClientError(
                 "invalid_request_error",
@@ -345,6 +405,27 @@ class RealtimeProtocol:
             "status": "completed",
             "content": [{"type": "input_text", "text": text}],
         }
+        self._item_added(full)
+
+    def _tool_output(self, item: dict[str, Any]) -> None:
+        """A function's output, for a call the assistant made: the next response.create
+        answers from it."""
+        call_id, output = item.get("call_id"), item.get("output")
+        if not isinstance(call_id, str) or call_id not in self._calls:
+            raise ClientError(
+                "invalid_request_error",
+                "invalid_value",
+                f"call_id {call_id!r} is no function call the assistant made",
+                "item.call_id",
+            )
+        if not isinstance(output, str):
+            raise ClientError(
+                "invalid_request_error", "invalid_type", "output must be a string", "item.output"
+            )
+        self._out.add(AddToolResult(call_id, output))
+        item_id = item.get("id") if isinstance(item.get("id"), str) else self._item_id()
+        full = {"id": item_id, "object": "realtime.item", "type": "function_call_output",
+                "call_id": call_id, "output": output, "status": "completed"}  # fmt: skip
         self._item_added(full)
 
     def _truncate(self, event: dict[str, Any]) -> None:
@@ -395,7 +476,10 @@ class RealtimeProtocol:
                 "response.metadata",
             )
         self._metadata = metadata  # echoed on the answer it starts (clients match on it)
-        self._out.add(Respond())
+        tools = None
+        if "tools" in response or "tool_choice" in response:
+            tools = self._tools(response, "response", self.config)
+        self._out.add(Respond(tools))
 
     def _item_retrieve(self, event: dict[str, Any]) -> None:
         item_id = require(event, "item_id", str)
@@ -511,6 +595,13 @@ class RealtimeProtocol:
         answer = _Answer(self._response_id(), self._item_id(), metadata=self._metadata)
         self._metadata = None
         self._answers[event.response_id] = answer
+        self.send("response.created", response=self._response(answer, "in_progress", []))
+
+    def _announce(self, answer: _Answer) -> None:
+        """The answer's message item, once it is words (not a function call)."""
+        if answer.announced or answer.call is not None:
+            return
+        answer.announced = True
         self._sent_ms[answer.item_id] = 0
         item = {
             "id": answer.item_id,
@@ -520,7 +611,6 @@ class RealtimeProtocol:
             "status": "in_progress",
             "content": [],
         }
-        self.send("response.created", response=self._response(answer, "in_progress", []))
         self._item_added(item)
         self.send(
             "response.output_item.added", response_id=answer.response_id, output_index=0, item=item
@@ -538,6 +628,7 @@ class RealtimeProtocol:
         answer = self._answers.get(event.response_id)
         if answer is None:
             return
+        self._announce(answer)
         answer.transcript += event.text
         self.send(
             self._name(*TRANSCRIPT_DELTA),
@@ -552,6 +643,7 @@ class RealtimeProtocol:
         answer = self._answers.get(event.response_id)
         if answer is None:
             return
+        self._announce(answer)
         answer.audio_ms += FRAME_MS
         self._sent_ms[answer.item_id] = answer.audio_ms
         self._send_audio(answer, answer.resampler.process(pcm16_to_float(event.pcm)))
@@ -580,10 +672,48 @@ class RealtimeProtocol:
             stopped_ms=event.stopped_ms,
         )
 
+    def _function_call(self, event: ResponseFunctionCall) -> None:
+        """The answer is a call: its item, the arguments (whole, one delta), done."""
+        answer = self._answers.get(event.response_id)
+        if answer is None or answer.announced:
+            return
+        self._calls.add(event.call_id)
+        item = {
+            "id": answer.item_id,
+            "object": "realtime.item",
+            "type": "function_call",
+            "status": "in_progress",
+            "call_id": event.call_id,
+            "name": event.name,
+            "arguments": "",
+        }
+        answer.call = item
+        self._item_added(dict(item))
+        where = {"response_id": answer.response_id, "item_id": answer.item_id, "output_index": 0}
+        self.send("response.output_item.added", response_id=answer.response_id, output_index=0,
+                  item=dict(item))  # fmt: skip
+        self.send("response.function_call_arguments.delta", call_id=event.call_id,
+                  delta=event.arguments, **where)  # fmt: skip
+        self.send("response.function_call_arguments.done", call_id=event.call_id,
+                  name=event.name, arguments=event.arguments, **where)  # fmt: skip
+        item.update(status="completed", arguments=event.arguments)
+        self._items[answer.item_id] = item
+        self.send("response.output_item.done", response_id=answer.response_id, output_index=0,
+                  item=item)  # fmt: skip
+        if not self.beta:
+            self.send("conversation.item.done", previous_item_id=None, item=item)
+
     def _done(self, event: ResponseDone) -> None:
         answer = self._answers.pop(event.response_id, None)
         if answer is None:
             return
+        if answer.call is not None:
+            status, details = response_status(event.status)
+            response = self._response(answer, status, [answer.call])
+            response["status_details"] = details
+            self.send("response.done", response=response)
+            return
+        self._announce(answer)
         self._send_audio(answer, answer.resampler.flush())
         where = {
             "response_id": answer.response_id,
@@ -668,6 +798,7 @@ _MAPPERS: dict[type[Event], Callable[[RealtimeProtocol, Any], None]] = {
     TranscriptFinal: RealtimeProtocol._transcript_final,
     TurnTaken: RealtimeProtocol._turn_taken,
     ResponseText: RealtimeProtocol._text,
+    ResponseFunctionCall: RealtimeProtocol._function_call,
     ResponseAudio: RealtimeProtocol._audio,
     Interrupted: RealtimeProtocol._interrupted,
     ResponseDone: RealtimeProtocol._done,
@@ -676,6 +807,11 @@ _MAPPERS: dict[type[Event], Callable[[RealtimeProtocol, Any], None]] = {
     ResponderFallback: RealtimeProtocol._fallback,
     Error: RealtimeProtocol._error,
 }
+
+
+def _tool_json(tool: Tool) -> dict[str, Any]:
+    return {"type": "function", "name": tool.name, "description": tool.description,
+            "parameters": tool.parameters}  # fmt: skip
 
 
 def _object(value: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from duplex.config import PolicySettings
 from duplex.events import Event
 from duplex.ports import Responder, ResponderError, StateProbs, Synthesizer
 from duplex.session import Session
+from duplex.tools import NO_TOOLS, ToolCall, Tools
 from duplex.vad import VadTracker
 from models.turn_audio import resolved
 
@@ -131,6 +132,14 @@ def default_state(text: str, overlap: bool) -> StateProbs:
     return StateProbs(0.95, 0.05, 0.0)
 
 
+def scripted_call(answer: str, tools: Tools, count: int) -> ToolCall | None:
+    """An answer scripted as `CALL name {json}` is that call, where tools allow it."""
+    if not answer.startswith("CALL ") or not tools.active:
+        return None
+    _, name, arguments = answer.split(" ", 2)
+    return ToolCall(f"call_{count}", name, arguments)
+
+
 @dataclass
 class ScriptedLM:
     """A DuplexLM whose answers and state probabilities are scripted.
@@ -150,8 +159,10 @@ class ScriptedLM:
     heard: list[tuple[int, bool]] = field(default_factory=list)  # the open turn's speech
     said_over_answer: str = ""  # what the LM reads in speech over the answer
     retracted: int = 0
+    tools_seen: list[Tools] = field(default_factory=list)  # each answer's
     _words: list[str] = field(default_factory=list)
     _tentative: int | None = None
+    _call: ToolCall | None = None
 
     def listen(self, text: str) -> StateProbs:
         if text.strip():
@@ -198,12 +209,25 @@ class ScriptedLM:
         """The speech since the turn's words, as one word a chunk."""
         return " ".join(["word"] * self.history[-1][1].count("[speech]"))
 
-    def begin_response(self) -> None:
+    def begin_response(self, tools: Tools = NO_TOOLS) -> None:
         answer = self.answers[
             sum(1 for role, _ in self.history if role == "assistant") % len(self.answers)
         ]
-        self._words = answer.split()
-        self.history.append(["assistant", ""])
+        self.tools_seen.append(tools)
+        self._call = scripted_call(answer, tools, len(self.tools_seen))
+        self._words = [] if self._call else answer.split()
+        self.history.append(["assistant", f"[call {self._call.name}]" if self._call else ""])
+
+    def tool_call(self) -> ToolCall | None:
+        return self._call
+
+    def write_call(self, call: ToolCall) -> None:
+        assert self.history[-1][0] == "assistant"
+        self.history[-1][1] = f"[call {call.name}]"
+        self._call = call
+
+    def add_tool_result(self, call_id: str, output: str) -> None:
+        self.history.append(["tool", output])
 
     def speak(self, max_tokens: int) -> tuple[str, bool]:
         taken, self._words = self._words[:max_tokens], self._words[max_tokens:]
@@ -227,7 +251,7 @@ class ScriptedLM:
         assert self.history[-1][0] == "assistant"
         self.history[-1][1] += text
 
-    def messages(self) -> list[dict[str, str]]:
+    def messages(self) -> list[dict[str, Any]]:
         return [{"role": role, "content": text} for role, text in self.turns() if text]
 
     def turns(self) -> list[tuple[str, str]]:
@@ -242,16 +266,24 @@ class ScriptedResponder:
     answers: Sequence[str]
     lag_reads: int = 3
     fail_after: int | None = None
-    requests: list[list[dict[str, str]]] = field(default_factory=list)
+    requests: list[list[dict[str, Any]]] = field(default_factory=list)
+    tools_seen: list[Tools] = field(default_factory=list)
     stops: int = 0
     _words: list[str] = field(default_factory=list)
     _reads: int = 0
     _sent: int = 0
+    _call: ToolCall | None = None
 
-    def start(self, messages: list[dict[str, str]]) -> None:
+    def start(self, messages: list[dict[str, Any]], tools: Tools = NO_TOOLS) -> None:
         self.requests.append(messages)
-        self._words = self.answers[(len(self.requests) - 1) % len(self.answers)].split()
+        self.tools_seen.append(tools)
+        answer = self.answers[(len(self.requests) - 1) % len(self.answers)]
+        self._call = scripted_call(answer, tools, len(self.requests))
+        self._words = [] if self._call else answer.split()
         self._reads = self._sent = 0
+
+    def tool_call(self) -> ToolCall | None:
+        return self._call
 
     def read(self, max_tokens: int) -> tuple[str, bool]:
         self._reads += 1

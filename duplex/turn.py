@@ -1,0 +1,247 @@
+"""The user's open turn while the session listens: what the LM has read of it,
+the estimate that it has ended, and the draft answer written meanwhile.
+
+A moment into each pause the recognizer decodes, and the words it heard after
+the stable ones are read by the LM *tentatively*: if the turn ends there they
+are its last words, already read; if the user goes on, the LM forgets them
+(`retract`). A likely end starts a *draft*: the answer's first clause is
+written and synthesized while the silence threshold still runs, and it is
+thrown away if the user goes on. The session decides when the turn is taken
+(`Session._decide`); this object keeps what that decision reads, in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from duplex.audio import Float32Array
+from duplex.config import PolicySettings
+from duplex.events import Event, TranscriptFinal, TurnEstimate, TurnTaken
+from duplex.listener import Listener
+from duplex.metrics import TurnRecord
+from duplex.playout import Player, Response
+from duplex.ports import DuplexLM, StateProbs
+from duplex.tdm import Policy, fuse, sound_can_tell
+from duplex.tools import NO_TOOLS, Tools
+
+# with speech understanding, voice shorter than this is a cough or a click, not a turn
+MIN_TURN_SPEECH_MS = 240
+NOTHING_YET = StateProbs(1.0, 0.0, 0.0)
+
+
+class UserTurn:
+    """The open user turn: its record, words, tentative words, estimate and draft."""
+
+    def __init__(
+        self,
+        lm: DuplexLM,
+        listener: Listener,
+        player: Player,
+        settings: PolicySettings,
+        understanding: str,
+        timeline: Callable[[int], int],
+        event: Callable[..., Event],
+    ) -> None:
+        self._lm = lm
+        self._listener = listener
+        self._player = player
+        self._settings = settings
+        self._understanding = understanding
+        self._timeline = timeline
+        self._event = event
+        self.responses = 0  # answers begun so far: the next one's id is one more
+        self.tools = NO_TOOLS  # the functions an answer may call
+        self.last_response: Response | None = None  # the latest finished answer
+        self.reset()
+
+    def reset(self) -> None:
+        """No turn is open (the record is the session's to close first)."""
+        self.record: TurnRecord | None = None
+        self.text = ""  # the words the LM has read for good
+        self.probs = NOTHING_YET  # the LM's estimate from them
+        # the words a decode at a pause heard after the stable ones, read tentatively,
+        # when they were read, and the estimate before them
+        self.tentative: str | None = None
+        self.tentative_ms = 0
+        self._probs_before_tentative = NOTHING_YET
+        self.draft: Response | None = None  # an answer written while the silence runs
+        self._speech_pending: list[Float32Array] = []  # heard while a draft is open
+        self.after_barge_in = False  # the turn began by interrupting
+        self._estimated: tuple[float, float | None] | None = None  # the last one sent
+
+    def open(self, onset_ms: int) -> TurnRecord:
+        """The turn's record, opened at `onset_ms` unless it is open already."""
+        if self.record is None:
+            self.record = TurnRecord(self.responses + 1, user_onset_ms=onset_ms)
+        return self.record
+
+    # the words ------------------------------------------------------------------------
+
+    def hear(self, words: str, ended: bool) -> None:
+        """New stable words of the turn (`ended`: the utterance's last)."""
+        if self.record is None:  # nobody has spoken since the last answer
+            return
+        if self.tentative is not None and (words.strip() or ended):
+            if ended and words.strip() == self.tentative.strip():
+                # the utterance ended with the words the LM read at the pause
+                self.text += words
+                self.tentative, self.record.asr_final_ms = None, self.tentative_ms
+                return
+            self.retract()
+        if words.strip() and self.draft is not None:
+            self.discard_draft()  # the user went on
+        self.text += words
+        if self.draft is None and self._understanding == "text":
+            # while a draft is written, the LM is in the answer
+            self.probs = self._lm.listen(words)
+
+    def add_text(self, words: str) -> None:
+        """Typed or committed words: read for good, whatever a draft was doing."""
+        self.text += words
+        if self.draft is None:
+            self.probs = self._lm.listen(words)
+
+    def read_tentatively(self, rest: str, now_ms: int, events: list[Event]) -> None:
+        """The decode at a pause heard `rest` after the stable words. If the turn ends
+        here, those are its last words: the LM reads them now, and a likely end starts
+        the draft while the VAD's hangover still runs. If the user goes on, the LM
+        forgets them again (`retract`)."""
+        if self.draft is not None:
+            return  # a draft for the words before: the LM is in its answer
+        self._probs_before_tentative = self.probs
+        self.probs = self._lm.listen_tentatively(rest)
+        self.tentative, self.tentative_ms = rest, self._timeline(now_ms)
+        if self.estimate(now_ms, events).speak >= self._settings.speculate_threshold:
+            self.start_draft(now_ms)
+
+    def retract(self) -> None:
+        """The LM forgets the words it read at a pause, and a draft answer to them."""
+        if self.tentative is None:
+            return
+        if self.draft is not None:
+            self.discard_draft()
+        self._lm.retract()
+        self.tentative, self.probs = None, self._probs_before_tentative
+
+    def hear_speech(self, embeddings: Float32Array) -> None:
+        """The speech path's next chunk of the turn."""
+        if self.draft is not None:  # the LM is inside the draft answer
+            self._speech_pending.append(embeddings)
+        else:
+            self.probs = self._lm.listen_speech(embeddings)
+
+    def said_something(self) -> bool:
+        """Words, or with speech understanding alone, voice long enough to be words."""
+        if self.text.strip():
+            return True
+        record = self.record
+        if record is None or self._understanding != "speech":
+            return False
+        onset, end = record.user_onset_ms, record.user_last_voiced_ms
+        return onset is not None and end is not None and end - onset >= MIN_TURN_SPEECH_MS
+
+    # the estimate ---------------------------------------------------------------------
+
+    def hear_ending(self) -> None:
+        """How the voice ended, once per pause: the acoustic half of the estimate, begun
+        when the VAD ends the utterance (on the model's thread, while the LM reads and
+        drafts): a shorter gap between words is no turn's end, and the model is dear
+        (200-300 ms a call on 2 AVX2 cores). Not for words the text calls unfinished:
+        the sound cannot finish them (`tdm.fuse`)."""
+        if sound_can_tell(self.probs, self._settings):
+            self._listener.hear_ending()
+
+    def estimate(self, now_ms: int, events: list[Event], wait: bool = False) -> StateProbs:
+        """The words' estimate fused with the sound's, once it is here (`wait`: wait for
+        it); a TurnEstimate when either changed."""
+        p_audio = self._listener.p_audio(wait)
+        probs = fuse(self.probs, p_audio, self._settings)
+        if self._estimated != (self.probs.speak, p_audio):
+            before = self._estimated[1] if self._estimated else None
+            if before is None and p_audio is not None and self.record is not None:
+                self.record.turn_audio_ms = self._timeline(now_ms)  # the sound's verdict
+            self._estimated = (self.probs.speak, p_audio)
+            events.append(
+                self._event(
+                    TurnEstimate,
+                    now_ms,
+                    p_text=self.probs.speak,
+                    p_audio=p_audio,
+                    p_speak=probs.speak,
+                )
+            )
+        return probs
+
+    # the answer -----------------------------------------------------------------------
+
+    def start_draft(self, now_ms: int) -> None:
+        """Likely the end: write and synthesize the start of the answer while silence runs."""
+        self.draft = self._begin_answer(Response(self.responses + 1, tools=self.tools))
+        self.draft.held = self._player.speak(self.draft, now_ms, self.record)
+
+    def discard_draft(self) -> None:
+        """The user goes on: the draft answer is void."""
+        assert self.draft is not None
+        self._player.stop_remote(self.draft)
+        self._lm.cancel_response()
+        self.draft = None
+        if self._speech_pending:  # what the speech path heard meanwhile joins the turn
+            self.probs = self._lm.listen_speech(np.concatenate(self._speech_pending))
+            self._speech_pending = []
+        if self.record is not None:
+            self.record.first_token_ms = self.record.first_tts_audio_ms = None
+
+    def _begin_answer(self, response: Response) -> Response:
+        self.last_response = None  # the one before can no longer be cut
+        if self._understanding == "speech":
+            # answered straight after speech positions the LM says back what it heard
+            # (the adapter was trained to transcribe): it writes down what it read first,
+            # and answers that; a draft dropped for more speech keeps its words
+            self.text = f"{self.text} {self._lm.transcribe_heard()}".strip()
+        if self._understanding != "text":
+            self._lm.rewrite_turn(self.text)  # heard as speech, answered from words
+        self._lm.begin_response(response.tools)
+        self._player.start_remote(response)
+        return response
+
+    def take(
+        self,
+        probs: StateProbs,
+        silence: int,
+        now_ms: int,
+        policy: Policy,
+        tools: Tools | None = None,
+    ) -> tuple[Response, list[Event]]:
+        """The assistant takes the turn: the draft, or an answer begun now (that may
+        call `tools`, else the session's), and the turn's events (the draft's held
+        ones included). The words start afresh."""
+        record = self.record
+        assert record is not None
+        self.responses += 1
+        if tools is not None and self.draft is not None:
+            self.discard_draft()  # written for other tools
+        answer = Response(self.responses, tools=self.tools if tools is None else tools)
+        response = self.draft or self._begin_answer(answer)
+        self.draft, self._speech_pending = None, []
+        record.response_id = response.id
+        record.decision_ms = self._timeline(now_ms)
+        self.after_barge_in = False
+        self._listener.turn_taken()
+        self._estimated = None
+        events: list[Event] = [
+            self._event(TranscriptFinal, now_ms, text=self.text.strip()),
+            self._event(
+                TurnTaken,
+                now_ms,
+                response_id=response.id,
+                p_speak=probs.speak,
+                silence_ms=silence,
+                required_silence_ms=round(policy.required_silence_ms(probs.speak)),
+            ),
+            *response.held,
+        ]
+        response.held = []
+        self.text = ""
+        return response, events

@@ -1,0 +1,226 @@
+"""Function calls from the in-process LM, decoded under the tools' JSON schemas.
+
+With `tool_choice` auto the answer is a call only when the user's words name
+what a tool is for (`mentioned`: a word of theirs shares its stem with a word
+of the tool's name or description). The 135M model cannot make that choice
+itself: asked whether a request needs a function it said yes or no about as
+often whatever the request (4 of 14 right, docs/decisions.md), and it never
+starts an answer with `<tool_call>` on its own (P < 0.01). So "Is it raining
+in London?" gets no call from `get_weather`: a user who needs tools chosen
+well points the answers at the external engine.
+
+To write a call the cache reads a note that lists the tools (a system turn)
+and then the assistant's turn. The call is written by the program and the
+model together: the program writes
+the JSON's structure (braces, keys, quotes) and the model fills only the
+values, each under its schema's type (a string's tokens hold no quote or
+newline, an integer's only digits, an enum or a boolean is the option the
+model scores highest). So a call is always valid JSON for a declared function
+and its required arguments, whatever a 135M model would have written alone.
+
+What stays in the conversation is the call alone, in the assistant's turn, as
+`<tool_call>{json}</tool_call>` (the format of most open chat models); the
+note is read in a probe and forgotten.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from duplex.tools import Tool, ToolCall
+
+CALL_OPEN = "<tool_call>\n"
+CALL_CLOSE = "\n</tool_call>"
+MAX_STRING_TOKENS = 24
+MAX_DIGITS = 9
+_CALL = re.compile(r"^\s*<tool_call>\s*(\{.*\})\s*</tool_call>\s*$", re.DOTALL)
+
+
+# words too common to say which tool a request is for
+_COMMON = frozenset(
+    """about after also back been before being call could does each from give have here
+    into just know like make many more most much need number please some such tell than
+    that their them then there these they this value very want what when where which
+    while will with would your current function information return returns""".split()
+)
+_WORD = re.compile(r"[a-z]+")
+
+
+def _stems(text: str) -> set[str]:
+    """Word stems (their first five letters) of the words of four letters or more."""
+    return {w[:5] for w in _WORD.findall(text.lower().replace("_", " ")) if len(w) >= 4} - {
+        w[:5] for w in _COMMON
+    }
+
+
+def mentioned(tool: Tool, request: str) -> bool:
+    """Whether the request names what `tool` is for (a shared word stem)."""
+    return bool(_stems(request) & _stems(f"{tool.name} {tool.description}"))
+
+
+def tools_note(tools: tuple[Tool, ...]) -> str:
+    """What the LM reads before an answer that may be a call."""
+    lines = ["You may call one of these functions:"]
+    for tool in tools:
+        spec = {"name": tool.name, "description": tool.description, "parameters": tool.parameters}
+        lines.append(json.dumps(spec))
+    lines.append(
+        'To call one, answer with <tool_call>{"name": ..., "arguments": {...}}</tool_call> '
+        "and nothing else. If no function helps, answer in words."
+    )
+    return "\n".join(lines)
+
+
+def call_text(call: ToolCall) -> str:
+    """The call as it stays in the assistant's turn."""
+    body = {"id": call.call_id, "name": call.name, "arguments": call.arguments_object()}
+    return CALL_OPEN + json.dumps(body) + CALL_CLOSE
+
+
+def parse_call(content: str) -> ToolCall | None:
+    """The call an assistant turn holds, or None for words."""
+    match = _CALL.match(content)
+    if match is None:
+        return None
+    try:
+        body = json.loads(match.group(1))
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+        return None
+    arguments = body.get("arguments") if isinstance(body.get("arguments"), dict) else {}
+    return ToolCall(str(body.get("id", "")), body["name"], json.dumps(arguments))
+
+
+class CallDecoder:
+    """Decodes one call at the end of an LM's cache (inside the LM's probe).
+
+    `push` appends tokens to the cache; `logits` reads the next-token logits;
+    `probe` is a context in which whatever is appended is forgotten after.
+    """
+
+    def __init__(
+        self,
+        tokenize: Callable[[str], list[int]],
+        push: Callable[[list[int]], None],
+        logits: Callable[[], npt.NDArray[np.float32]],
+        probe: Callable[[], AbstractContextManager[None]],
+        pieces: list[str],
+    ) -> None:
+        self._tokenize = tokenize
+        self._push = push
+        self._logits = logits
+        self._probe = probe
+        self._pieces = pieces
+        self._quote = tokenize('"')[0]
+        plain = [bool(p) and not any(c in p for c in '"\\\n\r\t') for p in pieces]
+        self._string_ok = np.array(plain)
+        self._digit_ok = np.array([p.isdigit() for p in pieces])
+
+    def write(self, tools: tuple[Tool, ...], call_id: str) -> ToolCall:
+        """The call, decoded here: the model picks the function and fills its arguments."""
+        self._say(CALL_OPEN + '{"name": "')
+        by_name = {t.name: t for t in tools}
+        name = self._choose([json.dumps(n)[1:] for n in by_name]).removesuffix('"')
+        self._say(', "arguments": ')
+        arguments = self._value(by_name[name].parameters or {"type": "object"})
+        return ToolCall(call_id, name, json.dumps(arguments))
+
+    # the values ----------------------------------------------------------------
+
+    def _value(self, schema: dict[str, Any]) -> Any:
+        if schema.get("enum"):
+            options = [json.dumps(option) for option in schema["enum"]]
+            return json.loads(self._choose(options))
+        kind = schema.get("type", "string")
+        if isinstance(kind, list):  # ["string", "null"]: the first that is not null
+            kind = next((k for k in kind if k != "null"), "null")
+        if kind == "object":
+            return self._object(schema)
+        if kind == "boolean":
+            return json.loads(self._choose(["true", "false"]))
+        if kind in ("integer", "number"):
+            return self._number(kind == "number")
+        if kind == "array":
+            self._say("[]")
+            return []
+        if kind == "null":
+            self._say("null")
+            return None
+        return self._string()
+
+    def _object(self, schema: dict[str, Any]) -> dict[str, Any]:
+        properties = schema.get("properties") or {}
+        required = schema.get("required")
+        keys = [k for k in properties if k in required] if required else list(properties)
+        value: dict[str, Any] = {}
+        self._say("{")
+        for i, key in enumerate(keys):
+            self._say((", " if i else "") + json.dumps(key) + ": ")
+            value[key] = self._value(properties[key] if isinstance(properties[key], dict) else {})
+        self._say("}")
+        return value
+
+    def _string(self) -> str:
+        self._say('"')
+        tokens: list[int] = []
+        for _ in range(MAX_STRING_TOKENS):
+            logits = self._logits()
+            best = int(np.argmax(logits))
+            if self._pieces[best].startswith('"') and tokens:
+                break  # the model closes the string (perhaps with more after the quote)
+            allowed = np.where(self._string_ok, logits, -np.inf)
+            allowed[self._quote] = logits[self._quote] if tokens else -np.inf
+            token = int(np.argmax(allowed))
+            if token == self._quote:
+                break
+            tokens.append(token)
+            self._push([token])
+        self._push([self._quote])
+        return "".join(self._pieces[t] for t in tokens).strip()
+
+    def _number(self, fraction: bool) -> int | float:
+        digits = ""
+        for _ in range(MAX_DIGITS):
+            logits = self._logits()
+            best = int(np.argmax(logits))
+            if digits and not self._digit_ok[best]:
+                break  # the model ends the number
+            token = int(np.argmax(np.where(self._digit_ok, logits, -np.inf)))
+            digits += self._pieces[token]
+            self._push([token])
+        value = int(digits)
+        return float(value) if fraction else value
+
+    # scoring -------------------------------------------------------------------
+
+    def _choose(self, options: list[str]) -> str:
+        """The option the model scores highest (mean log-probability a token, so a
+        long option is not penalized for its length); it is then written."""
+        scores = [self._logprob(option) / max(1, len(self._tokenize(option))) for option in options]
+        best = options[int(np.argmax(scores))]
+        self._say(best)
+        return best
+
+    def _logprob(self, text: str) -> float:
+        """log P(`text` next), read in a probe."""
+        total = 0.0
+        with self._probe():
+            for token in self._tokenize(text):
+                logits = self._logits()
+                top = float(logits.max())
+                total += float(logits[token] - top - np.log(np.exp(logits - top).sum()))
+                self._push([token])
+        return total
+
+    def _say(self, text: str) -> None:
+        tokens = self._tokenize(text)
+        if tokens:
+            self._push(tokens)
