@@ -48,7 +48,7 @@ _COMMON = frozenset(
     """about after also back been before being call could does each from give have here
     into just know like make many more most much need number please some such tell than
     that their them then there these they this value very want what when where which
-    while will with would your current function information return returns""".split()
+    while will with would your current function information return returns""".split()  # noqa: SIM905
 )
 _WORD = re.compile(r"[a-z]+")
 
