@@ -25,7 +25,9 @@ def free_port() -> int:
 class Engine:
     """`python -m llama_cpp.server` on a free loopback port; `kill` stops it hard."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, chat_format: str | None = None) -> None:
+        """`chat_format`: llama.cpp's prompt format (chatml-function-calling takes tools
+        with any GGUF); default: the model's own template."""
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._log = log.open("wb")
@@ -35,6 +37,7 @@ class Engine:
                 "--model", str(LM.resolve()), "--model_alias", MODEL,
                 "--host", "127.0.0.1", "--port", str(self.port),
                 "--n_ctx", "2048", "--n_threads", "1", "--verbose", "False",
+                *(["--chat_format", chat_format] if chat_format else []),
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,

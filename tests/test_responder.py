@@ -8,6 +8,7 @@ turn: the local LM writes the rest from the words already heard.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from duplex.clock import VirtualClock
 from duplex.config import ResponderSettings, Settings
 from duplex.events import Event, ResponderFallback, ResponseAudio, ResponseDone, ResponseText
 from duplex.ports import ResponderError
+from duplex.tools import Tool, Tools
 from models.responder import RemoteResponder
 from models.stack import SpeechStack
 from models.tts import PiperSynthesizer
@@ -133,5 +135,26 @@ def test_an_engine_killed_mid_answer_loses_no_turn(tmp_path: Path) -> None:
         assert sum(isinstance(e, ResponseAudio) for e in events) * 20 == done.played_ms
         # the LM holds the whole answer: the engine's words, then its own
         assert session.lm.messages()[-1] == {"role": "assistant", "content": written.strip()}
+    finally:
+        engine.kill()
+
+
+def test_the_engine_gets_the_tools_and_its_call_streams_back(tmp_path: Path) -> None:
+    """llama.cpp's generic tool format (chatml-function-calling) with the shipped GGUF:
+    a forced call comes back as the answer's tool call, arguments valid JSON."""
+    engine = Engine(tmp_path / "engine.log", chat_format="chatml-function-calling")
+    try:
+        weather = Tool(
+            "get_weather",
+            "The weather now in a city.",
+            {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        )
+        remote = responder(engine.base_url)
+        question = [{"role": "user", "content": "What is the weather in Paris?"}]
+        remote.start(question, Tools((weather,), choice="get_weather"))
+        read_all(remote)
+        call = remote.tool_call()
+        assert call is not None and call.name == "get_weather"
+        assert isinstance(json.loads(call.arguments).get("city"), str)
     finally:
         engine.kill()

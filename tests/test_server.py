@@ -216,6 +216,64 @@ def test_openai_sdk_typed_question_is_one_user_item(live: LiveServer) -> None:
     assert events[-1].response.status == "completed"
 
 
+TIMER_TOOL = {
+    "type": "function",
+    "name": "set_timer",
+    "description": "Set a timer for a number of minutes.",
+    "parameters": {
+        "type": "object",
+        "properties": {"minutes": {"type": "integer"}},
+        "required": ["minutes"],
+    },
+}
+
+
+def test_openai_sdk_tool_call_round_trip(live: LiveServer) -> None:
+    """Tools in session.update: the answer is a function call, its output goes back as
+    an item, and the next answer is spoken from it; no error on the way."""
+    from openai import AsyncOpenAI
+
+    async def until_done(conn: Any, events: list[Any]) -> Any:
+        deadline = time.monotonic() + 60
+        async for event in conn:
+            events.append(event)
+            if event.type == "response.done":
+                return event.response
+            assert time.monotonic() < deadline, "no response.done within 60 s"
+        raise AssertionError("the connection closed")
+
+    async def main() -> tuple[list[Any], Any, Any]:
+        client = AsyncOpenAI(api_key="unused", base_url=f"http://{live.url}/v1")
+        events: list[Any] = []
+        async with client.realtime.connect(model="duplex") as conn:
+            await conn.session.update(
+                session={"type": "realtime", "tools": [TIMER_TOOL], "tool_choice": "auto"}
+            )
+            text = [{"type": "input_text", "text": "Set a timer for ten minutes."}]
+            await conn.conversation.item.create(
+                item={"type": "message", "role": "user", "content": text}
+            )
+            await conn.response.create()
+            called = await until_done(conn, events)
+            call = called.output[0]
+            output = {"type": "function_call_output", "call_id": call.call_id, "output": "set"}
+            await conn.conversation.item.create(item=output)
+            await conn.response.create()
+            spoken = await until_done(conn, events)
+        return events, called, spoken
+
+    events, called, spoken = asyncio.run(main())
+    assert "error" not in [e.type for e in events]
+    [updated] = [e for e in events if e.type == "session.updated"]
+    assert updated.session.tools[0].name == "set_timer"
+    call = called.output[0]
+    assert call.type == "function_call" and call.name == "set_timer"
+    assert json.loads(call.arguments) == {"minutes": 10}
+    assert "response.function_call_arguments.done" in [e.type for e in events]
+    assert spoken.status == "completed" and spoken.output[0].type == "message"
+    assert spoken.output[0].content[0].transcript.strip()
+
+
 # /v1/stream --------------------------------------------------------------------------
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from duplex.commands import AddToolResult, Respond, SetTools
 from duplex.events import (
     Error,
@@ -206,3 +208,69 @@ def test_realtime_call_events_parse_as_the_openai_sdk_types() -> None:
     messages += sent(wire.receive(json.dumps({"type": "conversation.item.create", "item": output})))
     for message in messages:
         adapter.validate_python(message)
+
+
+# the in-process LM ------------------------------------------------------------------
+
+TIMER = Tool(
+    "set_timer",
+    "Set a timer for a number of minutes.",
+    {
+        "type": "object",
+        "properties": {
+            "minutes": {"type": "integer"},
+            "sound": {"type": "string", "enum": ["bell", "beep"]},
+        },
+        "required": ["minutes", "sound"],
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def lm() -> Any:
+    from duplex.config import Settings
+    from models.lm import LlamaDuplexLM
+    from models.weights import LM
+
+    return LlamaDuplexLM(LM.resolve(), system_prompt=Settings().models.system_prompt)
+
+
+def test_the_lm_writes_a_call_that_fits_the_schema_and_answers_from_its_output(lm: Any) -> None:
+    lm.reset()
+    lm.listen("Set a timer for ten minutes.")
+    lm.begin_response(Tools((WEATHER, TIMER)))
+    call = lm.tool_call()
+    assert call is not None and call.name == "set_timer"
+    arguments = json.loads(call.arguments)
+    assert isinstance(arguments["minutes"], int) and arguments["sound"] in ("bell", "beep")
+    assert lm.speak(8) == ("", True)  # a call has no words
+    lm.add_tool_result(call.call_id, "the timer is set")
+    lm.begin_response(Tools((WEATHER, TIMER)))
+    assert lm.tool_call() is None  # the answer after an output is words
+    text, _ = lm.speak(12)
+    assert text.strip()
+    roles = [m["role"] for m in lm.messages()]
+    assert roles == ["system", "user", "assistant", "tool", "assistant"]
+    assert lm.messages()[2]["tool_calls"][0]["id"] == call.call_id
+    assert lm.messages()[3] == {
+        "role": "tool",
+        "tool_call_id": call.call_id,
+        "content": "the timer is set",
+    }
+
+
+def test_the_lm_calls_on_auto_only_when_the_words_name_a_tool(lm: Any) -> None:
+    for question, wanted in [
+        ("What's the weather like in Paris?", "get_weather"),
+        ("Tell me a joke.", None),
+    ]:
+        lm.reset()
+        lm.listen(question)
+        lm.begin_response(Tools((WEATHER, TIMER)))
+        call = lm.tool_call()
+        assert (call.name if call else None) == wanted, question
+    lm.reset()
+    lm.listen("Tell me a joke.")
+    lm.begin_response(Tools((WEATHER,), choice="required"))
+    call = lm.tool_call()
+    assert call is not None and isinstance(json.loads(call.arguments)["city"], str)
