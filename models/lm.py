@@ -323,7 +323,9 @@ class LlamaDuplexLM:
         decoded in a probe that reads the tools' note; only the call stays."""
         allowed = tools.allowed()
         if not tools.must_call:
-            allowed = tuple(t for t in allowed if mentioned(t, self._user_text))
+            # only the user's own new words ask for a call: not a function's output
+            words = self._user_text if self._open_role == "user" else ""
+            allowed = tuple(t for t in allowed if mentioned(t, words))
             if not allowed:
                 return None
         note = (TURN_END if self._open_role is not None else "") + opening("system")
