@@ -216,7 +216,7 @@ def test_openai_sdk_typed_question_is_one_user_item(live: LiveServer) -> None:
     assert events[-1].response.status == "completed"
 
 
-TIMER_TOOL = {
+TIMER_TOOL: Any = {
     "type": "function",
     "name": "set_timer",
     "description": "Set a timer for a number of minutes.",
@@ -250,13 +250,12 @@ def test_openai_sdk_tool_call_round_trip(live: LiveServer) -> None:
                 session={"type": "realtime", "tools": [TIMER_TOOL], "tool_choice": "auto"}
             )
             text = [{"type": "input_text", "text": "Set a timer for ten minutes."}]
-            await conn.conversation.item.create(
-                item={"type": "message", "role": "user", "content": text}
-            )
+            typed: Any = {"type": "message", "role": "user", "content": text}
+            await conn.conversation.item.create(item=typed)
             await conn.response.create()
             called = await until_done(conn, events)
             call = called.output[0]
-            output = {"type": "function_call_output", "call_id": call.call_id, "output": "set"}
+            output: Any = {"type": "function_call_output", "call_id": call.call_id, "output": "set"}
             await conn.conversation.item.create(item=output)
             await conn.response.create()
             spoken = await until_done(conn, events)
@@ -272,6 +271,63 @@ def test_openai_sdk_tool_call_round_trip(live: LiveServer) -> None:
     assert "response.function_call_arguments.done" in [e.type for e in events]
     assert spoken.status == "completed" and spoken.output[0].type == "message"
     assert spoken.output[0].content[0].transcript.strip()
+
+
+def test_openai_agents_runner_calls_a_function_tool_and_speaks_its_result(
+    live: LiveServer, sessions: StackSessions
+) -> None:
+    """openai-agents' RealtimeRunner against the server: a spoken request, the SDK
+    runs the @function_tool the answer calls, and the result is spoken; no error."""
+    from agents import function_tool
+    from agents.realtime import RealtimeAgent, RealtimeRunner
+
+    ran: list[int] = []
+
+    @function_tool
+    def set_timer(minutes: int) -> str:
+        """Set a timer for a number of minutes."""
+        ran.append(minutes)
+        return f"A timer for {minutes} minutes is set."
+
+    sessions.load()
+    speech = sessions.stack.voice.synthesize("Set a timer for ten minutes.")
+    lead, tail = np.zeros(8000, np.int16), np.zeros(SAMPLE_RATE * 3, np.int16)
+    chunks = chunked(at_rate(np.concatenate([lead, speech, tail]), 24_000), 24_000)
+    spoken_end = (lead.size + speech.size) / SAMPLE_RATE  # where the words end, in s
+
+    async def main() -> tuple[list[str], float]:
+        agent = RealtimeAgent(name="Assistant", instructions="Be brief.", tools=[set_timer])
+        session = await RealtimeRunner(agent).run(
+            model_config={"url": f"ws://{live.url}/v1/realtime", "headers": {}}
+        )
+        types: list[str] = []
+        called_after = -1.0
+        async with session:
+            started = time.monotonic()
+
+            async def speak() -> None:
+                for chunk in chunks:
+                    await session.send_audio(chunk)
+                    await asyncio.sleep(0.09)
+
+            sender = asyncio.create_task(speak())
+            deadline = time.monotonic() + 90
+            async for event in session:
+                types.append(event.type)
+                if event.type == "tool_start" and called_after < 0:
+                    # sent at 0.9x real time: the words ended this far into the sending
+                    called_after = time.monotonic() - started - spoken_end * 0.9
+                if event.type == "audio_end" and "tool_end" in types:
+                    break
+                assert time.monotonic() < deadline, f"no spoken result within 90 s: {types}"
+            await sender
+        return types, called_after
+
+    types, called_after = asyncio.run(main())
+    print(f"function call {called_after * 1000:.0f} ms after the words ended")
+    assert "error" not in types, types
+    assert ran == [10]
+    assert types.index("tool_end") < len(types) - 1 and types[-1] == "audio_end"
 
 
 # /v1/stream --------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def test_a_barge_in_before_the_engine_returns_the_call_cancels_it() -> None:
     h.run(4000)
     assert h.of(ResponseFunctionCall) == []
     assert h.of(Interrupted) and engine.stops >= 1
-    assert h.of(ResponseDone)[0].status == "interrupted"  # type: ignore[attr-defined]
+    assert h.of(ResponseDone)[0].status == "interrupted"
 
 
 # the realtime protocol ---------------------------------------------------------------
