@@ -17,9 +17,11 @@ from duplex.tools import Tools
 @dataclass(frozen=True, slots=True)
 class Respond:
     """Take the turn now, whatever the policy says. `tools`: this answer's, instead
-    of the session's."""
+    of the session's; `audio`: False for an answer in text alone (None: as the
+    session's)."""
 
     tools: Tools | None = None
+    audio: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,13 @@ class SetTools:
 
 
 @dataclass(frozen=True, slots=True)
+class SetAudioOutput:
+    """Whether answers from now on are spoken (else their words go out as text alone)."""
+
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
 class AddToolResult:
     """A function's output, for the call `call_id`: the next answer is written from it."""
 
@@ -110,6 +119,7 @@ Command = (
     | AddUserText
     | SetInstructions
     | SetTools
+    | SetAudioOutput
     | AddToolResult
     | SetPolicy
     | SetOutputDelay

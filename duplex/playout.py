@@ -60,6 +60,7 @@ class Response:
     generating: bool = True
     remote: bool = False  # an external responder writes it (until it fails)
     tokens_seen: bool = False
+    audio: bool = True  # spoken; else its words go out as text alone
     tools: Tools = NO_TOOLS  # the functions it may call instead of speaking
     call: ToolCall | None = None  # the call it made
     held: list[Event] = field(default_factory=list)  # a speculative answer's events, unsent
@@ -102,7 +103,10 @@ class Response:
 
     def heard_within(self, ms: int) -> str:
         """The words in the first `ms` of the answer's audio as it was sent (a client
-        that plays the audio itself says how much it played)."""
+        that plays the audio itself says how much it played). Of a text answer: all
+        its words written so far."""
+        if not self.audio:
+            return " ".join(c.text for c in self.clauses)
         budget, heard = ms // FRAME_MS, []
         for clause in self.clauses:
             take = min(clause.played, budget)
@@ -180,12 +184,18 @@ class Player:
         # user is waiting for it), then clauses are made as soon as they are written
         while response.pending is None and (not response.queue or response.sent):
             if response.written:
-                self._synthesize(response, response.written.popleft(), now_ms, record)
+                clause = response.written.popleft()
+                if response.audio:
+                    self._synthesize(response, clause, now_ms, record)
+                else:
+                    response.clauses.append(Clause(clause, 0))  # text: read, not heard
                 continue
-            if not response.generating or (
-                response.queue and (response.queued_ms >= lead or budget <= 0)
-            ):
+            if not response.generating:
                 break
+            if response.queue and (response.queued_ms >= lead or budget <= 0):
+                break  # the voice is far enough ahead
+            if not response.audio and budget <= 0:
+                break  # text: a tick's worth at a time
             text, done = self._write(response, now_ms, events)
             if response.call is not None:  # no words: a function call
                 if record is not None:

@@ -39,6 +39,7 @@ from duplex.commands import (
     Command,
     Commit,
     Respond,
+    SetAudioOutput,
     SetInstructions,
     SetOutputDelay,
     SetPolicy,
@@ -440,9 +441,15 @@ class Session:
         return events
 
     def _take_turn(
-        self, probs: StateProbs, silence: int, now_ms: int, tools: Tools | None = None
+        self,
+        probs: StateProbs,
+        silence: int,
+        now_ms: int,
+        tools: Tools | None = None,
+        audio: bool | None = None,
     ) -> list[Event]:
-        self._response, events = self._turn.take(probs, silence, now_ms, self.policy, tools)
+        turn = self._turn
+        self._response, events = turn.take(probs, silence, now_ms, self.policy, tools, audio)
         self._move(Move.TAKE_TURN)
         return events
 
@@ -514,9 +521,9 @@ class Session:
         progress) is an `error` event; the session goes on.
         """
         match command:
-            case Respond(tools):
+            case Respond(tools, audio):
                 try:
-                    return self.respond(tools)
+                    return self.respond(tools, audio)
                 except ValueError as error:  # one is in progress: it goes on
                     code = "response_in_progress"
                     return [self._event(Error, self.position_ms, code=code, message=str(error))]
@@ -535,6 +542,8 @@ class Session:
                 self.set_instructions(text)
             case SetTools(tools):
                 self._turn.tools = tools
+            case SetAudioOutput(enabled):
+                self._turn.audio = enabled
             case AddToolResult(call_id, output):
                 return self.add_tool_result(call_id, output)
             case SetPolicy(policy):
@@ -573,16 +582,17 @@ class Session:
         turn.add_text(words)
         return [*events, self._event(TranscriptDelta, now, text=words)]
 
-    def respond(self, tools: Tools | None = None) -> list[Event]:
+    def respond(self, tools: Tools | None = None, audio: bool | None = None) -> list[Event]:
         """Take the turn now, whatever the policy says (a client's explicit request);
-        the answer may call `tools` (default: the session's)."""
+        the answer may call `tools` and is spoken unless `audio` is False (default:
+        as the session's)."""
         now = self.position_ms
         if self._response is not None:
             raise ValueError("a response is already in progress; cancel it first")
         self._turn.retract()  # words the recognizer has not finished are not the turn's
         record = self._turn.open(now)
         silence = now - (record.user_last_voiced_ms or now)
-        events = self._take_turn(self._turn.probs, silence, now, tools)
+        events = self._take_turn(self._turn.probs, silence, now, tools, audio)
         assert self._response is not None
         return events + self._player.speak(self._response, now, record)
 

@@ -53,6 +53,7 @@ class UserTurn:
         self._event = event
         self.responses = 0  # answers begun so far: the next one's id is one more
         self.tools = NO_TOOLS  # the functions an answer may call
+        self.audio = True  # answers are spoken (else text alone)
         self.last_response: Response | None = None  # the latest finished answer
         self.reset()
 
@@ -178,7 +179,8 @@ class UserTurn:
 
     def start_draft(self, now_ms: int) -> None:
         """Likely the end: write and synthesize the start of the answer while silence runs."""
-        self.draft = self._begin_answer(Response(self.responses + 1, tools=self.tools))
+        answer = Response(self.responses + 1, audio=self.audio, tools=self.tools)
+        self.draft = self._begin_answer(answer)
         self.draft.held = self._player.speak(self.draft, now_ms, self.record)
 
     def discard_draft(self) -> None:
@@ -213,16 +215,22 @@ class UserTurn:
         now_ms: int,
         policy: Policy,
         tools: Tools | None = None,
+        audio: bool | None = None,
     ) -> tuple[Response, list[Event]]:
         """The assistant takes the turn: the draft, or an answer begun now (that may
-        call `tools`, else the session's), and the turn's events (the draft's held
-        ones included). The words start afresh."""
+        call `tools`, and is spoken unless `audio` is False; else as the session's),
+        and the turn's events (the draft's held ones included). The words start
+        afresh."""
         record = self.record
         assert record is not None
         self.responses += 1
-        if tools is not None and self.draft is not None:
-            self.discard_draft()  # written for other tools
-        answer = Response(self.responses, tools=self.tools if tools is None else tools)
+        if (tools is not None or audio is not None) and self.draft is not None:
+            self.discard_draft()  # written for other tools or output
+        answer = Response(
+            self.responses,
+            audio=self.audio if audio is None else audio,
+            tools=self.tools if tools is None else tools,
+        )
         response = self.draft or self._begin_answer(answer)
         self.draft, self._speech_pending = None, []
         record.response_id = response.id

@@ -31,6 +31,7 @@ from duplex.commands import (
     ClearInput,
     Commit,
     Respond,
+    SetAudioOutput,
     SetInstructions,
     SetPolicy,
     SetTools,
@@ -65,6 +66,8 @@ AUDIO_DELTA = ("response.output_audio.delta", "response.audio.delta")
 AUDIO_DONE = ("response.output_audio.done", "response.audio.done")
 TRANSCRIPT_DELTA = ("response.output_audio_transcript.delta", "response.audio_transcript.delta")
 TRANSCRIPT_DONE = ("response.output_audio_transcript.done", "response.audio_transcript.done")
+TEXT_DELTA = ("response.output_text.delta", "response.text.delta")
+TEXT_DONE = ("response.output_text.done", "response.text.done")
 # our own events, sent only to a client that asks (`extensions`)
 INTERRUPTED = "duplex.interrupted"
 BACKCHANNEL_IGNORED = "duplex.backchannel_ignored"
@@ -115,6 +118,7 @@ class _Answer:
     audio_ms: int = 0
     metadata: dict[str, str] | None = None  # the client's, from its response.create
     resampler: StreamResampler = field(default_factory=lambda: StreamResampler(16_000, RATE))
+    audio: bool = True  # spoken; else text alone
     announced: bool = False  # its message item (words) went out
     call: dict[str, Any] | None = None  # or the function_call item it is
 
@@ -146,6 +150,7 @@ class RealtimeProtocol:
         self._items: dict[str, dict[str, Any]] = {}  # every item announced, as it last was
         self._last_item: str | None = None
         self._calls: set[str] = set()  # every call_id the assistant made
+        self._respond_audio: bool | None = None  # for the answer response.create asked
         self.config: dict[str, Any] = {
             "id": session_id,
             "object": "realtime.session",
@@ -259,12 +264,32 @@ class RealtimeProtocol:
         if instructions is not None:
             self.config["instructions"] = instructions
             self._out.add(SetInstructions(instructions))
+        modalities = self._modalities(session, "session")
+        if modalities is not None:
+            self.config["output_modalities"] = ["audio"] if modalities else ["text"]
+            self._out.add(SetAudioOutput(modalities))
         if "tools" in session or "tool_choice" in session:
             tools = self._tools(session, "session", self.config)
             self.config["tools"] = [_tool_json(t) for t in tools.tools]
             self.config["tool_choice"] = session.get("tool_choice", self.config["tool_choice"])
             self._out.add(SetTools(tools))
         self.send("session.updated", session=self.config)
+
+    def _modalities(self, where: dict[str, Any], name: str) -> bool | None:
+        """Whether `output_modalities` (beta: `modalities`) asks for audio; None: unset.
+        Text comes with audio too (the transcript), so ["text"] alone means no audio."""
+        key = "modalities" if "modalities" in where else "output_modalities"
+        value = where.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not value or not set(value) <= {"text", "audio"}:
+            raise ClientError(
+                "invalid_request_error",
+                "invalid_value",
+                f"{key} must be a non-empty list of text and audio",
+                f"{name}.{key}",
+            )
+        return "audio" in value
 
     def _tools(self, where: dict[str, Any], name: str, default: dict[str, Any]) -> Tools:
         """`tools` and `tool_choice` of a session.update or response.create (`where`),
@@ -479,7 +504,8 @@ class RealtimeProtocol:
         tools = None
         if "tools" in response or "tool_choice" in response:
             tools = self._tools(response, "response", self.config)
-        self._out.add(Respond(tools))
+        self._respond_audio = audio = self._modalities(response, "response")
+        self._out.add(Respond(tools, audio))
 
     def _item_retrieve(self, event: dict[str, Any]) -> None:
         item_id = require(event, "item_id", str)
@@ -593,7 +619,9 @@ class RealtimeProtocol:
 
     def _turn_taken(self, event: TurnTaken) -> None:
         answer = _Answer(self._response_id(), self._item_id(), metadata=self._metadata)
-        self._metadata = None
+        audio = self._respond_audio
+        answer.audio = "audio" in self.config["output_modalities"] if audio is None else audio
+        self._metadata = self._respond_audio = None
         self._answers[event.response_id] = answer
         self.send("response.created", response=self._response(answer, "in_progress", []))
 
@@ -621,7 +649,9 @@ class RealtimeProtocol:
             item_id=answer.item_id,
             output_index=0,
             content_index=0,
-            part={"type": "audio", "transcript": ""},
+            part={"type": "audio", "transcript": ""}
+            if answer.audio
+            else {"type": "text", "text": ""},
         )
 
     def _text(self, event: ResponseText) -> None:
@@ -631,7 +661,7 @@ class RealtimeProtocol:
         self._announce(answer)
         answer.transcript += event.text
         self.send(
-            self._name(*TRANSCRIPT_DELTA),
+            self._name(*(TRANSCRIPT_DELTA if answer.audio else TEXT_DELTA)),
             response_id=answer.response_id,
             item_id=answer.item_id,
             output_index=0,
@@ -714,20 +744,22 @@ class RealtimeProtocol:
             self.send("response.done", response=response)
             return
         self._announce(answer)
-        self._send_audio(answer, answer.resampler.flush())
         where = {
             "response_id": answer.response_id,
             "item_id": answer.item_id,
             "output_index": 0,
             "content_index": 0,
         }
-        self.send(self._name(*AUDIO_DONE), **where)
-        self.send(
-            self._name(*TRANSCRIPT_DONE),
-            transcript=event.text,
-            **where,
-        )
-        part = {"type": "audio", "transcript": event.text}
+        if answer.audio:
+            self._send_audio(answer, answer.resampler.flush())
+            self.send(self._name(*AUDIO_DONE), **where)
+            self.send(self._name(*TRANSCRIPT_DONE), transcript=event.text, **where)
+            part = {"type": "audio", "transcript": event.text}
+            content = {"type": "audio" if self.beta else "output_audio", "transcript": event.text}
+        else:
+            self.send(self._name(*TEXT_DONE), text=event.text, **where)
+            part = {"type": "text", "text": event.text}
+            content = {"type": "text" if self.beta else "output_text", "text": event.text}
         self.send("response.content_part.done", part=part, **where)
         status, details = response_status(event.status)
         item = {
@@ -736,9 +768,7 @@ class RealtimeProtocol:
             "type": "message",
             "role": "assistant",
             "status": "completed" if status == "completed" else "incomplete",
-            "content": [
-                {"type": "output_audio" if not self.beta else "audio", "transcript": event.text}
-            ],
+            "content": [content],
         }
         self._items[answer.item_id] = item
         self.send(

@@ -9,7 +9,16 @@ from typing import Any
 import numpy as np
 
 from duplex.audio import FRAME_SAMPLES
-from duplex.commands import AddUserText, Cancel, ClearInput, Commit, Respond, SetPolicy, Truncate
+from duplex.commands import (
+    AddUserText,
+    Cancel,
+    ClearInput,
+    Commit,
+    Respond,
+    SetAudioOutput,
+    SetPolicy,
+    Truncate,
+)
 from duplex.config import PolicySettings
 from duplex.events import (
     Error,
@@ -352,3 +361,42 @@ def test_every_realtime_event_parses_as_the_openai_sdk_types() -> None:
     for message in events:
         adapter.validate_python(message)
     assert len(events) > 25 and {"response.done", "error"} <= {m["type"] for m in events}
+
+
+def test_text_output_per_response_or_session_is_output_text_events() -> None:
+    from openai.types.realtime import RealtimeServerEvent
+    from pydantic import TypeAdapter
+
+    wire = realtime()
+    out = wire.opened()
+    text_only = {"type": "response.create", "response": {"output_modalities": ["text"]}}
+    actions = wire.receive(json.dumps(text_only))
+    assert Respond(None, False) in actions
+    answer = [
+        turn_taken(1000),
+        ResponseText(audio_ms=1000, clock_ms=0.0, response_id=1, text="It is noon."),
+        ResponseDone(
+            audio_ms=1100, clock_ms=0.0, response_id=1, status="completed", played_ms=0,
+            text="It is noon.",
+        ),
+    ]  # fmt: skip
+    out += wire.events(answer)
+    names = kinds(out)
+    assert "response.output_text.delta" in names and "response.output_text.done" in names
+    assert not [n for n in names if "audio" in n]
+    [final] = [m for m in sent(out) if m["type"] == "response.done"]
+    assert final["response"]["output"][0]["content"] == [
+        {"type": "output_text", "text": "It is noon."}
+    ]
+    update = {"type": "session.update", "session": {"output_modalities": ["text"]}}
+    actions = wire.receive(json.dumps(update))
+    assert SetAudioOutput(False) in actions
+    assert sent(actions)[0]["session"]["output_modalities"] == ["text"]
+    beta = realtime(beta=True)
+    beta.opened()
+    bad = {"type": "session.update", "session": {"modalities": ["video"]}}
+    [error] = sent(beta.receive(json.dumps(bad)))
+    assert error["error"]["param"] == "session.modalities"
+    adapter: TypeAdapter[Any] = TypeAdapter(RealtimeServerEvent)
+    for message in sent(out) + sent(actions):
+        adapter.validate_python(message)

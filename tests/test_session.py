@@ -20,7 +20,7 @@ import pytest
 
 from duplex.audio import Frame, Int16Array, frames_of
 from duplex.clock import VirtualClock
-from duplex.commands import AddUserText, Respond, SetOutputDelay, ShareCores
+from duplex.commands import AddUserText, Respond, SetAudioOutput, SetOutputDelay, ShareCores
 from duplex.config import PolicySettings
 from duplex.events import (
     BackchannelIgnored,
@@ -796,3 +796,23 @@ def test_whose_turn_it_is_moves_only_by_the_table() -> None:
         State.LISTENING,
         State.SPEAKING,
     ]
+
+
+def test_an_answer_in_text_alone_is_written_not_spoken() -> None:
+    """Text output, per response or per session: the words go out, no audio, and a
+    barge-in keeps all the words written so far (the user read them)."""
+    h = Harness([], answers=["It is noon. Anything else I can help you with today?"])
+    h.run(400)
+    h.events += h.session.add_user_text("what time is it?")
+    h.events += h.session.handle(Respond(audio=False))
+    h.run(3000)
+    assert h.of(ResponseAudio) == []
+    [done] = h.of(ResponseDone)
+    assert isinstance(done, ResponseDone) and done.status == "completed"
+    assert done.text == "It is noon. Anything else I can help you with today?"
+    assert "".join(e.text for e in h.of(ResponseText)).strip() == done.text
+    h.session.handle(SetAudioOutput(False))
+    h.events += h.session.add_user_text("and tomorrow?")
+    h.events += h.session.respond()
+    h.run(6000)
+    assert h.of(ResponseAudio) == [] and len(h.of(ResponseDone)) == 2
