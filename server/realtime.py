@@ -151,6 +151,7 @@ class RealtimeProtocol:
         self._last_item: str | None = None
         self._calls: set[str] = set()  # every call_id the assistant made
         self._respond_audio: bool | None = None  # for the answer response.create asked
+        self._asked = False  # a response.create whose answer has not begun yet
         self.config: dict[str, Any] = {
             "id": session_id,
             "object": "realtime.session",
@@ -505,6 +506,7 @@ class RealtimeProtocol:
         if "tools" in response or "tool_choice" in response:
             tools = self._tools(response, "response", self.config)
         self._respond_audio = audio = self._modalities(response, "response")
+        self._asked = True
         self._out.add(Respond(tools, audio))
 
     def _item_retrieve(self, event: dict[str, Any]) -> None:
@@ -522,6 +524,12 @@ class RealtimeProtocol:
         self.send("output_audio_buffer.cleared")
 
     def _response_cancel(self, event: dict[str, Any]) -> None:
+        if not self._answers and not self._asked:
+            raise ClientError(
+                "invalid_request_error",
+                "response_cancel_not_active",
+                "there is no response in progress to cancel",
+            )
         self._out.add(Cancel())
 
     # server -> client ------------------------------------------------------------
@@ -622,6 +630,7 @@ class RealtimeProtocol:
         audio = self._respond_audio
         answer.audio = "audio" in self.config["output_modalities"] if audio is None else audio
         self._metadata = self._respond_audio = None
+        self._asked = False
         self._answers[event.response_id] = answer
         self.send("response.created", response=self._response(answer, "in_progress", []))
 
@@ -818,6 +827,7 @@ class RealtimeProtocol:
     def _error(self, event: Error) -> None:
         if event.code == "response_in_progress":
             self._metadata = None  # that response.create starts no answer
+            self._asked = False
         self.send_error(ClientError("server_error", event.code, event.message))
 
 

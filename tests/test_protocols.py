@@ -400,3 +400,14 @@ def test_text_output_per_response_or_session_is_output_text_events() -> None:
     adapter: TypeAdapter[Any] = TypeAdapter(RealtimeServerEvent)
     for message in sent(out) + sent(actions):
         adapter.validate_python(message)
+
+
+def test_cancelling_when_nothing_is_live_is_an_error() -> None:
+    wire = realtime()
+    wire.opened()
+    [error] = sent(wire.receive('{"type": "response.cancel"}'))
+    assert error["error"]["code"] == "response_cancel_not_active"
+    wire.receive('{"type": "response.create"}')
+    assert Cancel() in wire.receive('{"type": "response.cancel"}')  # asked, not begun yet
+    wire.events([turn_taken(1000)])
+    assert Cancel() in wire.receive('{"type": "response.cancel"}')
