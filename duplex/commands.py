@@ -18,10 +18,12 @@ from duplex.tools import Tools
 class Respond:
     """Take the turn now, whatever the policy says. `tools`: this answer's, instead
     of the session's; `audio`: False for an answer in text alone (None: as the
-    session's)."""
+    session's); `instructions`: for this answer (they join the conversation as a
+    system turn before it)."""
 
     tools: Tools | None = None
     audio: bool | None = None
+    instructions: str = ""
 
 
 @dataclass(frozen=True, slots=True)

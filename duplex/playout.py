@@ -62,6 +62,7 @@ class Response:
     tokens_seen: bool = False
     audio: bool = True  # spoken; else its words go out as text alone
     tools: Tools = NO_TOOLS  # the functions it may call instead of speaking
+    instructions: str = ""  # for this answer alone
     call: ToolCall | None = None  # the call it made
     held: list[Event] = field(default_factory=list)  # a speculative answer's events, unsent
 

@@ -132,9 +132,10 @@ class DuplexLM(Protocol):
         """What the LM read in the open turn's speech, in words (then forgotten)."""
         ...
 
-    def begin_response(self, tools: Tools = NO_TOOLS) -> None:
+    def begin_response(self, tools: Tools = NO_TOOLS, instructions: str = "") -> None:
         """Close the user turn and open the assistant's; with `tools` active the answer
-        may be (or must be) a call instead of words."""
+        may be (or must be) a call instead of words; `instructions` for this answer
+        join the conversation as a system turn before it."""
         ...
 
     def tool_call(self) -> ToolCall | None:

@@ -447,9 +447,12 @@ class Session:
         now_ms: int,
         tools: Tools | None = None,
         audio: bool | None = None,
+        instructions: str = "",
     ) -> list[Event]:
         turn = self._turn
-        self._response, events = turn.take(probs, silence, now_ms, self.policy, tools, audio)
+        self._response, events = turn.take(
+            probs, silence, now_ms, self.policy, tools, audio, instructions
+        )
         self._move(Move.TAKE_TURN)
         return events
 
@@ -521,9 +524,9 @@ class Session:
         progress) is an `error` event; the session goes on.
         """
         match command:
-            case Respond(tools, audio):
+            case Respond(tools, audio, instructions):
                 try:
-                    return self.respond(tools, audio)
+                    return self.respond(tools, audio, instructions)
                 except ValueError as error:  # one is in progress: it goes on
                     code = "response_in_progress"
                     return [self._event(Error, self.position_ms, code=code, message=str(error))]
@@ -582,17 +585,19 @@ class Session:
         turn.add_text(words)
         return [*events, self._event(TranscriptDelta, now, text=words)]
 
-    def respond(self, tools: Tools | None = None, audio: bool | None = None) -> list[Event]:
+    def respond(
+        self, tools: Tools | None = None, audio: bool | None = None, instructions: str = ""
+    ) -> list[Event]:
         """Take the turn now, whatever the policy says (a client's explicit request);
-        the answer may call `tools` and is spoken unless `audio` is False (default:
-        as the session's)."""
+        the answer may call `tools`, is spoken unless `audio` is False (default: as
+        the session's) and follows `instructions` too."""
         now = self.position_ms
         if self._response is not None:
             raise ValueError("a response is already in progress; cancel it first")
         self._turn.retract()  # words the recognizer has not finished are not the turn's
         record = self._turn.open(now)
         silence = now - (record.user_last_voiced_ms or now)
-        events = self._take_turn(self._turn.probs, silence, now, tools, audio)
+        events = self._take_turn(self._turn.probs, silence, now, tools, audio, instructions)
         assert self._response is not None
         return events + self._player.speak(self._response, now, record)
 

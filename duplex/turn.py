@@ -204,7 +204,7 @@ class UserTurn:
             self.text = f"{self.text} {self._lm.transcribe_heard()}".strip()
         if self._understanding != "text":
             self._lm.rewrite_turn(self.text)  # heard as speech, answered from words
-        self._lm.begin_response(response.tools)
+        self._lm.begin_response(response.tools, response.instructions)
         self._player.start_remote(response)
         return response
 
@@ -216,6 +216,7 @@ class UserTurn:
         policy: Policy,
         tools: Tools | None = None,
         audio: bool | None = None,
+        instructions: str = "",
     ) -> tuple[Response, list[Event]]:
         """The assistant takes the turn: the draft, or an answer begun now (that may
         call `tools`, and is spoken unless `audio` is False; else as the session's),
@@ -224,12 +225,13 @@ class UserTurn:
         record = self.record
         assert record is not None
         self.responses += 1
-        if (tools is not None or audio is not None) and self.draft is not None:
-            self.discard_draft()  # written for other tools or output
+        if (tools is not None or audio is not None or instructions) and self.draft is not None:
+            self.discard_draft()  # written for other tools, output or instructions
         answer = Response(
             self.responses,
             audio=self.audio if audio is None else audio,
             tools=self.tools if tools is None else tools,
+            instructions=instructions,
         )
         response = self.draft or self._begin_answer(answer)
         self.draft, self._speech_pending = None, []

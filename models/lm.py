@@ -310,9 +310,13 @@ class LlamaDuplexLM:
             return text
         return (" " if text[0].isspace() else "") + plain(text)
 
-    def begin_response(self, tools: Tools = NO_TOOLS) -> None:
+    def begin_response(self, tools: Tools = NO_TOOLS, instructions: str = "") -> None:
         self._before_answer = self._mark()
         self._call = self._decide_call(tools) if tools.active else None
+        if instructions.strip():
+            self._open("system")
+            self._append(instructions.strip(), hidden=False)
+            self._close_turn()
         self._open("assistant")
         self._answer = _Answer(start=len(self.tokens), tokens=[], pieces=[])
         if self._call is not None:

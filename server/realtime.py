@@ -506,8 +506,16 @@ class RealtimeProtocol:
         if "tools" in response or "tool_choice" in response:
             tools = self._tools(response, "response", self.config)
         self._respond_audio = audio = self._modalities(response, "response")
+        instructions = response.get("instructions", "")
+        if not isinstance(instructions, str):
+            raise ClientError(
+                "invalid_request_error",
+                "invalid_type",
+                "response.instructions must be a string",
+                "response.instructions",
+            )
         self._asked = True
-        self._out.add(Respond(tools, audio))
+        self._out.add(Respond(tools, audio, instructions))
 
     def _item_retrieve(self, event: dict[str, Any]) -> None:
         item_id = require(event, "item_id", str)

@@ -209,10 +209,12 @@ class ScriptedLM:
         """The speech since the turn's words, as one word a chunk."""
         return " ".join(["word"] * self.history[-1][1].count("[speech]"))
 
-    def begin_response(self, tools: Tools = NO_TOOLS) -> None:
+    def begin_response(self, tools: Tools = NO_TOOLS, instructions: str = "") -> None:
         answer = self.answers[
             sum(1 for role, _ in self.history if role == "assistant") % len(self.answers)
         ]
+        if instructions:
+            self.history.append(["system", instructions])
         self.tools_seen.append(tools)
         self._call = scripted_call(answer, tools, len(self.tools_seen))
         self._words = [] if self._call else answer.split()
@@ -238,6 +240,8 @@ class ScriptedLM:
     def cancel_response(self) -> None:
         assert self.history[-1][0] == "assistant"
         self.history.pop()
+        if self.history and self.history[-1][0] == "system":
+            self.history.pop()  # its instructions go with it
         self.cancelled += 1
 
     def truncate(self, played_text: str) -> None:

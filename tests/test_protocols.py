@@ -411,3 +411,13 @@ def test_cancelling_when_nothing_is_live_is_an_error() -> None:
     assert Cancel() in wire.receive('{"type": "response.cancel"}')  # asked, not begun yet
     wire.events([turn_taken(1000)])
     assert Cancel() in wire.receive('{"type": "response.cancel"}')
+
+
+def test_per_response_instructions_reach_the_session() -> None:
+    wire = realtime()
+    wire.opened()
+    create = {"type": "response.create", "response": {"instructions": "Say hello."}}
+    assert Respond(None, None, "Say hello.") in wire.receive(json.dumps(create))
+    bad = {"type": "response.create", "response": {"instructions": 3}}
+    [error] = sent(wire.receive(json.dumps(bad)))
+    assert error["error"]["param"] == "response.instructions"

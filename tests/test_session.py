@@ -816,3 +816,14 @@ def test_an_answer_in_text_alone_is_written_not_spoken() -> None:
     h.events += h.session.respond()
     h.run(6000)
     assert h.of(ResponseAudio) == [] and len(h.of(ResponseDone)) == 2
+
+
+def test_instructions_for_one_answer_come_before_it_in_the_conversation() -> None:
+    h = Harness([], answers=["Hello there!"])
+    h.run(400)
+    h.events += h.session.handle(Respond(instructions="Say hello to the user."))
+    h.run(3000)
+    assert h.lm.turns()[-2:] == [
+        ("system", "Say hello to the user."),
+        ("assistant", "Hello there!"),
+    ]
