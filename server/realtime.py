@@ -152,6 +152,7 @@ class RealtimeProtocol:
         self._calls: set[str] = set()  # every call_id the assistant made
         self._respond_audio: bool | None = None  # for the answer response.create asked
         self._asked = False  # a response.create whose answer has not begun yet
+        self._committed: str | None = None  # the user item input_audio_buffer.commit sent
         self.config: dict[str, Any] = {
             "id": session_id,
             "object": "realtime.session",
@@ -384,7 +385,15 @@ class RealtimeProtocol:
         self._out.add(Audio(pcm))
 
     def _commit(self, event: dict[str, Any]) -> None:
-        """Manual turns: what was said so far is the user's message."""
+        """Manual turns: what was said so far is the user's message, committed now (its
+        item and transcript follow when the turn is taken)."""
+        if self._committed is None:
+            self._committed = self._user_item = self._user_item or self._item_id()
+            self.send(
+                "input_audio_buffer.committed",
+                previous_item_id=self._last_item,
+                item_id=self._committed,
+            )
         self._out.add(Commit())
 
     def _clear(self, event: dict[str, Any]) -> None:
@@ -613,7 +622,11 @@ class RealtimeProtocol:
             # response.create): those items stand for it, no audio was committed
             return
         item_id, self._user_item = self._user_item or self._item_id(), None
-        self.send("input_audio_buffer.committed", previous_item_id=self._last_item, item_id=item_id)
+        if self._committed != item_id:
+            self.send(
+                "input_audio_buffer.committed", previous_item_id=self._last_item, item_id=item_id
+            )
+        self._committed = None
         self._item_added(
             {
                 "id": item_id,
