@@ -178,7 +178,11 @@ class UserTurn:
     # the answer -----------------------------------------------------------------------
 
     def start_draft(self, now_ms: int) -> None:
-        """Likely the end: write and synthesize the start of the answer while silence runs."""
+        """Likely the end: write and synthesize the start of the answer while silence runs.
+        Not where the answer may be a call: writing one holds the loop (1.4 s on two slow
+        cores), too dear for a draft that three pauses in four throw away."""
+        if self.tools.active:
+            return
         answer = Response(self.responses + 1, audio=self.audio, tools=self.tools)
         self.draft = self._begin_answer(answer)
         self.draft.held = self._player.speak(self.draft, now_ms, self.record)

@@ -25,6 +25,7 @@ note is read in a probe and forgotten.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -66,11 +67,16 @@ def mentioned(tool: Tool, request: str) -> bool:
 
 
 def tools_note(tools: tuple[Tool, ...]) -> str:
-    """What the LM reads before an answer that may be a call."""
+    """What the LM reads before an answer that may be a call: each tool as a short
+    signature (the note is read on the answer's path, so shorter is sooner)."""
     lines = ["You may call one of these functions:"]
     for tool in tools:
-        spec = {"name": tool.name, "description": tool.description, "parameters": tool.parameters}
-        lines.append(json.dumps(spec))
+        properties = tool.parameters.get("properties") or {}
+        arguments = ", ".join(
+            f"{key}: {spec.get('type', 'string') if isinstance(spec, dict) else 'string'}"
+            for key, spec in properties.items()
+        )
+        lines.append(f"- {tool.name}({arguments}): {tool.description}".rstrip(": "))
     lines.append(
         'To call one, answer with <tool_call>{"name": ..., "arguments": {...}}</tool_call> '
         "and nothing else. If no function helps, answer in words."
@@ -99,6 +105,14 @@ def parse_call(content: str) -> ToolCall | None:
     return ToolCall(str(body.get("id", "")), body["name"], json.dumps(arguments))
 
 
+@functools.lru_cache(maxsize=4)
+def _masks(pieces: tuple[str, ...]) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Which tokens a JSON string may hold (no quote, backslash or control
+    character), and which are digits; once per vocabulary."""
+    plain = np.array([bool(p) and not any(c in p for c in '"\\\n\r\t') for p in pieces])
+    return plain, np.array([p.isdigit() for p in pieces])
+
+
 class CallDecoder:
     """Decodes one call at the end of an LM's cache (inside the LM's probe).
 
@@ -120,9 +134,7 @@ class CallDecoder:
         self._probe = probe
         self._pieces = pieces
         self._quote = tokenize('"')[0]
-        plain = [bool(p) and not any(c in p for c in '"\\\n\r\t') for p in pieces]
-        self._string_ok = np.array(plain)
-        self._digit_ok = np.array([p.isdigit() for p in pieces])
+        self._string_ok, self._digit_ok = _masks(tuple(pieces))
 
     def write(self, tools: tuple[Tool, ...], call_id: str) -> ToolCall:
         """The call, decoded here: the model picks the function and fills its arguments."""
