@@ -79,7 +79,6 @@ from duplex.tdm import (
     TurnPolicy,
     after,
 )
-from duplex.tools import Tools
 from duplex.turn import UserTurn
 from duplex.vad import VadStep, VadTracker
 
@@ -445,14 +444,10 @@ class Session:
         probs: StateProbs,
         silence: int,
         now_ms: int,
-        tools: Tools | None = None,
-        audio: bool | None = None,
-        instructions: str = "",
+        request: Respond | None = None,
     ) -> list[Event]:
         turn = self._turn
-        self._response, events = turn.take(
-            probs, silence, now_ms, self.policy, tools, audio, instructions
-        )
+        self._response, events = turn.take(probs, silence, now_ms, self.policy, request)
         self._move(Move.TAKE_TURN)
         return events
 
@@ -524,9 +519,9 @@ class Session:
         progress) is an `error` event; the session goes on.
         """
         match command:
-            case Respond(tools, audio, instructions):
+            case Respond():
                 try:
-                    return self.respond(tools, audio, instructions)
+                    return self.respond(command)
                 except ValueError as error:  # one is in progress: it goes on
                     code = "response_in_progress"
                     return [self._event(Error, self.position_ms, code=code, message=str(error))]
@@ -585,19 +580,16 @@ class Session:
         turn.add_text(words)
         return [*events, self._event(TranscriptDelta, now, text=words)]
 
-    def respond(
-        self, tools: Tools | None = None, audio: bool | None = None, instructions: str = ""
-    ) -> list[Event]:
+    def respond(self, request: Respond | None = None) -> list[Event]:
         """Take the turn now, whatever the policy says (a client's explicit request);
-        the answer may call `tools`, is spoken unless `audio` is False (default: as
-        the session's) and follows `instructions` too."""
+        `request` may give the answer its own tools, output and instructions."""
         now = self.position_ms
         if self._response is not None:
             raise ValueError("a response is already in progress; cancel it first")
         self._turn.retract()  # words the recognizer has not finished are not the turn's
         record = self._turn.open(now)
         silence = now - (record.user_last_voiced_ms or now)
-        events = self._take_turn(self._turn.probs, silence, now, tools, audio, instructions)
+        events = self._take_turn(self._turn.probs, silence, now, request)
         assert self._response is not None
         return events + self._player.speak(self._response, now, record)
 

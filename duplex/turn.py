@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from duplex.audio import Float32Array
+from duplex.commands import Respond
 from duplex.config import PolicySettings
 from duplex.events import Event, TranscriptFinal, TurnEstimate, TurnTaken
 from duplex.listener import Listener
@@ -24,7 +25,7 @@ from duplex.metrics import TurnRecord
 from duplex.playout import Player, Response
 from duplex.ports import DuplexLM, StateProbs
 from duplex.tdm import Policy, fuse, sound_can_tell
-from duplex.tools import NO_TOOLS, Tools
+from duplex.tools import NO_TOOLS
 
 # with speech understanding, voice shorter than this is a cough or a click, not a turn
 MIN_TURN_SPEECH_MS = 240
@@ -218,24 +219,23 @@ class UserTurn:
         silence: int,
         now_ms: int,
         policy: Policy,
-        tools: Tools | None = None,
-        audio: bool | None = None,
-        instructions: str = "",
+        request: Respond | None = None,
     ) -> tuple[Response, list[Event]]:
-        """The assistant takes the turn: the draft, or an answer begun now (that may
-        call `tools`, and is spoken unless `audio` is False; else as the session's),
-        and the turn's events (the draft's held ones included). The words start
-        afresh."""
+        """The assistant takes the turn: the draft, or an answer begun now with the
+        `request`'s own tools, output and instructions (else the session's), and the
+        turn's events (the draft's held ones included). The words start afresh."""
         record = self.record
         assert record is not None
         self.responses += 1
-        if (tools is not None or audio is not None or instructions) and self.draft is not None:
+        asked = request or Respond()
+        own = asked.tools is not None or asked.audio is not None or bool(asked.instructions)
+        if own and self.draft is not None:
             self.discard_draft()  # written for other tools, output or instructions
         answer = Response(
             self.responses,
-            audio=self.audio if audio is None else audio,
-            tools=self.tools if tools is None else tools,
-            instructions=instructions,
+            audio=self.audio if asked.audio is None else asked.audio,
+            tools=self.tools if asked.tools is None else asked.tools,
+            instructions=asked.instructions,
         )
         response = self.draft or self._begin_answer(answer)
         self.draft, self._speech_pending = None, []
