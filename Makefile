@@ -9,7 +9,12 @@ BIN := $(VENV)/bin
 # codec2-examples carries real recorded speech (a radio conversation, read sentences) for the bench.
 SYSTEM_PACKAGES := build-essential cmake chromium libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins nginx espeak-ng codec2-examples
 # llama.cpp without its multimodal library, which duplex does not use: a faster build.
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+# On x86 it is built without AMX tiles: CPUs that report AMX inside VMs whose kernel
+# has not enabled the tile state fault on the first matrix multiply (a segfault in decode),
+# and a 135M model gains nothing from them.
+NO_AMX_FLAGS := '-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'
+NO_AMX := $(if $(filter x86_64,$(shell uname -m)),-DCMAKE_C_FLAGS=$(NO_AMX_FLAGS) -DCMAKE_CXX_FLAGS=$(NO_AMX_FLAGS))
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF $(NO_AMX)
 TORCH := torch==2.13.0
 
 .PHONY: setup run test bench lint clean
