@@ -47,6 +47,7 @@ EDGE_SILENCE_MS = 150  # a sentence is cut out only where the voice is silent th
 LEVEL_FRAME_MS = 10
 PER_MS = SAMPLE_RATE // 1000  # samples per ms
 BLIP_FRAMES = 3
+WORD_END_SLACK_MS = 150  # the voice ends at most this long after the recognizer's last word
 WORD_GAP_MS = 50  # silence between two words, where a pause may be inserted
 MIN_WORD_MS = 120  # less sound than this between two pauses is a breath, not a word
 INSERTED_PAUSE_MS = (500, 1500)
@@ -171,13 +172,17 @@ def turn_cues(
         if sound.size * LEVEL_FRAME_MS < MIN_WORD_MS:
             continue  # a breath or a click between the words
         piece = pcm[a * PER_MS : b * PER_MS]
-        said = " ".join(w.text.strip() for w in words if a <= (w.start_ms + w.end_ms) // 2 < b)
+        inside = [w for w in words if a <= (w.start_ms + w.end_ms) // 2 < b]
+        said = " ".join(w.text.strip() for w in inside)
         if words and not said and not cues:
             continue  # the tail of the sentence before, or a breath: no word begins here
         kind = "continuation" if cues else "question"
         # the voice by the recording's own background, not by its loudest frame: a room's
-        # tone after the last word is not the user still speaking
+        # tone after the last word is not the user still speaking, nor is a recording's
+        # tail (a breath, reverb, noise) long after the recognizer's last word
         first, last = int(sound[0]) * LEVEL_FRAME_MS, int(sound[-1] + 1) * LEVEL_FRAME_MS
+        if inside:
+            last = max(first + MIN_WORD_MS, min(last, inside[-1].end_ms - a + WORD_END_SLACK_MS))
         voice = (first - first % FRAME_MS, min(last + (-last) % FRAME_MS, b - a))
         onset = a + voice[0] + (length if length and a >= at else 0)
         cues.append(RecordedCue(kind, said, piece, at_ms=onset, voice_ms=voice))

@@ -48,6 +48,8 @@ END_MIDPOINT_LOG10 = -2.75
 END_ODDS_PER_DECADE_LOG10 = 1.5
 MAX_SPEAK = 0.98  # the cap: even a sure end waits ~190 ms of silence
 UNMARKED_MAX_SPEAK = 0.9  # the cap for words the recognizer left unpunctuated (~335 ms)
+UNFINISHED_SPEAK = 0.1  # words that are not finished: the policy waits ~1.8 s
+DANGLING_DISCOUNT = 30.0  # P(end) after a DANGLING last word counts for this much less
 
 
 def speak_from_end(p_end: float) -> float:
@@ -80,11 +82,13 @@ def rule_state(user_text: str, overlap: bool, p_end: float | None = None) -> Sta
     Punctuation alone cannot tell "Can you tell me?" from "Why is the sky
     blue?"; the LM's next-token distribution can. Whisper punctuates in its final pass,
     and puts a full stop or a question mark after a trailing-off "I was
-    thinking about" or "how long does it take to" too, so a turn whose last
-    word rarely ends one (DANGLING: articles, prepositions, conjunctions,
-    "is", ...) or that ends in "..." counts as unfinished. A question may end
-    in a preposition ("what are you thinking about?"), so after a question
-    mark only NEVER_LAST words (articles, conjunctions, possessives) do.
+    thinking about" or "how long does it take to" too, so a turn that ends in
+    "..." or in a NEVER_LAST word (articles, conjunctions, possessives) counts
+    as unfinished, and one whose last word rarely ends a sentence (DANGLING:
+    prepositions, pronouns, "is", ...) is finished only where the LM is sure
+    ("I think so.", "Yes it is."). A question may end in a preposition ("what
+    are you thinking about?"): after a question mark only NEVER_LAST words are
+    held.
     While speaking: a short acknowledgement from BACKCHANNELS is dismissed,
     no words yet means keep listening, any other words interrupt.
     """
@@ -104,9 +108,16 @@ def rule_state(user_text: str, overlap: bool, p_end: float | None = None) -> Sta
     if finished and words[-1] not in dangling:
         speak = 0.9 if p_end is None else speak_from_end(p_end)
         return StateProbs(1.0 - speak, speak, 0.0)
-    if p_end is not None and ending[-1:].isalnum() and words[-1] not in DANGLING:
-        # no mark at all ("4 Queen of Clubs", a list, a name): the LM alone decides,
-        # a little less sure than with the recognizer's full stop
+    unmarked = ending[-1:].isalnum()
+    if p_end is not None and (finished or unmarked) and words[-1] not in NEVER_LAST:
+        # no mark at all ("4 Queen of Clubs", a list, a name), or a dangling last word:
+        # the LM alone decides, a little less sure than with the recognizer's full stop
         speak = min(UNMARKED_MAX_SPEAK, speak_from_end(p_end))
+        if words[-1] in DANGLING:
+            # "I think so.", "Yes it is.": a word that rarely ends a sentence ends this
+            # one only where the LM is sure of it ("I was thinking about" is 1e-4,
+            # "where the airport is" 0.4): its P(end) counts for a thirtieth, and the
+            # words are never less finished than the rule's unfinished
+            speak = max(UNFINISHED_SPEAK, min(speak, speak_from_end(p_end / DANGLING_DISCOUNT)))
         return StateProbs(1.0 - speak, speak, 0.0)
-    return StateProbs(0.9, 0.1, 0.0)
+    return StateProbs(1.0 - UNFINISHED_SPEAK, UNFINISHED_SPEAK, 0.0)

@@ -125,6 +125,13 @@ def test_rule_state() -> None:
     assert rule_state("Could you remind me?", overlap=False, p_end=0.00103).speak < 0.35
     assert rule_state("I went to the", overlap=False, p_end=0.05).speak < 0.5
     assert rule_state("So I went,", overlap=False, p_end=0.05).speak < 0.5
+    # a dangling last word ends a sentence only where the LM is sure of it (the
+    # LM's P(end) after "I think so" is 0.25, after "I was thinking about" 1e-4)
+    assert rule_state("I think so.", overlap=False, p_end=0.25).speak >= 0.85
+    assert rule_state("Yes it is", overlap=False, p_end=0.6).speak >= 0.85
+    assert rule_state("I was thinking about.", overlap=False, p_end=1e-4).speak == 0.1
+    assert rule_state("So what I wanted to ask is.", overlap=False, p_end=0.028).speak < 0.35
+    assert rule_state("I talked to my.", overlap=False, p_end=0.5).speak == 0.1  # never last
     assert rule_state("Yeah.", overlap=True).dismiss > 0.5
     assert rule_state("Mm-hm, right", overlap=True).dismiss > 0.5
     assert rule_state("wait, stop", overlap=True).speak > 0.5

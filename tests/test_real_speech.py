@@ -9,13 +9,14 @@ import numpy as np
 
 from benchmarks.real_speech import (
     INSERTED_PAUSE_MS,
+    WORD_END_SLACK_MS,
     Word,
     from_conversation,
     from_recording,
     load,
 )
 from benchmarks.scenarios import Cue, UserSimulator
-from duplex.audio import SAMPLE_RATE, write_wav
+from duplex.audio import FRAME_MS, SAMPLE_RATE, write_wav
 from tests.fakes import user_audio
 
 # "I went to the shop, then home. Yes." with a natural 400 ms pause after "shop,"
@@ -64,6 +65,17 @@ def test_a_sentence_makes_a_turn_end_its_natural_pause_held_and_an_inserted_one(
     [ack] = [s for s in scenarios if s.category == "backchannel"]
     assert [c.kind for c in ack.cues] == ["question", "continuation", "backchannel"]
     assert ack.cues[-1].into_answer_ms is not None
+
+
+def test_a_recordings_tail_after_the_last_word_is_not_the_user_still_speaking() -> None:
+    # noise runs on from "Yes." (4100 ms) to the recording's end: a breath, reverb, a room
+    pcm = np.concatenate([recording()[: 4100 * SAMPLE_RATE // 1000], user_audio([(0, 500)], 500)])
+    by_name = {s.name: s for s in from_recording("talk", pcm, WORDS, random.Random(0))}
+    [yes] = by_name["talk-01"].cues
+    assert yes.text == "Yes."
+    # the voice is "Yes." (300 ms) and the slack, on the 20 ms frame grid; not its 500 ms tail
+    voice = yes.voiced[1] - yes.voiced[0]
+    assert 300 <= voice <= 300 + WORD_END_SLACK_MS + 2 * FRAME_MS < 300 + 500
 
 
 def test_the_simulator_plays_a_real_turn_as_it_was_recorded() -> None:
