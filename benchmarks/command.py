@@ -116,6 +116,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--soak-silence", type=float, default=15.0, help="seconds of silence after each question"
     )
     parser.add_argument("--churn", type=int, default=200, help="sessions the soak opens and closes")
+    parser.add_argument(
+        "--answers",
+        action="store_true",
+        help="answer quality: 104 spoken questions (facts, arithmetic, instructions, "
+        "follow-ups) with accepted answers, scored per half (tuning, held-out); with "
+        "--responder remote the external engine answers them too, side by side (real time)",
+    )
+    parser.add_argument(
+        "--questions", type=int, default=0, help="with --answers: only the first N (0: all)"
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -123,6 +133,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _components(args, settings)
     if args.soak is not None:
         return _soak(args, settings)
+    if args.answers:
+        return _answers(args, settings)
     from benchmarks import report, runner, scenarios
     from models.stack import SpeechStack
     from models.tts import PiperSynthesizer
@@ -252,6 +264,62 @@ def real_scenarios(stack: SpeechStack, places: list[Path], seed: int) -> list[Sc
         return [real_speech.Word(*w) for w in word_times(stack.whisper, pcm)]
 
     return real_speech.load(places, words, seed=seed) if places else []
+
+
+def _answers(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from benchmarks import answers
+    from benchmarks.answer_set import QUESTION_SET
+    from models.stack import SpeechStack
+
+    if args.questions < 0:
+        raise ValueError("--questions must be 0 (all) or more")
+    engine = args.responder == "remote"
+    if engine and not settings.responder.base_url:
+        raise ValueError(
+            "--responder remote needs the engine's URL: --set responder.base_url="
+            "http://127.0.0.1:8000/v1 (and responder.model)"
+        )
+    questions = QUESTION_SET[: args.questions or None]
+    console = Console(stderr=True)
+    stack = SpeechStack(settings)
+    with console.status("loading the models"):
+        stack.load()
+        render = answers.piper_render(stack.voice_path)
+    lm = stack.new_lm()
+    data: dict[str, dict[str, object]] = {}
+    for path in ["local", "remote"] if engine else ["local"]:
+        remote = path == "remote"
+
+        def session(clock: Clock, remote: bool = remote) -> Steps:
+            return stack.new_session(clock, lm=lm, remote=remote)
+
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar:
+            task = bar.add_task(f"questions ({path})", total=len(questions))
+            results = answers.run_set(
+                session,
+                render,
+                ideal=not remote,  # the engine keeps its own clock: real time
+                questions=questions,
+                progress=lambda _: bar.update(task, advance=1),  # noqa: B023 (called in the loop)
+            )
+        name = f"engine ({settings.responder.model or 'remote'})" if remote else "in-process LM"
+        data[name] = {"summary": answers.summary(results), "questions": answers.to_dict(results)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"command": " ".join(["duplex", *sys.argv[1:]]), "paths": data}
+    (args.out / "answers.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    table = answers.markdown(data)
+    (args.out / "answers.md").write_text(f"# Answer quality: `{report['command']}`\n\n{table}")
+    print(table)
+    console.print(f"wrote {args.out / 'answers.json'}, answers.md")
+    return 0
 
 
 def _soak(args: argparse.Namespace, settings: Settings) -> int:
