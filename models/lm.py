@@ -159,7 +159,11 @@ class LlamaDuplexLM:
         self.history_tokens = history
         self.trims = 0  # times old turns left the cache
         self.trimmed_tokens = 0  # how many positions they held
-        self._start_token = self._token_id("<|im_start|>")
+        # what opens a user turn: the history is trimmed there, so it never begins
+        # with an answer whose question left
+        self._user_opening = self._llm.tokenize(
+            opening("user").encode("utf-8"), add_bos=False, special=True
+        )
         self.tokens: list[int] = []
         self.hidden: Float32Array = np.zeros(self.hidden_size, dtype=np.float32)
         self._logits: Float32Array = np.zeros(self._n_vocab, dtype=np.float32)
@@ -613,7 +617,8 @@ class LlamaDuplexLM:
             self.hidden = _floats(lib.llama_get_embeddings_ith(self._ctx, -1), self.hidden_size)
 
     def _trim_history(self) -> None:
-        """The oldest whole turns leave the cache until the history fits `history_tokens`.
+        """The oldest whole exchanges leave the cache until the history fits
+        `history_tokens`: it is cut where a user turn opens.
 
         Called as a user turn opens: every turn before it is closed, and no mark
         points past the system prompt. Where llama.cpp cannot shift positions
@@ -622,8 +627,11 @@ class LlamaDuplexLM:
         system, history = self._system_tokens, len(self.tokens) - self._system_tokens
         if history <= self.history_tokens:
             return
+        n = len(self._user_opening)
         starts = [
-            i for i in range(system + 1, len(self.tokens)) if self.tokens[i] == self._start_token
+            i
+            for i in range(system + 1, len(self.tokens))
+            if self.tokens[i : i + n] == self._user_opening
         ]
         end = next(
             (i for i in starts if len(self.tokens) - i <= self.history_tokens), len(self.tokens)
