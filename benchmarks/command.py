@@ -216,13 +216,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         watch = remote.ServerWatch(args.server, args.token)
 
     total = len(chosen) * len(labels)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
+    with counting(console) as bar:
         task = bar.add_task("conversations", total=total)
         runs = runner.run_all(
             make_session,
@@ -253,6 +247,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(report.markdown(data))
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def counting(console: Console) -> Progress:
+    """A progress bar that counts done of total, with the time taken."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
 
 def real_scenarios(stack: SpeechStack, places: list[Path], seed: int) -> list[Scenario]:
@@ -295,13 +300,7 @@ def _answers(args: argparse.Namespace, settings: Settings) -> int:
         def session(clock: Clock, remote: bool = remote) -> Steps:
             return stack.new_session(clock, lm=lm, remote=remote)
 
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bar:
+        with counting(console) as bar:
             task = bar.add_task(f"questions ({path})", total=len(questions))
             results = answers.run_set(
                 session,
