@@ -125,15 +125,20 @@ def ask(
     audio = [render(turn, rate, pitch) for turn in question.turns]
     asker = Asker(audio)
     # ideal: compute is free (the in-process LM); else real time (an engine keeps its own)
-    drive(make_session, asker, fast=ideal, ideal=ideal, on_event=asker.observe)
-    asked = Asked(index, question.kind, held_out(index), list(question.turns))
-    asked.heard, asked.answers, asked.answer_ms = asker.heard, asker.answers, asker.answer_ms
-    asked.right = bool(asker.answers) and is_right(question, asker.answers[-1])
-    last_heard = (
-        asker.heard[len(question.turns) - 1] if len(asker.heard) >= len(question.turns) else ""
+    drive(make_session, asker, fast=False, ideal=ideal, on_event=asker.observe)
+    turns = len(question.turns)
+    last_heard = asker.heard[turns - 1] if len(asker.heard) >= turns else ""
+    return Asked(
+        index,
+        question.kind,
+        held_out(index),
+        list(question.turns),
+        asker.heard,
+        asker.answers,  # one per turn: the Asker fills a missing answer with ""
+        asker.answer_ms,
+        right=is_right(question, asker.answers[-1]),
+        wer=wer(question.turns[-1], last_heard),
     )
-    asked.wer = wer(question.turns[-1], last_heard)
-    return asked
 
 
 def run_set(

@@ -157,11 +157,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "--responder remote runs in process and in real time (the engine keeps its own "
             "clock): drop --fast and --server"
         )
-    if engine and not settings.responder.base_url:
-        raise ValueError(
-            "--responder remote needs the engine's URL: --set responder.base_url="
-            "http://127.0.0.1:8000/v1 (and responder.model)"
-        )
+    if engine:
+        _check_engine(settings)
     understandings = [u.strip() for u in args.understanding.split(",") if u.strip()]
     if any(u not in UNDERSTANDINGS for u in understandings):
         raise ValueError(f"--understanding takes {', '.join(UNDERSTANDINGS)}, comma-separated")
@@ -249,6 +246,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _check_engine(settings: Settings) -> None:
+    """`--responder remote` answers from the engine at `responder.base_url`: it needs one."""
+    if not settings.responder.base_url:
+        raise ValueError(
+            "--responder remote needs the engine's URL: --set responder.base_url="
+            "http://127.0.0.1:8000/v1 (and responder.model)"
+        )
+
+
 def counting(console: Console) -> Progress:
     """A progress bar that counts done of total, with the time taken."""
     return Progress(
@@ -281,11 +287,8 @@ def _answers(args: argparse.Namespace, settings: Settings) -> int:
     if args.questions < 0:
         raise ValueError("--questions must be 0 (all) or more")
     engine = args.responder == "remote"
-    if engine and not settings.responder.base_url:
-        raise ValueError(
-            "--responder remote needs the engine's URL: --set responder.base_url="
-            "http://127.0.0.1:8000/v1 (and responder.model)"
-        )
+    if engine:
+        _check_engine(settings)
     questions = QUESTION_SET[: args.questions or None]
     console = Console(stderr=True)
     stack = SpeechStack(settings)

@@ -102,7 +102,7 @@ def rule_state(user_text: str, overlap: bool, p_end: float | None = None) -> Sta
     ending = user_text.rstrip()
     words = text.split()
     if not words:
-        return StateProbs(0.9, 0.1, 0.0)
+        return StateProbs(1.0 - UNFINISHED_SPEAK, UNFINISHED_SPEAK, 0.0)
     dangling = NEVER_LAST if ending.endswith("?") else DANGLING
     finished = ending.endswith((".", "!", "?")) and not ending.endswith("...")
     if finished and words[-1] not in dangling:
@@ -112,12 +112,14 @@ def rule_state(user_text: str, overlap: bool, p_end: float | None = None) -> Sta
     if p_end is not None and (finished or unmarked) and words[-1] not in NEVER_LAST:
         # no mark at all ("4 Queen of Clubs", a list, a name), or a dangling last word:
         # the LM alone decides, a little less sure than with the recognizer's full stop
-        speak = min(UNMARKED_MAX_SPEAK, speak_from_end(p_end))
-        if words[-1] in DANGLING:
+        dangling_end = words[-1] in DANGLING
+        if dangling_end:
             # "I think so.", "Yes it is.": a word that rarely ends a sentence ends this
             # one only where the LM is sure of it ("I was thinking about" is 1e-4,
-            # "where the airport is" 0.4): its P(end) counts for a thirtieth, and the
-            # words are never less finished than the rule's unfinished
-            speak = max(UNFINISHED_SPEAK, min(speak, speak_from_end(p_end / DANGLING_DISCOUNT)))
+            # "where the airport is" 0.4): its P(end) counts for a thirtieth
+            p_end /= DANGLING_DISCOUNT
+        speak = min(UNMARKED_MAX_SPEAK, speak_from_end(p_end))
+        if dangling_end:  # and the words are never less finished than the rule's unfinished
+            speak = max(UNFINISHED_SPEAK, speak)
         return StateProbs(1.0 - speak, speak, 0.0)
     return StateProbs(1.0 - UNFINISHED_SPEAK, UNFINISHED_SPEAK, 0.0)
