@@ -8,7 +8,6 @@ when, says what the user heard if they interrupt, down to the word.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +31,7 @@ from duplex.ports import (
     SynthesizesAhead,
 )
 from duplex.text import ClauseSplitter, played_words
+from duplex.timeline import Timeline
 from duplex.tools import NO_TOOLS, ToolCall, Tools
 
 
@@ -138,17 +138,13 @@ class Player:
         synthesizer: Synthesizer,
         responder: Responder | None,
         settings: PolicySettings,
-        timeline: Callable[[int], int],
-        event: Callable[..., Event],
+        timeline: Timeline,
     ) -> None:
-        """`timeline`: an input position as the clock has it; `event`: an event at a
-        position, stamped with the clock."""
         self._lm = lm
         self._tts = synthesizer
         self._responder = responder
         self.settings = settings
         self._timeline = timeline
-        self._event = event
         self.output_end = 0  # where the output already sent to play ends (timeline ms)
         # how long after it is sent a frame is heard: the device's output latency and
         # queue, set by a client that measures it (the local assistant does)
@@ -200,10 +196,10 @@ class Player:
             text, done = self._write(response, now_ms, events)
             if response.call is not None:  # no words: a function call
                 if record is not None:
-                    record.first_token_ms = self._timeline(now_ms)
+                    record.first_token_ms = self._timeline.at(now_ms)
                 call = response.call
                 events.append(
-                    self._event(
+                    self._timeline.event(
                         ResponseFunctionCall,
                         now_ms,
                         response_id=response.id,
@@ -220,9 +216,11 @@ class Player:
             response.written += response.splitter.push(text)
             if text:
                 if record is not None and not response.tokens_seen:
-                    record.first_token_ms = self._timeline(now_ms)
+                    record.first_token_ms = self._timeline.at(now_ms)
                 response.tokens_seen = True
-                events.append(self._event(ResponseText, now_ms, response_id=response.id, text=text))
+                events.append(
+                    self._timeline.event(ResponseText, now_ms, response_id=response.id, text=text)
+                )
             if done:
                 response.written += response.splitter.flush()
                 response.generating = False
@@ -237,7 +235,7 @@ class Player:
             return
         response.enqueue(clause, self._tts.synthesize(clause))
         if record is not None and record.first_tts_audio_ms is None:
-            record.first_tts_audio_ms = self._timeline(now_ms)
+            record.first_tts_audio_ms = self._timeline.at(now_ms)
 
     def _write(self, response: Response, now_ms: int, events: list[Event]) -> tuple[str, bool]:
         """The answer's next words: the responder's while it works, else the LM's own.
@@ -251,7 +249,7 @@ class Player:
             except ResponderError as error:
                 self.stop_remote(response)  # the LM goes on from the words written so far
                 events.append(
-                    self._event(
+                    self._timeline.event(
                         ResponderFallback, now_ms, response_id=response.id, reason=str(error)
                     )
                 )
@@ -270,7 +268,7 @@ class Player:
 
     def send(self, response: Response, position_ms: int, record: TurnRecord | None) -> Event | None:
         """The answer's next frame, if it is due: stamped with where it will play."""
-        now = self._timeline(position_ms)
+        now = self._timeline.at(position_ms)
         if not response.queue or self.output_end > now + self.settings.send_ahead_ms:
             # after a stall the loop catches up on input faster than real time; sending
             # one output frame per input frame then would queue that much at the device,
@@ -285,13 +283,15 @@ class Player:
         response.sent.append((start, index))
         if record is not None and record.first_output_ms is None:
             record.first_output_ms = start
-        return self._event(ResponseAudio, start, response_id=response.id, pcm=pcm, text=clause.text)
+        return self._timeline.event(
+            ResponseAudio, start, response_id=response.id, pcm=pcm, text=clause.text
+        )
 
     def stop(self, response: Response, now_ms: int, heard_ms: int | None) -> tuple[str, int]:
         """Stop the answer where playout is: (the words the user heard, where it stopped).
         Frames the device had not played yet are unheard; `heard_ms`: the client plays
         the audio itself and says how much of it played."""
-        stopped = min(self._timeline(now_ms), self.output_end)
+        stopped = min(self._timeline.at(now_ms), self.output_end)
         response.flush_after(stopped - self.output_delay_ms)
         self.output_end = stopped
         heard = response.played_text() if heard_ms is None else response.heard_within(heard_ms)

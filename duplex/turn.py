@@ -12,19 +12,27 @@ thrown away if the user goes on. The session decides when the turn is taken
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
 
 import numpy as np
 
 from duplex.audio import Float32Array
 from duplex.commands import Respond
 from duplex.config import PolicySettings
-from duplex.events import Event, TranscriptFinal, TurnEstimate, TurnTaken
+from duplex.events import (
+    Event,
+    TranscriptDelta,
+    TranscriptFinal,
+    TurnEstimate,
+    TurnMetrics,
+    TurnTaken,
+)
 from duplex.listener import Listener
 from duplex.metrics import TurnRecord
 from duplex.playout import Player, Response
 from duplex.ports import DuplexLM, StateProbs
 from duplex.tdm import Policy, fuse, sound_can_tell
+from duplex.timeline import Timeline
 from duplex.tools import NO_TOOLS
 
 # with speech understanding, voice shorter than this is a cough or a click, not a turn
@@ -42,8 +50,7 @@ class UserTurn:
         player: Player,
         settings: PolicySettings,
         understanding: str,
-        timeline: Callable[[int], int],
-        event: Callable[..., Event],
+        timeline: Timeline,
     ) -> None:
         self._lm = lm
         self._listener = listener
@@ -51,7 +58,6 @@ class UserTurn:
         self._settings = settings
         self._understanding = understanding
         self._timeline = timeline
-        self._event = event
         self.responses = 0  # answers begun so far: the next one's id is one more
         self.tools = NO_TOOLS  # the functions an answer may call
         self.audio = True  # answers are spoken (else text alone)
@@ -79,6 +85,28 @@ class UserTurn:
             self.record = TurnRecord(self.responses + 1, user_onset_ms=onset_ms)
         return self.record
 
+    def close(self, outcome: str, position_ms: int) -> list[Event]:
+        """The turn is over (`outcome`: how its answer ended): its metrics go out."""
+        record, self.record = self.record, None
+        assert record is not None
+        record.outcome = outcome
+        return [self._timeline.event(TurnMetrics, position_ms, record=record)]
+
+    def fail(self, now_ms: int) -> list[Event]:
+        """A model failed while the user had the turn: the draft and the turn's words are
+        dropped, its record closes "failed". Each call may meet the broken model again:
+        each is tried alone."""
+        draft = self.draft
+        if draft is not None:
+            with contextlib.suppress(Exception):
+                self._player.stop_remote(draft)  # the engine may be what broke
+            draft.remote = False
+            with contextlib.suppress(Exception):
+                self._lm.cancel_response()
+        with contextlib.suppress(Exception):
+            self._lm.rewrite_turn("")
+        return self.close("failed", now_ms) if self.record is not None else []
+
     # the words ------------------------------------------------------------------------
 
     def hear(self, words: str, ended: bool) -> None:
@@ -105,6 +133,30 @@ class UserTurn:
         if self.draft is None:
             self.probs = self._lm.listen(words)
 
+    def type_text(self, text: str, now_ms: int) -> list[Event]:
+        """A typed message joins the turn, as if it had been heard; its TranscriptDelta.
+        Typed words never end a turn by silence: `Respond` does (or speech that follows)."""
+        self._drop_draft()
+        words = text.strip()
+        if not words:
+            return []
+        self.open(now_ms)
+        words = (" " if self.text.strip() else "") + words
+        self.add_text(words)
+        return [self._timeline.event(TranscriptDelta, now_ms, text=words)]
+
+    def add_tool_result(self, call_id: str, output: str) -> None:
+        """A function's output joins the conversation: the next answer is written from it."""
+        self._drop_draft()
+        self._lm.add_tool_result(call_id, output)
+
+    def _drop_draft(self) -> None:
+        """Words that come another way than by voice: what was read at a pause, and a
+        draft answer to it, are void."""
+        self.retract()
+        if self.draft is not None:
+            self.discard_draft()
+
     def read_tentatively(self, rest: str, now_ms: int, events: list[Event]) -> None:
         """The decode at a pause heard `rest` after the stable words. If the turn ends
         here, those are its last words: the LM reads them now, and a likely end starts
@@ -114,7 +166,7 @@ class UserTurn:
             return  # a draft for the words before: the LM is in its answer
         self._probs_before_tentative = self.probs
         self.probs = self._lm.listen_tentatively(rest)
-        self.tentative, self.tentative_ms = rest, self._timeline(now_ms)
+        self.tentative, self.tentative_ms = rest, self._timeline.at(now_ms)
         if self.estimate(now_ms, events).speak >= self._settings.speculate_threshold:
             self.start_draft(now_ms)
 
@@ -163,10 +215,10 @@ class UserTurn:
         if self._estimated != (self.probs.speak, p_audio):
             before = self._estimated[1] if self._estimated else None
             if before is None and p_audio is not None and self.record is not None:
-                self.record.turn_audio_ms = self._timeline(now_ms)  # the sound's verdict
+                self.record.turn_audio_ms = self._timeline.at(now_ms)  # the sound's verdict
             self._estimated = (self.probs.speak, p_audio)
             events.append(
-                self._event(
+                self._timeline.event(
                     TurnEstimate,
                     now_ms,
                     p_text=self.probs.speak,
@@ -219,15 +271,14 @@ class UserTurn:
         silence: int,
         now_ms: int,
         policy: Policy,
-        request: Respond | None = None,
+        asked: Respond,
     ) -> tuple[Response, list[Event]]:
         """The assistant takes the turn: the draft, or an answer begun now with the
-        `request`'s own tools, output and instructions (else the session's), and the
+        `asked`'s own tools, output and instructions (else the session's), and the
         turn's events (the draft's held ones included). The words start afresh."""
         record = self.record
         assert record is not None
         self.responses += 1
-        asked = request or Respond()
         own = asked.tools is not None or asked.audio is not None or bool(asked.instructions)
         if own and self.draft is not None:
             self.discard_draft()  # written for other tools, output or instructions
@@ -240,13 +291,13 @@ class UserTurn:
         response = self.draft or self._begin_answer(answer)
         self.draft, self._speech_pending = None, []
         record.response_id = response.id
-        record.decision_ms = self._timeline(now_ms)
+        record.decision_ms = self._timeline.at(now_ms)
         self.after_barge_in = False
         self._listener.turn_taken()
         self._estimated = None
         events: list[Event] = [
-            self._event(TranscriptFinal, now_ms, text=self.text.strip()),
-            self._event(
+            self._timeline.event(TranscriptFinal, now_ms, text=self.text.strip()),
+            self._timeline.event(
                 TurnTaken,
                 now_ms,
                 response_id=response.id,

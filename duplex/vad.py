@@ -112,6 +112,12 @@ class VadTracker:
         """end_ms of the latest voiced frame since the first start (None before it)."""
         return self._last_voiced_end
 
+    def end_in(self, position_ms: int) -> int:
+        """Audio ms from `position_ms` until the utterance ends at the earliest (if the
+        voice does not come back): the hangover after the last frame heard as voice."""
+        last = self._last_voiced_end
+        return self.end_ms - (position_ms - last if last is not None else 0)
+
     def reset(self) -> None:
         """Forget everything, backend included, so the next session starts clean."""
         self.backend.reset()

@@ -20,7 +20,15 @@ import pytest
 
 from duplex.audio import Frame, Int16Array, frames_of
 from duplex.clock import VirtualClock
-from duplex.commands import AddUserText, Respond, SetAudioOutput, SetOutputDelay, ShareCores
+from duplex.commands import (
+    AddUserText,
+    Cancel,
+    Respond,
+    SetAudioOutput,
+    SetOutputDelay,
+    ShareCores,
+    Truncate,
+)
 from duplex.config import PolicySettings
 from duplex.events import (
     BackchannelIgnored,
@@ -367,12 +375,12 @@ def test_speculative_answer_is_discarded_when_the_user_goes_on() -> None:
 def test_typed_text_waits_for_respond_then_is_answered() -> None:
     h = Harness([])
     h.run(400)
-    h.events += h.session.add_user_text("what time is it?")
+    h.events += h.session.handle(AddUserText("what time is it?"))
     h.run(1000)
     assert h.of(TurnTaken) == []  # typed words never end a turn by silence
-    h.events += h.session.respond()
-    with pytest.raises(ValueError, match="already in progress"):
-        h.session.respond()
+    h.events += h.session.handle(Respond())
+    [refused] = h.session.handle(Respond())
+    assert isinstance(refused, Error) and "already in progress" in refused.message
     h.run(6000)
     [taken] = h.of(TurnTaken)
     assert taken.audio_ms == 1000
@@ -403,7 +411,7 @@ def test_commands_are_handled_between_frames_or_posted_for_the_next() -> None:
 def test_cancel_stops_the_answer_where_it_played() -> None:
     h = Harness(QUESTION)
     h.run(2000)
-    h.events += h.session.cancel()
+    h.events += h.session.handle(Cancel())
     [interrupted] = h.of(Interrupted)
     assert interrupted.stopped_ms == 2000 and interrupted.played_ms == 800
     [done] = h.of(ResponseDone)
@@ -412,7 +420,7 @@ def test_cancel_stops_the_answer_where_it_played() -> None:
     h.run(4000)
     # the frame sent for 2000 ms is flushed by the Interrupted; nothing is sent after it
     assert [e.audio_ms for e in h.of(ResponseAudio)] == list(range(1200, 2020, 20))
-    assert h.session.state is State.LISTENING and h.session.cancel() == []
+    assert h.session.state is State.LISTENING and h.session.handle(Cancel()) == []
 
 
 def test_a_short_silence_decodes_at_once_and_holds_back_the_rest() -> None:
@@ -479,7 +487,7 @@ def test_a_client_truncates_the_answer_at_what_it_played() -> None:
     those words, whether the answer is still playing or already finished."""
     playing = Harness(QUESTION)
     playing.run(2000)  # the answer plays from 1200 ms
-    events = playing.session.truncate(600)  # 3 words at 200 ms each
+    events = playing.session.handle(Truncate(600))  # 3 words at 200 ms each
     [interrupted] = [e for e in events if isinstance(e, Interrupted)]
     assert isinstance(interrupted, Interrupted) and interrupted.played_text == "It is noon."
     assert playing.lm.turns()[-1] == ("assistant", "It is noon.")
@@ -488,7 +496,7 @@ def test_a_client_truncates_the_answer_at_what_it_played() -> None:
     finished = Harness(QUESTION)
     finished.run(6000)  # the whole answer played
     assert finished.lm.turns()[-1] == ("assistant", ANSWER)
-    assert finished.session.truncate(800) == []
+    assert finished.session.handle(Truncate(800)) == []
     assert finished.lm.turns()[-1] == ("assistant", "It is noon. Anything")
 
 
@@ -803,7 +811,7 @@ def test_an_answer_in_text_alone_is_written_not_spoken() -> None:
     barge-in keeps all the words written so far (the user read them)."""
     h = Harness([], answers=["It is noon. Anything else I can help you with today?"])
     h.run(400)
-    h.events += h.session.add_user_text("what time is it?")
+    h.events += h.session.handle(AddUserText("what time is it?"))
     h.events += h.session.handle(Respond(audio=False))
     h.run(3000)
     assert h.of(ResponseAudio) == []
@@ -812,8 +820,8 @@ def test_an_answer_in_text_alone_is_written_not_spoken() -> None:
     assert done.text == "It is noon. Anything else I can help you with today?"
     assert "".join(e.text for e in h.of(ResponseText)).strip() == done.text
     h.session.handle(SetAudioOutput(False))
-    h.events += h.session.add_user_text("and tomorrow?")
-    h.events += h.session.respond()
+    h.events += h.session.handle(AddUserText("and tomorrow?"))
+    h.events += h.session.handle(Respond())
     h.run(6000)
     assert h.of(ResponseAudio) == [] and len(h.of(ResponseDone)) == 2
 

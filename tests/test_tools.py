@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from duplex.commands import AddToolResult, Respond, SetTools
+from duplex.commands import AddToolResult, AddUserText, Respond, SetTools
 from duplex.events import (
     Error,
     Interrupted,
@@ -59,7 +59,7 @@ def test_a_call_is_made_only_where_the_tools_allow_it() -> None:
 def test_a_response_can_bring_its_own_tools() -> None:
     h = Harness([], answers=[CALL])
     h.run(400)
-    h.events += h.session.add_user_text("weather in Paris?")
+    h.events += h.session.handle(AddUserText("weather in Paris?"))
     h.events += h.session.handle(Respond(Tools((WEATHER,), choice="required")))
     h.run(1000)
     [call] = h.of(ResponseFunctionCall)
