@@ -49,7 +49,7 @@ bench: setup
 	$(BIN)/duplex bench
 
 lint: setup
-	$(BIN)/ruff check duplex models server client benchmarks tests
+	$(BIN)/ruff check duplex models server client benchmarks app tests
 	$(BIN)/mypy
 
 clean:

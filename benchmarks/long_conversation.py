@@ -44,9 +44,10 @@ def questions(count: int = QUESTIONS) -> list[str]:
 def write(path: Path, count: int = QUESTIONS, silence_s: float = SILENCE_S) -> float:
     """The questions in the shipped voice, each then `silence_s` of silence; its length (s)."""
     from duplex.config import Settings
-    from models.stack import SpeechStack
+    from models.tts import PiperSynthesizer
+    from models.weights import VOICE
 
-    voice = SpeechStack(Settings()).voice
+    voice = PiperSynthesizer(VOICE.resolve(Settings().models.voice))
     silence = np.zeros(int(silence_s * SAMPLE_RATE), np.int16)
     parts = [np.concatenate([voice.synthesize(text), silence]) for text in questions(count)]
     audio = np.concatenate(parts)

@@ -25,14 +25,16 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from duplex.audio import FRAME_SAMPLES, SAMPLE_RATE, Frame, Int16Array
 from duplex.clock import ChargedClock
 from duplex.events import Error, Event, TurnMetrics
-from models.stack import SpeechStack
+
+if TYPE_CHECKING:  # the composition root hands the stack in
+    from app.stack import SpeechStack
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +187,7 @@ def churn(stack: SpeechStack, question: Int16Array, sessions: int) -> dict[str, 
     from server.app import DuplexServer, StackSessions
 
     logging.getLogger("websockets").setLevel(logging.WARNING)  # a line per connection
-    served = StackSessions(stack.settings)
-    served.stack = stack  # the models already loaded
+    served = StackSessions(stack)  # the models already loaded
     server = DuplexServer(served, port=0)
     audio = question[: SAMPLE_RATE * 3 // 2].astype("<i2").tobytes()
 

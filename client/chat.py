@@ -6,8 +6,8 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from client.assistant import Assistant, list_devices
 from client.conversation import Conversation
@@ -41,7 +41,8 @@ def _device(value: str | None) -> int | str | None:
     return int(value) if value is not None and value.isdigit() else value
 
 
-def run(args: argparse.Namespace, settings: Any) -> int:
+def run(args: argparse.Namespace, embedded: Callable[[], Steps]) -> int:
+    """`embedded`: builds the in-process session (when no `--server` is given)."""
     if args.devices:
         print(list_devices())
         return 0
@@ -51,12 +52,7 @@ def run(args: argparse.Namespace, settings: Any) -> int:
             from client.remote import RemoteSession
 
             return RemoteSession(args.server, token=args.token)
-        from duplex.clock import RealClock
-        from models.stack import SpeechStack
-
-        stack = SpeechStack(settings)
-        stack.load()
-        return stack.new_session(RealClock())
+        return embedded()
 
     view = None if args.quiet or not sys.stdout.isatty() else _LiveView()
     assistant = Assistant(

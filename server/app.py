@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlparse
 
 from prometheus_client import Counter, Gauge, ProcessCollector, generate_latest
@@ -71,6 +71,9 @@ from server.protocol import (
 from server.realtime import RealtimeProtocol
 from server.stream import StreamProtocol
 from server.worker import Backpressure, SessionWorker
+
+if TYPE_CHECKING:  # the composition root hands the stack in
+    from app.stack import SpeechStack
 
 log = logging.getLogger(__name__)
 
@@ -477,11 +480,10 @@ def _json(status: HTTPStatus, data: dict[str, Any]) -> Response:
 class StackSessions:
     """Sessions on the embedded speech stack: shared ASR and voice, a pooled LM each."""
 
-    def __init__(self, settings: Any, cores: int | None = None) -> None:
-        """`cores`: the CPU cores the sessions share (default: those this process may use)."""
-        from models.stack import SpeechStack
-
-        self.stack = SpeechStack(settings)
+    def __init__(self, stack: SpeechStack, cores: int | None = None) -> None:
+        """`stack`: the loaded models (`app.stack.SpeechStack`, from the composition root);
+        `cores`: the CPU cores the sessions share (default: those this process may use)."""
+        self.stack = stack
         self.cores = cores or len(os.sched_getaffinity(0))
         self._lms: list[Any] = []
         self._active: list[Session] = []
@@ -527,9 +529,9 @@ class StackSessions:
             session.post(share)  # its worker applies it before its next frame
 
 
-def run(settings: Any, host: str, port: int, token: str | None, limits: Limits) -> int:
+def run(sessions: Sessions, host: str, port: int, token: str | None, limits: Limits) -> int:
     """Serve until interrupted."""
-    server = DuplexServer(StackSessions(settings), host=host, port=port, token=token, limits=limits)
+    server = DuplexServer(sessions, host=host, port=port, token=token, limits=limits)
 
     async def main() -> None:
         await server.start()

@@ -6,10 +6,10 @@ import re
 
 import numpy as np
 
+from app.stack import SpeechStack
 from benchmarks.answer_set import QUESTION_SET, Question, held_out
 from benchmarks.answers import Asked, is_right, markdown, piper_render, run_set, summary
 from duplex.config import Settings
-from models.stack import SpeechStack
 
 
 def test_the_set_has_a_hundred_questions_of_every_kind_in_two_even_halves() -> None:

@@ -217,7 +217,7 @@ def test_duplex_bench_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     """The real command on real models, a small scenario set, two policies side by side."""
     out = tmp_path / "bench"
     command = [
-        sys.executable, "-m", "duplex.cli", "bench", "--fast", "--per-category", "1",
+        sys.executable, "-m", "app.cli", "bench", "--fast", "--per-category", "1",
         "--policies", "duplex,silence-500ms", "--understanding", "text,speech",
         "--recordings", str(tmp_path / "none"), "--out", str(out),
     ]  # fmt: skip

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from app.stack import SpeechStack
 from duplex.audio import SAMPLE_RATE, Int16Array, rms_db
 from duplex.config import Settings
 from models.asr import WhisperRecognizer, wer
@@ -48,7 +49,7 @@ class Chat:
     def __init__(self, tmp: Path, *options: str) -> None:
         self.path = tmp / "events.jsonl"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "duplex.cli", "chat", "--quiet", "--events", str(self.path),
+            [sys.executable, "-m", "app.cli", "chat", "--quiet", "--events", str(self.path),
              "--seconds", "240", *options],
             stderr=subprocess.PIPE,
             text=True,
@@ -110,7 +111,7 @@ def test_answers_a_spoken_question_through_real_devices(
 
 def test_remote_mode_talks_through_a_server(voice: PiperSynthesizer, tmp_path: Path) -> None:
     """`duplex chat --server`: the devices here, the models in a `duplex serve`."""
-    server = LiveServer(DuplexServer(StackSessions(Settings()), port=0))
+    server = LiveServer(DuplexServer(StackSessions(SpeechStack(Settings())), port=0))
     try:
         url = f"ws://{server.url}/v1/stream"
         for chat in started(Chat(tmp_path, "--server", url)):

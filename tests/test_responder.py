@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.stack import SpeechStack
 from duplex.audio import FRAME_SAMPLES, frames_of
 from duplex.clock import VirtualClock
 from duplex.config import ResponderSettings, Settings
@@ -23,7 +24,6 @@ from duplex.events import Event, ResponderFallback, ResponseAudio, ResponseDone,
 from duplex.ports import ResponderError
 from duplex.tools import Tool, Tools
 from models.responder import RemoteResponder
-from models.stack import SpeechStack
 from models.tts import PiperSynthesizer
 from tests.engine import MODEL, Engine, free_port
 

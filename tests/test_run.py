@@ -48,7 +48,7 @@ def test_duplex_run_answers_each_turn_offline(user_wav: Path, tmp_path: Path) ->
     out, track, transcript = tmp_path / "reply.wav", tmp_path / "assistant.wav", tmp_path / "t.json"
     command = [
         *_no_network(),
-        sys.executable, "-m", "duplex.cli", "run", "--fast",
+        sys.executable, "-m", "app.cli", "run", "--fast",
         "--input", str(user_wav), "--output", str(out),
         "--assistant-track", str(track), "--transcript", str(transcript),
     ]  # fmt: skip
@@ -85,7 +85,7 @@ def test_the_last_answer_is_heard_to_its_end(tmp_path: Path) -> None:
     write_wav(wav, np.concatenate([np.zeros(4800, np.int16), pcm, np.zeros(4800, np.int16)]))
     transcript, track = tmp_path / "t.json", tmp_path / "assistant.wav"
     command = [
-        sys.executable, "-m", "duplex.cli", "run", "--fast", "--input", str(wav),
+        sys.executable, "-m", "app.cli", "run", "--fast", "--input", str(wav),
         "--output", str(tmp_path / "reply.wav"), "--assistant-track", str(track),
         "--transcript", str(transcript),
     ]  # fmt: skip

@@ -28,6 +28,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from app.stack import SpeechStack
 from benchmarks import remote, scenarios
 from benchmarks.runner import run_one
 from client.remote import RemoteError, RemoteSession
@@ -52,7 +53,7 @@ QUESTION = "What is the capital of France?"
 
 @pytest.fixture(scope="module")
 def sessions() -> StackSessions:
-    return StackSessions(Settings())
+    return StackSessions(SpeechStack(Settings()))
 
 
 @pytest.fixture(scope="module")
@@ -718,7 +719,7 @@ class Replica:
     def __init__(self, log: Path, *options: str) -> None:
         self.port = free_port()
         self._log = log.open("wb")
-        command = [sys.executable, "-m", "duplex.cli", "serve", "--port", str(self.port), *options]
+        command = [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port), *options]
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
 
     def health(self) -> tuple[int, dict[str, Any]] | None:

@@ -92,7 +92,7 @@ def test_duplex_bench_soak_runs_the_models_and_a_server(tmp_path: Path) -> None:
     churned against a loopback server, the report and plot written."""
     out = tmp_path / "soak"
     subprocess.run(
-        [sys.executable, "-m", "duplex.cli", "bench", "--soak", "0.5", "--soak-silence", "6",
+        [sys.executable, "-m", "app.cli", "bench", "--soak", "0.5", "--soak-silence", "6",
          "--churn", "3", "--out", str(out)],
         check=True, capture_output=True, text=True, timeout=540,
     )  # fmt: skip

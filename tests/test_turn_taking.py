@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from app.stack import SpeechStack
 from benchmarks.runner import Run, run_one
 from benchmarks.scenarios import Cue, Scenario, speak
 from duplex.audio import Frame, read_wav
@@ -23,7 +24,6 @@ from duplex.events import Event, Interrupted, ResponseText, TranscriptDelta, Tra
 from duplex.ports import Steps
 from duplex.tdm import POLICIES
 from models.lm import SPEECH_MARK, LlamaDuplexLM
-from models.stack import SpeechStack
 from models.tts import PiperSynthesizer
 
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from app.stack import SpeechStack
 from duplex.audio import SAMPLE_RATE, Int16Array
 from duplex.config import Settings
 from server.app import DuplexServer, Limits, StackSessions
@@ -30,7 +31,7 @@ BARGE_IN_AFTER_S = 4.0  # after the question ends: the answer is playing by then
 
 @pytest.fixture(scope="module")
 def live() -> Iterator[LiveServer]:
-    sessions = StackSessions(Settings())
+    sessions = StackSessions(SpeechStack(Settings()))
     server = LiveServer(DuplexServer(sessions, port=0, limits=Limits(max_sessions=2)))
     yield server
     server.stop()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from duplex.cli import main
+from app.cli import main
 from models.weights import ALL, LM, Weights, WeightsMissing, size_of
 
 

@@ -20,8 +20,8 @@ from duplex.session import UNDERSTANDING
 from duplex.tdm import POLICIES
 
 if TYPE_CHECKING:
+    from app.stack import SpeechStack
     from benchmarks.scenarios import Scenario
-    from models.stack import SpeechStack
 
 REMOTE = "remote"  # a label's variant (POLICY+remote): answers from the external engine
 UNDERSTANDINGS = UNDERSTANDING  # POLICY+speech, POLICY+both: how the LM hears
@@ -135,8 +135,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _soak(args, settings)
     if args.answers:
         return _answers(args, settings)
+    from app.stack import SpeechStack
     from benchmarks import report, runner, scenarios
-    from models.stack import SpeechStack
     from models.tts import PiperSynthesizer
 
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
@@ -280,9 +280,9 @@ def real_scenarios(stack: SpeechStack, places: list[Path], seed: int) -> list[Sc
 def _answers(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
+    from app.stack import SpeechStack
     from benchmarks import answers
     from benchmarks.answer_set import QUESTION_SET
-    from models.stack import SpeechStack
 
     if args.questions < 0:
         raise ValueError("--questions must be 0 (all) or more")
@@ -327,9 +327,9 @@ def _answers(args: argparse.Namespace, settings: Settings) -> int:
 def _soak(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
+    from app.stack import SpeechStack
     from benchmarks import soak
     from benchmarks.scenarios import QUESTIONS
-    from models.stack import SpeechStack
     from models.tts import PiperSynthesizer
 
     if args.soak <= 0 or args.soak_silence < 0 or args.churn < 0:

@@ -17,18 +17,19 @@ from dataclasses import dataclass
 
 from duplex import __version__
 from duplex.config import Settings, load_settings, parse_assignments
+from duplex.ports import Steps
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from duplex import run_file
+    from app import run_file
 
     return run_file.run(args, settings)
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
-    from duplex import run_file
+    from app import run_file
 
     run_file.add_arguments(parser)
 
@@ -77,15 +78,15 @@ def _models_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from benchmarks import command
+    from app import bench
 
-    return command.run(args, settings)
+    return bench.run(args, settings)
 
 
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
-    from benchmarks import command
+    from app import bench
 
-    command.add_arguments(parser)
+    bench.add_arguments(parser)
 
 
 @contextlib.contextmanager
@@ -181,7 +182,8 @@ def _train_adapter_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from server.app import Limits, run
+    from app.stack import SpeechStack
+    from server.app import Limits, StackSessions, run
 
     limits = Limits(
         max_sessions=args.max_sessions,
@@ -190,7 +192,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         max_session_s=args.max_session,
         drain_s=args.drain_timeout,
     )
-    return run(settings, args.host, args.port, args.token or os.environ.get("DUPLEX_TOKEN"), limits)
+    sessions = StackSessions(SpeechStack(settings))
+    return run(sessions, args.host, args.port, args.token or os.environ.get("DUPLEX_TOKEN"), limits)
 
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -215,7 +218,15 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
 def _chat(args: argparse.Namespace, settings: Settings) -> int:
     from client import chat
 
-    return chat.run(args, settings)
+    def embedded() -> Steps:
+        from app.stack import SpeechStack
+        from duplex.clock import RealClock
+
+        stack = SpeechStack(settings)
+        stack.load()
+        return stack.new_session(RealClock())
+
+    return chat.run(args, embedded)
 
 
 def _chat_arguments(parser: argparse.ArgumentParser) -> None:

@@ -84,7 +84,7 @@ def example_user(voice: Synthesizer, path: Path) -> Int16Array:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from models.stack import SpeechStack
+    from app.stack import SpeechStack
 
     console = Console(stderr=True)
     stack = SpeechStack(settings)
