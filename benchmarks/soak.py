@@ -127,7 +127,7 @@ def soak(
             {
                 "minute": minute,
                 "rss_mb": round(rss_mb(), 1),
-                "cache_tokens": len(lm.tokens),
+                "cache_tokens": len(lm.cache.tokens),
                 "trims": lm.trims,
             }
         )
@@ -172,7 +172,7 @@ def soak(
         "samples": samples,
         "end_of_turn": latency_windows(turns),
         "rss_growth_mb_per_hour": growth_per_hour(samples),
-        "context_tokens": lm.context_tokens,
+        "context_tokens": lm.cache.context_tokens,
         "history_tokens": lm.history_tokens,
         "trims": lm.trims,
         "trimmed_tokens": lm.trimmed_tokens,

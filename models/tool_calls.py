@@ -123,7 +123,7 @@ class CallDecoder:
     def __init__(
         self,
         tokenize: Callable[[str], list[int]],
-        push: Callable[[list[int]], None],
+        push: Callable[[list[int]], object],
         logits: Callable[[], npt.NDArray[np.float32]],
         probe: Callable[[], AbstractContextManager[None]],
         pieces: list[str],

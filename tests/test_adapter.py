@@ -22,7 +22,8 @@ from models.adapter import (
     SpeechEncoder,
     SpeechStream,
 )
-from models.lm import SPEECH_MARK, LlamaDuplexLM
+from models.llama_cache import SPEECH_MARK
+from models.lm import LlamaDuplexLM
 from models.training.adapter_data import SpokenSet
 from models.weights import ASR, LM, WeightsMissing
 
@@ -104,12 +105,12 @@ def test_missing_adapter_says_how_to_get_one(tmp_path: Path) -> None:
 def test_torch_lm_matches_llama_cpp(torch_lm) -> None:  # type: ignore[no-untyped-def]
     lm = LlamaDuplexLM(_path(LM), system_prompt=SYSTEM, device="cpu")
     text = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
-    tokens = lm._llm.tokenize(text.encode(), add_bos=False, special=True)
-    start = len(lm.tokens)
-    lm.read([text])
-    expected = lm.logits()
+    tokens = lm.cache.tokenize(text, special=True)
+    start = len(lm.cache.tokens)
+    lm.cache.read([text])
+    expected = lm.cache.logits
     with torch.no_grad():
-        context = torch_lm.token_embeddings(lm.tokens[:start] + list(tokens))[None]
+        context = torch_lm.token_embeddings(lm.cache.tokens[:start] + list(tokens))[None]
         logits = torch_lm.logits(torch_lm.hidden_states(context))[0, -1].numpy()
     assert np.corrcoef(logits, expected)[0, 1] > 0.995
     assert float(np.abs(logits - expected).max()) < 0.05 * float(np.ptp(expected))
@@ -148,24 +149,24 @@ def test_hearing_embeddings_equals_reading_their_tokens(torch_lm) -> None:  # ty
     read.listen("")
     heard.listen("")
     words = " Tell me a joke"
-    tokens = read._llm.tokenize(words.encode(), add_bos=False, special=False)
-    read.read([words])
-    states = heard.hear(torch_lm.token_embeddings(tokens).numpy())
+    tokens = read.cache.tokenize(words, special=False)
+    read.cache.read([words])
+    states = heard.cache.hear(torch_lm.token_embeddings(tokens).numpy())
     assert states.shape == (len(tokens), 576)
-    np.testing.assert_allclose(heard.hidden, states[-1])
-    assert np.corrcoef(heard.logits(), read.logits())[0, 1] > 0.999
-    assert int(np.argmax(heard.logits())) == int(np.argmax(read.logits()))
-    assert SPEECH_MARK in heard.text()
+    np.testing.assert_allclose(heard.cache.hidden, states[-1])
+    assert np.corrcoef(heard.cache.logits, read.cache.logits)[0, 1] > 0.999
+    assert int(np.argmax(heard.cache.logits)) == int(np.argmax(read.cache.logits))
+    assert SPEECH_MARK in heard.cache.text()
     # a barge-in's cut and a new turn work across speech positions
     heard.begin_response()
     heard.speak(3)
     # speech over the answer is read and forgotten: the answer goes on as it was
-    before = (list(heard.tokens), heard.logits())
+    before = (list(heard.cache.tokens), heard.cache.logits)
     said = heard.overlap_words(torch_lm.token_embeddings(tokens).numpy())
     assert isinstance(said, str)
-    assert heard.tokens == before[0] and np.array_equal(heard.logits(), before[1])
+    assert heard.cache.tokens == before[0] and np.array_equal(heard.cache.logits, before[1])
     heard.truncate("")
-    assert heard.text().endswith("<|im_start|>assistant\n<|im_end|>\n")
+    assert heard.cache.text().endswith("<|im_start|>assistant\n<|im_end|>\n")
 
 
 def test_a_few_steps_lower_the_loss(encoder: SpeechEncoder, torch_lm) -> None:  # type: ignore[no-untyped-def]

@@ -45,10 +45,10 @@ def test_slices_equal_one_prefill() -> None:
     for words in (" what is", " the capital", " of France?"):
         sliced.listen(words)
     whole.listen(" what is the capital of France?")
-    assert sliced.tokens == whole.tokens
-    _close(sliced.logits(), whole.logits())
-    assert sliced.hidden.shape == (sliced.hidden_size,) == (576,)
-    _close(sliced.hidden, whole.hidden)
+    assert sliced.cache.tokens == whole.cache.tokens
+    _close(sliced.cache.logits, whole.cache.logits)
+    assert sliced.cache.hidden.shape == (sliced.cache.hidden_size,) == (576,)
+    _close(sliced.cache.hidden, whole.cache.hidden)
 
 
 def test_answer_is_decoded_in_small_budgets_and_ends() -> None:
@@ -62,7 +62,7 @@ def test_answer_is_decoded_in_small_budgets_and_ends() -> None:
         calls += 1
     assert "Paris" in text
     assert calls >= 2  # the answer came in budgets, not in one go
-    assert lm.text().endswith(text + "<|im_end|>\n")
+    assert lm.cache.text().endswith(text + "<|im_end|>\n")
 
 
 def test_truncate_then_append_equals_fresh_prefill() -> None:
@@ -77,12 +77,12 @@ def test_truncate_then_append_equals_fresh_prefill() -> None:
     fresh = _lm()
     fresh.listen("Tell me about the moon.")
     fresh.begin_response()
-    fresh._append(heard, hidden=False)  # what the user heard, written at once
+    fresh.cache.append(heard, hidden=False)  # what the user heard, written at once
     fresh.truncate(heard)
     fresh.listen(" Wait, how far away is it?")
-    assert lm.text() == fresh.text()
-    assert heard in lm.text() and generated.strip() not in lm.text()
-    _close(lm.logits(), fresh.logits())
+    assert lm.cache.text() == fresh.cache.text()
+    assert heard in lm.cache.text() and generated.strip() not in lm.cache.text()
+    _close(lm.cache.logits, fresh.cache.logits)
 
 
 def test_truncate_after_the_answer_was_complete() -> None:
@@ -93,7 +93,7 @@ def test_truncate_after_the_answer_was_complete() -> None:
     while not done:
         _, done = lm.speak(8)
     lm.truncate("The capital")
-    assert lm.text().endswith("<|im_start|>assistant\nThe capital<|im_end|>\n")
+    assert lm.cache.text().endswith("<|im_start|>assistant\nThe capital<|im_end|>\n")
 
 
 def test_overlap_probe_leaves_the_answer_untouched() -> None:
@@ -102,10 +102,10 @@ def test_overlap_probe_leaves_the_answer_untouched() -> None:
         lm.listen("Tell me about the moon.")
         lm.begin_response()
         lm.speak(6)
-    before = probed.tokens.copy()
+    before = probed.cache.tokens.copy()
     probs = probed.overlap("uh huh")
     assert probs.dismiss > probs.speak
-    assert probed.tokens == before
+    assert probed.cache.tokens == before
     assert probed.speak(10) == plain.speak(10)
 
 
@@ -144,10 +144,10 @@ def test_reset_starts_a_new_conversation_without_reloading() -> None:
     used.begin_response()
     used.speak(8)
     used.reset()
-    assert used.tokens == fresh.tokens
+    assert used.cache.tokens == fresh.cache.tokens
     used.listen("What is the capital of France?")
     fresh.listen("What is the capital of France?")
-    _close(used.logits(), fresh.logits())
+    _close(used.cache.logits, fresh.cache.logits)
 
 
 def test_cancelled_answer_leaves_the_user_turn_as_it_was() -> None:
@@ -157,11 +157,11 @@ def test_cancelled_answer_leaves_the_user_turn_as_it_was() -> None:
     lm.begin_response()
     lm.speak(6)
     lm.cancel_response()
-    assert lm.tokens == plain.tokens
+    assert lm.cache.tokens == plain.cache.tokens
     lm.listen(" going to the beach.")
     plain.listen(" going to the beach.")
-    assert lm.text() == plain.text()
-    _close(lm.logits(), plain.logits())
+    assert lm.cache.text() == plain.cache.text()
+    _close(lm.cache.logits, plain.cache.logits)
 
 
 def test_retracted_words_and_their_draft_leave_the_turn_as_it_was() -> None:
@@ -175,14 +175,14 @@ def test_retracted_words_and_their_draft_leave_the_turn_as_it_was() -> None:
     lm.speak(4)
     lm.cancel_response()
     lm.retract()
-    assert lm.tokens == plain.tokens and lm.p_end == plain.p_end
-    _close(lm.hidden, plain.hidden)
+    assert lm.cache.tokens == plain.cache.tokens and lm.p_end == plain.p_end
+    _close(lm.cache.hidden, plain.cache.hidden)
     lm.listen(" of France and of Spain?")
     plain.listen(" of France and of Spain?")
-    assert lm.text() == plain.text()
-    _close(lm.logits(), plain.logits())
+    assert lm.cache.text() == plain.cache.text()
+    _close(lm.cache.logits, plain.cache.logits)
     lm.retract()  # later words kept the tentative ones: nothing to retract
-    assert lm.tokens == plain.tokens
+    assert lm.cache.tokens == plain.cache.tokens
 
 
 def test_end_probability_tells_a_pause_from_a_finished_question() -> None:
@@ -250,7 +250,7 @@ def test_written_answer_is_truncated_and_sent_as_heard() -> None:
     lm.begin_response()
     lm.write("Mont Blanc.", done=True)
     assert lm.messages()[-1] == {"role": "assistant", "content": "Mont Blanc."}
-    assert lm.text().endswith("Mont Blanc.<|im_end|>\n")
+    assert lm.cache.text().endswith("Mont Blanc.<|im_end|>\n")
 
 
 def test_two_loads_at_once_leave_the_process_output_alone() -> None:

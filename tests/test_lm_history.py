@@ -53,8 +53,8 @@ def _turn(lm: LlamaDuplexLM, question: str) -> str:
 def _fresh(lm: LlamaDuplexLM) -> LlamaDuplexLM:
     """The same tokens read in one go by a new cache, at the same positions."""
     plain = _lm(context=CONTEXT, history=HISTORY)
-    plain._eval(lm.tokens[plain._system_tokens :], hidden=True)
-    assert plain.tokens == lm.tokens
+    plain.cache.decode(lm.cache.tokens[plain._system_tokens :], hidden=True)
+    assert plain.cache.tokens == lm.cache.tokens
     return plain
 
 
@@ -65,8 +65,11 @@ def _agree(a: np.ndarray, b: np.ndarray) -> None:
 
 def _contiguous(lm: LlamaDuplexLM) -> None:
     """llama.cpp's positions end where the token list does: no gap, no overlap."""
-    lib = lm._llama_cpp
-    assert lib.llama_memory_seq_pos_max(lib.llama_get_memory(lm._ctx), 0) == len(lm.tokens) - 1
+    lib = lm.cache._lib
+    assert (
+        lib.llama_memory_seq_pos_max(lib.llama_get_memory(lm.cache._ctx), 0)
+        == len(lm.cache.tokens) - 1
+    )
 
 
 def test_a_long_conversation_fits_a_small_context() -> None:
@@ -74,7 +77,7 @@ def test_a_long_conversation_fits_a_small_context() -> None:
     asked = [QUESTIONS[i % len(QUESTIONS)] for i in range(30)]
     for question in asked:
         _turn(lm, question)
-        assert len(lm.tokens) <= CONTEXT
+        assert len(lm.cache.tokens) <= CONTEXT
         _contiguous(lm)
     assert lm.trims >= 5 and lm.trimmed_tokens > CONTEXT
     messages = lm.messages()
@@ -83,7 +86,7 @@ def test_a_long_conversation_fits_a_small_context() -> None:
     assert messages[-2] == {"role": "user", "content": asked[-1]}
     assert len(messages) < 2 * len(asked)
     # the history kept is within the setting, the open turn and its answer apart
-    assert len(lm.tokens) - lm._system_tokens <= HISTORY + 120
+    assert len(lm.cache.tokens) - lm._system_tokens <= HISTORY + 120
 
 
 def test_after_a_shift_the_cache_reads_as_if_read_fresh() -> None:
@@ -93,7 +96,7 @@ def test_after_a_shift_the_cache_reads_as_if_read_fresh() -> None:
     assert lm.trims > 0
     probs = lm.listen("What is the capital of France?")
     assert probs.speak > 0.5  # the end of turn still reads from the shifted cache
-    _agree(lm.logits(), _fresh(lm).logits())
+    _agree(lm.cache.logits, _fresh(lm).cache.logits)
     p_end = lm.p_end
     assert p_end is not None and p_end > 0.1
     lm.begin_response()
@@ -109,13 +112,13 @@ def test_tentative_words_a_draft_and_truncation_work_across_shifts() -> None:
     lm.listen("Can you tell me")
     assert lm.p_end is not None and lm.p_end < 0.001  # a pause, after the shift too
     lm.rewrite_turn("What is the capital")
-    before = list(lm.tokens)
+    before = list(lm.cache.tokens)
     lm.listen_tentatively(" of France?")
     lm.begin_response()
     lm.speak(4)
     lm.cancel_response()  # the user went on
     lm.retract()
-    assert lm.tokens == before
+    assert lm.cache.tokens == before
     lm.listen(" of Spain?")
     lm.begin_response()
     spoken, _ = lm.speak(8)
@@ -126,7 +129,7 @@ def test_tentative_words_a_draft_and_truncation_work_across_shifts() -> None:
         _turn(lm, question)  # more shifts: the truncated answer moves down, then goes
     assert lm.trims > trims
     _contiguous(lm)
-    _agree(lm.logits(), _fresh(lm).logits())
+    _agree(lm.cache.logits, _fresh(lm).cache.logits)
 
 
 def test_history_must_leave_room_in_the_context() -> None:

@@ -23,7 +23,8 @@ from duplex.config import Settings
 from duplex.events import Event, Interrupted, ResponseText, TranscriptDelta, TranscriptFinal
 from duplex.ports import Steps
 from duplex.tdm import POLICIES
-from models.lm import SPEECH_MARK, LlamaDuplexLM
+from models.llama_cache import SPEECH_MARK
+from models.lm import LlamaDuplexLM
 from models.tts import PiperSynthesizer
 
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
@@ -117,7 +118,7 @@ def test_a_barge_in_stops_it_at_once_and_the_history_keeps_what_was_heard(
     [interrupted] = [e for e in events if isinstance(e, Interrupted) and e.response_id == 1]
     written = " ".join(e.text for e in events if isinstance(e, ResponseText) and e.response_id == 1)
     # the history keeps the words that played, not the ones written ahead of them
-    first_answer = lm.text().split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
+    first_answer = lm.cache.text().split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
     assert first_answer.split() == interrupted.played_text.split()
     assert len(interrupted.played_text.split()) < len(written.split())
 
@@ -151,7 +152,7 @@ def test_the_lm_hearing_speech_answers_a_question(
     result, events = run(stack, lm, scenario, understanding)
     assert result.metrics["end_of_turn_ms"] is not None, result.heard
     assert result.assistant and result.assistant[0].status in ("completed", "unfinished")
-    user = lm.text().split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
+    user = lm.cache.text().split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
     transcripts = [e for e in events if isinstance(e, TranscriptDelta)]
     if understanding == "speech":
         # no recognizer ran: the LM wrote down what it read in the speech, answered that

@@ -63,7 +63,7 @@ def evaluate_adapter(
     def read(frames: np.ndarray) -> str:
         lm.reset()
         lm.listen("")
-        lm.hear(adapter.embed(frames))
+        lm.cache.hear(adapter.embed(frames))
         return lm.transcribe_heard()
 
     examples: list[dict[str, str]] = []

@@ -144,32 +144,32 @@ def featurize_speech(
         for i, turn in enumerate(conversation.turns[:max_turns]):
             if i % 2 == 0:
                 spoken = speaker.turn(turn)
-                lm.read([opening("user")])
-                mark = len(lm.tokens)
-                states = lm.hear(adapter.embed(encoder.utterance(spoken.pcm)))
+                lm.cache.read([opening("user")])
+                mark = len(lm.cache.tokens)
+                states = lm.cache.hear(adapter.embed(encoder.utterance(spoken.pcm)))
                 keep, labels, paused = turn_labels(spoken, len(states))
                 add(states[keep], conversation.key, labels, False, paused)
-                lm.forget_from(mark)  # the history holds the turn as words, as `both` does
-                lm.read([turn + TURN_END])
+                lm.cache.cut(mark)  # the history holds the turn as words, as `both` does
+                lm.cache.read([turn + TURN_END])
                 continue
             words = turn.split()
             probe = conversation.overlaps.get(i)
             if probe is None:
-                lm.read([opening("assistant") + turn + TURN_END])
+                lm.cache.read([opening("assistant") + turn + TURN_END])
                 continue
-            lm.read([opening("assistant") + " ".join(words[: probe.cut])])
-            mark = len(lm.tokens)
-            lm.read([TURN_END + opening("user")])
+            lm.cache.read([opening("assistant") + " ".join(words[: probe.cut])])
+            mark = len(lm.cache.tokens)
+            lm.cache.read([TURN_END + opening("user")])
             spoken = speaker.turn(probe.text, tail_ms=PROBE_TAIL_MS, pause=False)
-            states = lm.hear(adapter.embed(encoder.utterance(spoken.pcm)))
+            states = lm.cache.hear(adapter.embed(encoder.utterance(spoken.pcm)))
             onset = spoken.voice_ms[0]
             start = SETTLE_MS if probe.label == DISMISS else INTERRUPTION_FROM_MS
             keep = [j for j in range(len(states)) if (j + 1) * POSITION_MS >= onset + start]
             add(
                 states[keep], conversation.key, [probe.label] * len(keep), True, [False] * len(keep)
             )
-            lm.forget_from(mark)
-            lm.read([" " + " ".join(words[probe.cut :]) + TURN_END])
+            lm.cache.cut(mark)
+            lm.cache.read([" " + " ".join(words[probe.cut :]) + TURN_END])
         progress("hidden states (speech)", n + 1, len(conversations))
     lm.reset()
     return SpeechFeatures(
@@ -235,8 +235,8 @@ def real_speech_auc(
             None,
         )
         lm.reset()
-        lm.read([opening("user")])
-        states = lm.hear(adapter.embed(encoder.utterance(spoken.pcm)))
+        lm.cache.read([opening("user")])
+        states = lm.cache.hear(adapter.embed(encoder.utterance(spoken.pcm)))
         keep, labels, _ = turn_labels(spoken, len(states))
         scores += head.probabilities(states[keep])[:, SPEAK].tolist()
         ends += [label == SPEAK for label in labels]

@@ -73,26 +73,26 @@ def featurize(
                 continue
             if i % 2 == 0:  # the user speaks: every word boundary is an example
                 pieces = [opening("user"), words[0], *(" " + w for w in words[1:])]
-                xs.append(lm.read(pieces)[1:])
+                xs.append(lm.cache.read(pieces)[1:])
                 ys += [LISTEN] * (len(words) - 1) + [SPEAK]
                 keys += [conversation.key] * len(words)
                 complete += [False] * (len(words) - 1) + [True]
                 over += [False] * len(words)
-                lm.read([TURN_END])
+                lm.cache.read([TURN_END])
                 continue
             probe = conversation.overlaps.get(i)
             if probe is None:
-                lm.read([opening("assistant") + " ".join(words) + TURN_END])
+                lm.cache.read([opening("assistant") + " ".join(words) + TURN_END])
                 continue
-            lm.read([opening("assistant") + " ".join(words[: probe.cut])])
-            mark = len(lm.tokens)
-            xs.append(lm.read([TURN_END + opening("user") + style(probe.text)]))
-            lm.forget_from(mark)
+            lm.cache.read([opening("assistant") + " ".join(words[: probe.cut])])
+            mark = len(lm.cache.tokens)
+            xs.append(lm.cache.read([TURN_END + opening("user") + style(probe.text)]))
+            lm.cache.cut(mark)
             ys.append(probe.label)
             keys.append(conversation.key)
             complete.append(False)
             over.append(True)
-            lm.read([" " + " ".join(words[probe.cut :]) + TURN_END])
+            lm.cache.read([" " + " ".join(words[probe.cut :]) + TURN_END])
         progress(f"hidden states ({text_style} text)", n + 1, len(conversations))
     lm.reset()
     return Features(
