@@ -61,9 +61,11 @@ class _Answer:
 
 
 class _Mark(NamedTuple):
-    """Where the cache was, and the end probability read there: `_rewind` goes back."""
+    """Where the cache was, where its open turn began, and the end probability read
+    there: `_rewind` goes back."""
 
     cache: Mark
+    turn_start: int
     p_end: float | None
 
 
@@ -487,12 +489,12 @@ class LlamaDuplexLM:
         )
 
     def _mark(self) -> _Mark:
-        return _Mark(self.cache.mark(), self._p_end)
+        return _Mark(self.cache.mark(), self._turn_start, self._p_end)
 
     def _rewind(self, mark: _Mark) -> None:
         """Back to `mark`: later positions forgotten, what was read there restored."""
         self.cache.rewind(mark.cache)
-        self._p_end = mark.p_end
+        self._turn_start, self._p_end = mark.turn_start, mark.p_end
 
     def _sample(self) -> int:
         logits = self.cache.logits
