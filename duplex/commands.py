@@ -24,6 +24,7 @@ class Respond:
     tools: Tools | None = None
     audio: bool | None = None
     instructions: str = ""
+    max_tokens: int | None = None  # this answer's length at most (None: the session's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,13 @@ class SetTools:
 
 
 @dataclass(frozen=True, slots=True)
+class SetMaxTokens:
+    """Every answer from now on is at most `tokens` long (None: the LM's own limit)."""
+
+    tokens: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class SetAudioOutput:
     """Whether answers from now on are spoken (else their words go out as text alone)."""
 
@@ -86,6 +94,15 @@ class AddToolResult:
 
     call_id: str
     output: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddMessage:
+    """A system note or an assistant message joins the conversation (a client seeding
+    or editing the history), between answers."""
+
+    role: str
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +139,9 @@ Command = (
     | SetInstructions
     | SetTools
     | SetAudioOutput
+    | SetMaxTokens
     | AddToolResult
+    | AddMessage
     | SetPolicy
     | SetOutputDelay
     | ShareCores

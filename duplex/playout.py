@@ -63,6 +63,7 @@ class Response:
     audio: bool = True  # spoken; else its words go out as text alone
     tools: Tools = NO_TOOLS  # the functions it may call instead of speaking
     instructions: str = ""  # for this answer alone
+    max_tokens: int | None = None  # its length at most (None: the LM's own limit)
     call: ToolCall | None = None  # the call it made
     held: list[Event] = field(default_factory=list)  # a speculative answer's events, unsent
 
@@ -157,7 +158,7 @@ class Player:
     def start_remote(self, response: Response) -> None:
         """An external responder, if there is one, writes this answer from the history."""
         if self._responder is not None:
-            self._responder.start(self._lm.messages(), response.tools)
+            self._responder.start(self._lm.messages(), response.tools, response.max_tokens)
             response.remote = True
 
     def stop_remote(self, response: Response) -> None:

@@ -132,10 +132,13 @@ class DuplexLM(Protocol):
         """What the LM read in the open turn's speech, in words (then forgotten)."""
         ...
 
-    def begin_response(self, tools: Tools = NO_TOOLS, instructions: str = "") -> None:
+    def begin_response(
+        self, tools: Tools = NO_TOOLS, instructions: str = "", max_tokens: int | None = None
+    ) -> None:
         """Close the user turn and open the assistant's; with `tools` active the answer
         may be (or must be) a call instead of words; `instructions` for this answer
-        join the conversation as a system turn before it."""
+        join the conversation as a system turn before it; `max_tokens`: the answer's
+        length at most (None: the LM's own limit)."""
         ...
 
     def tool_call(self) -> ToolCall | None:
@@ -148,6 +151,11 @@ class DuplexLM(Protocol):
 
     def add_tool_result(self, call_id: str, output: str) -> None:
         """A function's output joins the conversation (between answers)."""
+        ...
+
+    def add_message(self, role: str, text: str) -> None:
+        """A system note or an assistant message joins the conversation as its own turn
+        (between answers): a client seeding or editing the history."""
         ...
 
     def speak(self, max_tokens: int) -> tuple[str, bool]:
@@ -210,8 +218,14 @@ class Responder(Protocol):
     through `DuplexLM.write`, so the state head reads the answer as played.
     """
 
-    def start(self, messages: list[dict[str, Any]], tools: Tools = NO_TOOLS) -> None:
-        """Begin an answer to this conversation (ending with the user's turn)."""
+    def start(
+        self,
+        messages: list[dict[str, Any]],
+        tools: Tools = NO_TOOLS,
+        max_tokens: int | None = None,
+    ) -> None:
+        """Begin an answer to this conversation (ending with the user's turn), of at most
+        `max_tokens` (None: the engine's configured limit)."""
         ...
 
     def tool_call(self) -> ToolCall | None:

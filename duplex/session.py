@@ -26,6 +26,7 @@ from collections import deque
 from duplex.audio import FRAME_MS, Frame
 from duplex.clock import Clock
 from duplex.commands import (
+    AddMessage,
     AddToolResult,
     AddUserText,
     Cancel,
@@ -35,6 +36,7 @@ from duplex.commands import (
     Respond,
     SetAudioOutput,
     SetInstructions,
+    SetMaxTokens,
     SetOutputDelay,
     SetPolicy,
     SetTools,
@@ -372,21 +374,23 @@ class Session:
                 events = self._cancel() if self._floor.response is not None else []
                 events += turn.type_text(text, now)
                 return events if echo else [e for e in events if not isinstance(e, TranscriptDelta)]
+            case AddToolResult() | AddMessage() if self._floor.response is not None:
+                message = "new items join between answers; cancel the answer first"
+                return [
+                    self._timeline.event(Error, now, code="response_in_progress", message=message)
+                ]
             case AddToolResult(call_id, output):
-                if self._floor.response is not None:
-                    message = "a function's output joins between answers; cancel the answer first"
-                    return [
-                        self._timeline.event(
-                            Error, now, code="response_in_progress", message=message
-                        )
-                    ]
                 turn.add_tool_result(call_id, output)
+            case AddMessage(role, text):
+                turn.add_message(role, text)
             case SetInstructions(text):
                 self._lm.set_instructions(text)
             case SetTools(tools):
                 turn.tools = tools
             case SetAudioOutput(enabled):
                 turn.audio = enabled
+            case SetMaxTokens(tokens):
+                turn.max_tokens = tokens
             case SetPolicy(policy):
                 self.policy = policy
             case SetOutputDelay(ms):

@@ -61,6 +61,7 @@ class UserTurn:
         self.responses = 0  # answers begun so far: the next one's id is one more
         self.tools = NO_TOOLS  # the functions an answer may call
         self.audio = True  # answers are spoken (else text alone)
+        self.max_tokens: int | None = None  # an answer's length at most (None: the LM's)
         self.last_response: Response | None = None  # the latest finished answer
         self.reset()
 
@@ -150,6 +151,11 @@ class UserTurn:
         self._drop_draft()
         self._lm.add_tool_result(call_id, output)
 
+    def add_message(self, role: str, text: str) -> None:
+        """A system note or an assistant message joins the conversation as its own turn."""
+        self._drop_draft()
+        self._lm.add_message(role, text)
+
     def _drop_draft(self) -> None:
         """Words that come another way than by voice: what was read at a pause, and a
         draft answer to it, are void."""
@@ -236,7 +242,9 @@ class UserTurn:
         cores), too dear for a draft that three pauses in four throw away."""
         if self.tools.active:
             return
-        answer = Response(self.responses + 1, audio=self.audio, tools=self.tools)
+        answer = Response(
+            self.responses + 1, audio=self.audio, tools=self.tools, max_tokens=self.max_tokens
+        )
         self.draft = self._begin_answer(answer)
         self.draft.held = self._player.speak(self.draft, now_ms, self.record)
 
@@ -261,7 +269,7 @@ class UserTurn:
             self.text = f"{self.text} {self._lm.transcribe_heard()}".strip()
         if self._understanding != "text":
             self._lm.rewrite_turn(self.text)  # heard as speech, answered from words
-        self._lm.begin_response(response.tools, response.instructions)
+        self._lm.begin_response(response.tools, response.instructions, response.max_tokens)
         self._player.start_remote(response)
         return response
 
@@ -279,7 +287,7 @@ class UserTurn:
         record = self.record
         assert record is not None
         self.responses += 1
-        own = asked.tools is not None or asked.audio is not None or bool(asked.instructions)
+        own = asked != Respond()
         if own and self.draft is not None:
             self.discard_draft()  # written for other tools, output or instructions
         answer = Response(
@@ -287,6 +295,7 @@ class UserTurn:
             audio=self.audio if asked.audio is None else asked.audio,
             tools=self.tools if asked.tools is None else asked.tools,
             instructions=asked.instructions,
+            max_tokens=self.max_tokens if asked.max_tokens is None else asked.max_tokens,
         )
         response = self.draft or self._begin_answer(answer)
         self.draft, self._speech_pending = None, []

@@ -57,6 +57,7 @@ class _Answer:
     start: int  # cache position where the answer's tokens begin
     tokens: list[int]
     pieces: list[str]
+    limit: int  # tokens at most
     done: bool = False
 
 
@@ -280,7 +281,9 @@ class LlamaDuplexLM:
             return text
         return (" " if text[0].isspace() else "") + plain(text)
 
-    def begin_response(self, tools: Tools = NO_TOOLS, instructions: str = "") -> None:
+    def begin_response(
+        self, tools: Tools = NO_TOOLS, instructions: str = "", max_tokens: int | None = None
+    ) -> None:
         self._before_answer = self._mark()
         self._call = self._decide_call(tools) if tools.active else None
         if instructions.strip():
@@ -288,7 +291,8 @@ class LlamaDuplexLM:
             self.cache.append(instructions.strip())
             self._close_turn()
         self._open("assistant")
-        self._answer = _Answer(start=len(self.cache.tokens), tokens=[], pieces=[])
+        limit = self._max_response if max_tokens is None else max_tokens
+        self._answer = _Answer(start=len(self.cache.tokens), tokens=[], pieces=[], limit=limit)
         if self._call is not None:
             self.write_call(self._call)
 
@@ -328,6 +332,17 @@ class LlamaDuplexLM:
         self._add_to_answer(answer, self.cache.tokenize(call_text(call), special=False))
         self._close_answer()
 
+    def add_message(self, role: str, text: str) -> None:
+        """A system note or an assistant message, as its own closed turn."""
+        if role not in ("system", "assistant"):
+            raise ValueError(f"a message's role is system or assistant, got {role!r}")
+        if self._answer is not None and not self._answer.done:
+            raise ValueError("a message joins between answers")
+        self._open(role)
+        self.cache.append(text.strip(), hidden=False)
+        self._close_turn()
+        self._answer = None
+
     def add_tool_result(self, call_id: str, output: str) -> None:
         """A function's output, as a `tool` turn after the call."""
         if self._answer is not None and not self._answer.done:
@@ -349,7 +364,7 @@ class LlamaDuplexLM:
         text = ""
         for _ in range(max_tokens):
             token = self._sample()
-            if token == self._end_token or len(answer.tokens) >= self._max_response:
+            if token == self._end_token or len(answer.tokens) >= answer.limit:
                 self._close_answer()
                 break
             self._add_to_answer(answer, [token])

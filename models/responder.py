@@ -207,13 +207,18 @@ class RemoteResponder:
         self._first = True
         self.first_token_s: float | None = None  # of the latest answer, from `start`
 
-    def start(self, messages: list[dict[str, Any]], tools: Tools = NO_TOOLS) -> None:
+    def start(
+        self,
+        messages: list[dict[str, Any]],
+        tools: Tools = NO_TOOLS,
+        max_tokens: int | None = None,
+    ) -> None:
         self.stop()
         body: dict[str, Any] = {
             "model": self.settings.model,
             "messages": messages,
             "stream": True,
-            "max_tokens": self._max_tokens,
+            "max_tokens": self._max_tokens if max_tokens is None else max_tokens,
             "temperature": self._temperature,
         }
         if tools.active:

@@ -25,6 +25,7 @@ from typing import Any
 
 from duplex.audio import FRAME_MS, Float32Array, StreamResampler, float_to_pcm16, pcm16_to_float
 from duplex.commands import (
+    AddMessage,
     AddToolResult,
     AddUserText,
     Cancel,
@@ -33,6 +34,7 @@ from duplex.commands import (
     Respond,
     SetAudioOutput,
     SetInstructions,
+    SetMaxTokens,
     SetPolicy,
     SetTools,
     Truncate,
@@ -96,6 +98,17 @@ def session_status(response: dict[str, Any]) -> str:
 
 
 EAGERNESS_MAX_SILENCE_MS = {"low": 3000, "medium": 2000, "auto": 2000, "high": 800}
+VOICE = "joe"  # the one voice answers are spoken in
+# the API's voice names: clients send one by default, and it is spoken in VOICE
+API_VOICES = {"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin",
+              "cedar"}  # fmt: skip
+# the content parts an item of each role may carry (the first is how it is echoed)
+ITEM_CONTENT = {
+    "user": ("input_text",),
+    "system": ("input_text",),
+    "assistant": ("output_text", "text", "output_audio", "audio"),
+}
+TRANSCRIBER = "whisper"  # what transcribes the user, whatever model a client names
 
 
 class ManualTurns(TurnPolicy):
@@ -153,6 +166,7 @@ class RealtimeProtocol:
         self._respond_audio: bool | None = None  # for the answer response.create asked
         self._asked = False  # a response.create whose answer has not begun yet
         self._committed: str | None = None  # the user item input_audio_buffer.commit sent
+        self._transcribe = True  # transcription events for the user's speech
         self.config: dict[str, Any] = {
             "id": session_id,
             "object": "realtime.session",
@@ -162,12 +176,14 @@ class RealtimeProtocol:
             "output_modalities": ["audio"],
             "tools": [],
             "tool_choice": "auto",
+            "max_output_tokens": "inf",
             "audio": {
                 "input": {
                     "format": {"type": "audio/pcm", "rate": RATE},
+                    "transcription": {"model": TRANSCRIBER, "language": "en"},
                     "turn_detection": {"type": "semantic_vad", "eagerness": "auto"},
                 },
-                "output": {"format": {"type": "audio/pcm", "rate": RATE}, "voice": "joe"},
+                "output": {"format": {"type": "audio/pcm", "rate": RATE}, "voice": VOICE},
             },
         }
 
@@ -176,7 +192,7 @@ class RealtimeProtocol:
     def opened(self) -> list[Action]:
         """The session's input opens at 24 kHz, and the client hears what it is."""
         self._out.add(Listen(RATE))
-        self.send("session.created", session=self.config)
+        self.send("session.created", session=self._session_view())
         return self._out.take()
 
     def refused(self, reason: str) -> list[Action]:
@@ -220,6 +236,7 @@ class RealtimeProtocol:
             "conversation.item.create": self._item_create,
             "conversation.item.truncate": self._truncate,
             "conversation.item.retrieve": self._item_retrieve,
+            "conversation.item.delete": self._item_delete,
             "response.create": self._response_create,
             "response.cancel": self._response_cancel,
             "output_audio_buffer.clear": self._output_clear,
@@ -238,6 +255,24 @@ class RealtimeProtocol:
         audio = _object(session.get("audio"))
         audio_in = _object(audio.get("input"))
         turn = audio_in.get("turn_detection", session.get("turn_detection", ...))
+        audio_out = _object(audio.get("output"))
+        _check_session_type(session)
+        voice = audio_out.get("voice", session.get("voice"))
+        if voice is not None:
+            _check_voice(
+                voice, "session.audio.output.voice" if "voice" in audio_out else "session.voice"
+            )
+        speed = audio_out.get("speed", session.get("speed"))
+        if speed is not None and speed != 1:
+            raise ClientError(
+                "invalid_request_error",
+                "unsupported_value",
+                "speed is not supported: answers are spoken at the voice's own rate (1.0)",
+                "session.audio.output.speed",
+            )
+        transcription = audio_in.get("transcription", session.get("input_audio_transcription", ...))
+        if transcription is not ...:
+            _check_transcription(transcription)
         for key in ("input_audio_format", "output_audio_format"):  # beta names
             fmt = session.get(key)
             if fmt is not None and fmt != "pcm16":
@@ -263,6 +298,11 @@ class RealtimeProtocol:
             policy = self._policy(turn)
             self._out.add(SetPolicy(policy))
             self.config["audio"]["input"]["turn_detection"] = turn
+        if transcription is not ...:
+            self._transcribe = transcription is not None
+            self.config["audio"]["input"]["transcription"] = (
+                None if transcription is None else {"model": TRANSCRIBER, "language": "en"}
+            )
         if instructions is not None:
             self.config["instructions"] = instructions
             self._out.add(SetInstructions(instructions))
@@ -270,12 +310,37 @@ class RealtimeProtocol:
         if modalities is not None:
             self.config["output_modalities"] = ["audio"] if modalities else ["text"]
             self._out.add(SetAudioOutput(modalities))
+        limit = _max_tokens(session, "session")
+        if limit is not ...:
+            self.config["max_output_tokens"] = "inf" if limit is None else limit
+            self._out.add(SetMaxTokens(limit))
         if "tools" in session or "tool_choice" in session:
             tools = self._tools(session, "session", self.config)
             self.config["tools"] = [_tool_json(t) for t in tools.tools]
             self.config["tool_choice"] = session.get("tool_choice", self.config["tool_choice"])
             self._out.add(SetTools(tools))
-        self.send("session.updated", session=self.config)
+        self.send("session.updated", session=self._session_view())
+
+    def _session_view(self) -> dict[str, Any]:
+        """The session as the client's protocol has it: GA, or the beta's flat fields."""
+        if not self.beta:
+            return self.config
+        config, audio_in = self.config, self.config["audio"]["input"]
+        return {
+            "id": config["id"],
+            "object": "realtime.session",
+            "model": config["model"],
+            "modalities": ["audio", "text"] if "audio" in config["output_modalities"] else ["text"],
+            "instructions": config["instructions"],
+            "voice": config["audio"]["output"]["voice"],
+            "input_audio_format": "pcm16",
+            "output_audio_format": "pcm16",
+            "input_audio_transcription": audio_in["transcription"],
+            "turn_detection": audio_in["turn_detection"],
+            "tools": config["tools"],
+            "tool_choice": config["tool_choice"],
+            "max_response_output_tokens": config["max_output_tokens"],
+        }
 
     def _modalities(self, where: dict[str, Any], name: str) -> bool | None:
         """Whether `output_modalities` (beta: `modalities`) asks for audio; None: unset.
@@ -346,6 +411,15 @@ class RealtimeProtocol:
                 "turn_detection.type must be server_vad or semantic_vad (or null)",
                 "session.audio.input.turn_detection",
             )
+        for flag in ("create_response", "interrupt_response"):
+            if turn.get(flag, True) is not True:
+                raise ClientError(
+                    "invalid_request_error",
+                    "unsupported_value",
+                    f"{flag}: false is not supported: the server answers each turn it detects "
+                    "and yields to a barge-in (turn_detection: null gives manual turns)",
+                    f"session.audio.input.turn_detection.{flag}",
+                )
         if turn["type"] == "server_vad":
             silence = turn.get("silence_duration_ms", 500)
             if not isinstance(silence, int) or not 0 <= silence <= 10_000:
@@ -405,11 +479,12 @@ class RealtimeProtocol:
         if item.get("type") == "function_call_output":
             self._tool_output(item)
             return
-        if item.get("type", "message") != "message" or item.get("role") != "user":
+        role = item.get("role")
+        if item.get("type", "message") != "message" or role not in ITEM_CONTENT:
             raise ClientError(
                 "invalid_request_error",
                 "unsupported_item",
-                "only user messages can be created",
+                "items are messages (role user, system or assistant) or function_call_output",
                 "item.role",
             )
         content = item.get("content")
@@ -420,25 +495,36 @@ class RealtimeProtocol:
                 "item.content must be a non-empty list",
                 "item.content",
             )
-        texts = [c.get("text") for c in content if isinstance(c, dict)]
-        if not all(isinstance(t, str) for t in texts) or len(texts) != len(content):
+        kinds = ITEM_CONTENT[role]
+        texts = [
+            c.get("text", c.get("transcript"))
+            for c in content
+            if isinstance(c, dict) and c.get("type") in kinds
+        ]
+        if len(texts) != len(content) or not all(isinstance(t, str) for t in texts):
             raise ClientError(
                 "invalid_request_error",
                 "unsupported_content",
-                "item.content parts must be {type: input_text, text}",
+                f"a {role} item's content parts must be {' or '.join(kinds)} with their text"
+                + (" (audio goes in input_audio_buffer.append)" if role == "user" else ""),
                 "item.content",
             )
         text = " ".join(t for t in texts if t)
         item_id = item.get("id") if isinstance(item.get("id"), str) else self._item_id()
-        self._out.add(AddUserText(text, echo=False))
-        self._typed.append(text)
+        if role == "user":
+            self._out.add(AddUserText(text, echo=False))
+            self._typed.append(text)
+        else:
+            self._out.add(AddMessage(role, text))
+        kind = kinds[0]
+        part = {"type": kind, "transcript" if kind == "output_audio" else "text": text}
         full = {
             "id": item_id,
             "object": "realtime.item",
             "type": "message",
-            "role": "user",
+            "role": role,
             "status": "completed",
-            "content": [{"type": "input_text", "text": text}],
+            "content": [part],
         }
         self._item_added(full)
 
@@ -523,8 +609,9 @@ class RealtimeProtocol:
                 "response.instructions must be a string",
                 "response.instructions",
             )
+        limit = _max_tokens(response, "response")
         self._asked = True
-        self._out.add(Respond(tools, audio, instructions))
+        self._out.add(Respond(tools, audio, instructions, None if limit is ... else limit))
 
     def _item_retrieve(self, event: dict[str, Any]) -> None:
         item_id = require(event, "item_id", str)
@@ -534,6 +621,21 @@ class RealtimeProtocol:
                 "invalid_request_error", "item_not_found", f"no item {item_id!r}", "item_id"
             )
         self.send("conversation.item.retrieved", item=item)
+
+    def _item_delete(self, event: dict[str, Any]) -> None:
+        """Refused: the model's context keeps the conversation as it was heard."""
+        item_id = require(event, "item_id", str)
+        if item_id not in self._items:
+            raise ClientError(
+                "invalid_request_error", "item_not_found", f"no item {item_id!r}", "item_id"
+            )
+        raise ClientError(
+            "invalid_request_error",
+            "item_delete_unsupported",
+            "items cannot be deleted: the model's context keeps the conversation as it was "
+            "heard (conversation.item.truncate cuts the latest answer, response.cancel stops one)",
+            "item_id",
+        )
 
     def _output_clear(self, event: dict[str, Any]) -> None:
         """The client drops the answer's audio it has not played: the answer stops there."""
@@ -607,6 +709,8 @@ class RealtimeProtocol:
     def _transcript_delta(self, event: TranscriptDelta) -> None:
         if self._user_item is None:
             self._user_item = self._item_id()
+        if not self._transcribe:
+            return
         self.send(
             "conversation.item.input_audio_transcription.delta",
             item_id=self._user_item,
@@ -638,6 +742,8 @@ class RealtimeProtocol:
             }
         )
         seconds = 0.0 if began is None else max(0, event.audio_ms - began) / 1000
+        if not self._transcribe:
+            return
         self.send(
             "conversation.item.input_audio_transcription.completed",
             item_id=item_id,
@@ -873,6 +979,79 @@ _MAPPERS: dict[type[Event], Callable[[RealtimeProtocol, Any], None]] = {
 def _tool_json(tool: Tool) -> dict[str, Any]:
     return {"type": "function", "name": tool.name, "description": tool.description,
             "parameters": tool.parameters}  # fmt: skip
+
+
+def _max_tokens(where: dict[str, Any], name: str) -> Any:
+    """`max_output_tokens` (beta: `max_response_output_tokens`): 1-4096 tokens, "inf"
+    (None: the runtime's own limit), or ... where it is not given."""
+    key = (
+        "max_response_output_tokens"
+        if "max_response_output_tokens" in where
+        else "max_output_tokens"
+    )
+    if key not in where:
+        return ...
+    value = where[key]
+    if value == "inf":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096:
+        raise ClientError(
+            "invalid_request_error",
+            "invalid_value",
+            f'{key} must be an integer 1..4096 or "inf"',
+            f"{name}.{key}",
+        )
+    return value
+
+
+def _check_session_type(session: dict[str, Any]) -> None:
+    kind = session.get("type", "realtime")
+    if kind != "realtime":
+        raise ClientError(
+            "invalid_request_error",
+            "unsupported_session_type",
+            f"only realtime sessions are served (speech in, answers out), not {kind!r}",
+            "session.type",
+        )
+
+
+def _check_voice(voice: Any, param: str) -> None:
+    """One voice speaks: the API's names are taken (clients send one by default)."""
+    name = voice.get("id") if isinstance(voice, dict) else voice
+    if name != VOICE and name not in API_VOICES:
+        raise ClientError(
+            "invalid_request_error",
+            "unsupported_voice",
+            f"voice {name!r} is not available; answers are spoken in {VOICE!r} "
+            "(the API's voice names are accepted and spoken in it)",
+            param,
+        )
+
+
+def _check_transcription(transcription: Any) -> None:
+    """The runtime's recognizer transcribes, in English, whatever model is named."""
+    if transcription is None:
+        return
+    param = "session.audio.input.transcription"
+    if not isinstance(transcription, dict):
+        raise ClientError(
+            "invalid_request_error", "invalid_type", "transcription must be an object", param
+        )
+    language = transcription.get("language")
+    if language not in (None, "", "en") and not str(language).startswith("en-"):
+        raise ClientError(
+            "invalid_request_error",
+            "unsupported_language",
+            f"the recognizer transcribes English, not {language!r}",
+            f"{param}.language",
+        )
+    if transcription.get("prompt"):
+        raise ClientError(
+            "invalid_request_error",
+            "unsupported_value",
+            "a transcription prompt is not supported",
+            f"{param}.prompt",
+        )
 
 
 def _object(value: Any) -> dict[str, Any]:

@@ -160,6 +160,7 @@ class ScriptedLM:
     said_over_answer: str = ""  # what the LM reads in speech over the answer
     retracted: int = 0
     tools_seen: list[Tools] = field(default_factory=list)  # each answer's
+    max_tokens_seen: list[int | None] = field(default_factory=list)  # each answer's limit
     _words: list[str] = field(default_factory=list)
     _tentative: int | None = None
     _call: ToolCall | None = None
@@ -209,7 +210,10 @@ class ScriptedLM:
         """The speech since the turn's words, as one word a chunk."""
         return " ".join(["word"] * self.history[-1][1].count("[speech]"))
 
-    def begin_response(self, tools: Tools = NO_TOOLS, instructions: str = "") -> None:
+    def begin_response(
+        self, tools: Tools = NO_TOOLS, instructions: str = "", max_tokens: int | None = None
+    ) -> None:
+        self.max_tokens_seen.append(max_tokens)
         answer = self.answers[
             sum(1 for role, _ in self.history if role == "assistant") % len(self.answers)
         ]
@@ -230,6 +234,9 @@ class ScriptedLM:
 
     def add_tool_result(self, call_id: str, output: str) -> None:
         self.history.append(["tool", output])
+
+    def add_message(self, role: str, text: str) -> None:
+        self.history.append([role, text])
 
     def speak(self, max_tokens: int) -> tuple[str, bool]:
         taken, self._words = self._words[:max_tokens], self._words[max_tokens:]
@@ -278,7 +285,12 @@ class ScriptedResponder:
     _sent: int = 0
     _call: ToolCall | None = None
 
-    def start(self, messages: list[dict[str, Any]], tools: Tools = NO_TOOLS) -> None:
+    def start(
+        self,
+        messages: list[dict[str, Any]],
+        tools: Tools = NO_TOOLS,
+        max_tokens: int | None = None,
+    ) -> None:
         self.requests.append(messages)
         self.tools_seen.append(tools)
         answer = self.answers[(len(self.requests) - 1) % len(self.answers)]

@@ -263,3 +263,20 @@ def test_two_loads_at_once_leave_the_process_output_alone() -> None:
     after = [os.fstat(fd) for fd in (1, 2)]
     assert [(s.st_dev, s.st_ino) for s in after] == [(s.st_dev, s.st_ino) for s in before]
     assert sys.stderr is stderr and len(lms) == 2
+
+
+def test_message_items_join_the_history_and_an_answer_keeps_its_length() -> None:
+    lm = _lm()
+    lm.add_message("system", "Answer in French.")
+    lm.add_message("assistant", "Bonjour.")
+    assert lm.cache.text().endswith(
+        "<|im_start|>system\nAnswer in French.<|im_end|>\n"
+        "<|im_start|>assistant\nBonjour.<|im_end|>\n"
+    )
+    assert [m["role"] for m in lm.messages()] == ["system", "system", "assistant"]
+    lm.listen("Tell me a long story about a dragon.")
+    lm.begin_response(max_tokens=3)
+    text, done = lm.speak(20)
+    assert done and len(lm.cache.tokenize(text, special=False)) <= 3
+    with pytest.raises(ValueError, match="role"):
+        lm.add_message("user", "x")

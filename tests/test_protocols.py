@@ -10,12 +10,14 @@ import numpy as np
 
 from duplex.audio import FRAME_SAMPLES
 from duplex.commands import (
+    AddMessage,
     AddUserText,
     Cancel,
     ClearInput,
     Commit,
     Respond,
     SetAudioOutput,
+    SetMaxTokens,
     SetPolicy,
     Truncate,
 )
@@ -317,6 +319,10 @@ def test_every_realtime_event_parses_as_the_openai_sdk_types() -> None:
     out = wire.opened()
     update = {"type": "session.update", "session": {"type": "realtime", "instructions": "x"}}
     out += wire.receive(json.dumps(update))
+    limits = {"max_output_tokens": 30, "audio": {"input": {"transcription": None}}}
+    out += wire.receive(json.dumps({"type": "session.update", "session": limits}))
+    note = {"type": "message", "role": "system", "content": [{"type": "input_text", "text": "x"}]}
+    out += wire.receive(json.dumps({"type": "conversation.item.create", "item": note}))
     item = typed_item("hi")
     out += wire.receive(json.dumps(item))
     out += wire.receive('{"type": "nope"}')
@@ -435,3 +441,129 @@ def test_a_manual_commit_is_acknowledged_at_once_and_only_once() -> None:
     assert "input_audio_buffer.committed" not in kinds(out)
     [added] = [m for m in sent(out) if m["type"] == "conversation.item.added"]
     assert added["item"]["id"] == committed["item_id"]
+
+
+def _update(wire: RealtimeProtocol, session: dict[str, Any]) -> list[dict[str, Any]]:
+    return sent(wire.receive(json.dumps({"type": "session.update", "session": session})))
+
+
+def _error(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    [error] = [m["error"] for m in messages if m["type"] == "error"]
+    assert isinstance(error, dict)
+    return error
+
+
+def test_session_fields_it_cannot_honour_are_errors_that_name_them() -> None:
+    """What the runtime cannot do is refused by name, and nothing of that update is
+    applied; what clients send by default (an API voice, a transcription model) is
+    taken and the session says what is used."""
+    wire = realtime()
+    wire.opened()
+    default = {
+        "audio": {
+            "input": {"transcription": {"model": "gpt-4o-mini-transcribe"}},
+            "output": {"voice": "ash"},
+        }
+    }
+    [updated] = _update(wire, default)
+    assert updated["session"]["audio"]["output"]["voice"] == "joe"
+    assert updated["session"]["audio"]["input"]["transcription"]["model"] == "whisper"
+    refused = {
+        "session.type": {"type": "transcription"},
+        "session.audio.output.voice": {"audio": {"output": {"voice": "nova-custom"}}},
+        "session.audio.output.speed": {"audio": {"output": {"speed": 1.2}}},
+        "session.audio.input.transcription.language": {
+            "audio": {"input": {"transcription": {"language": "fr"}}}
+        },
+        "session.audio.input.transcription.prompt": {
+            "audio": {"input": {"transcription": {"prompt": "names: Anna"}}}
+        },
+        "session.audio.input.turn_detection.create_response": {
+            "audio": {"input": {"turn_detection": {"type": "server_vad", "create_response": False}}}
+        },
+        "session.audio.input.turn_detection.interrupt_response": {
+            "audio": {
+                "input": {"turn_detection": {"type": "semantic_vad", "interrupt_response": False}}
+            }
+        },
+        "session.max_output_tokens": {"max_output_tokens": 0},
+    }
+    for param, session in refused.items():
+        out = wire.receive(json.dumps({"type": "session.update", "session": session}))
+        assert kinds(out) == ["error"] and _error(sent(out))["param"] == param, param
+
+
+def test_transcription_off_sends_no_transcription_events() -> None:
+    wire = realtime()
+    wire.opened()
+    _update(wire, {"audio": {"input": {"transcription": None}}})
+    out = wire.events(
+        [
+            SpeechStarted(audio_ms=500, clock_ms=0.0),
+            TranscriptDelta(audio_ms=600, clock_ms=0.0, text="what"),
+            TranscriptFinal(audio_ms=1000, clock_ms=0.0, text="what time"),
+        ]
+    )
+    assert not [k for k in kinds(out) if "transcription" in k]
+    assert "conversation.item.added" in kinds(out)  # the user's item still comes
+
+
+def test_answer_length_per_session_and_per_response() -> None:
+    wire = realtime()
+    wire.opened()
+    out = wire.receive(json.dumps({"type": "session.update", "session": {"max_output_tokens": 20}}))
+    assert SetMaxTokens(20) in out and sent(out)[0]["session"]["max_output_tokens"] == 20
+    assert SetMaxTokens(None) in wire.receive(
+        json.dumps({"type": "session.update", "session": {"max_output_tokens": "inf"}})
+    )
+    create = {"type": "response.create", "response": {"max_output_tokens": 5}}
+    assert Respond(max_tokens=5) in wire.receive(json.dumps(create))
+
+
+def test_system_and_assistant_items_join_the_history() -> None:
+    wire = realtime()
+    wire.opened()
+    system = {
+        "type": "message",
+        "role": "system",
+        "content": [{"type": "input_text", "text": "Speak French."}],
+    }
+    assistant = {
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": "Bonjour."}],
+    }
+    for item, role, text in (
+        (system, "system", "Speak French."),
+        (assistant, "assistant", "Bonjour."),
+    ):
+        out = wire.receive(json.dumps({"type": "conversation.item.create", "item": item}))
+        assert out[0] == AddMessage(role, text)
+        assert kinds(out) == ["conversation.item.added", "conversation.item.done"]
+    audio = {
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_audio", "audio": "AAAA"}],
+    }
+    error = _error(
+        sent(wire.receive(json.dumps({"type": "conversation.item.create", "item": audio})))
+    )
+    assert error["code"] == "unsupported_content" and "input_audio_buffer" in error["message"]
+
+
+def test_deleting_an_item_is_refused_by_a_documented_error() -> None:
+    wire = realtime()
+    wire.opened()
+    wire.receive(json.dumps(typed_item("hi", "item_x")))
+    delete = {"type": "conversation.item.delete", "item_id": "item_x"}
+    assert _error(sent(wire.receive(json.dumps(delete))))["code"] == "item_delete_unsupported"
+    delete["item_id"] = "nope"
+    assert _error(sent(wire.receive(json.dumps(delete))))["code"] == "item_not_found"
+
+
+def test_a_beta_client_gets_the_session_in_the_beta_shape() -> None:
+    [created] = sent(realtime(beta=True).opened())
+    session = created["session"]
+    assert session["modalities"] == ["audio", "text"] and session["voice"] == "joe"
+    assert session["input_audio_format"] == "pcm16" and "audio" not in session
+    assert session["turn_detection"]["type"] == "semantic_vad"

@@ -21,10 +21,12 @@ import pytest
 from duplex.audio import Frame, Int16Array, frames_of
 from duplex.clock import VirtualClock
 from duplex.commands import (
+    AddMessage,
     AddUserText,
     Cancel,
     Respond,
     SetAudioOutput,
+    SetMaxTokens,
     SetOutputDelay,
     ShareCores,
     Truncate,
@@ -835,3 +837,22 @@ def test_instructions_for_one_answer_come_before_it_in_the_conversation() -> Non
         ("system", "Say hello to the user."),
         ("assistant", "Hello there!"),
     ]
+
+
+def test_history_items_and_answer_lengths_reach_the_lm() -> None:
+    """A client's system and assistant items join the history between answers; an
+    answer's length limit is the request's, else the session's."""
+    h = Harness([])
+    h.run(400)
+    assert h.session.handle(AddMessage("system", "Speak French.")) == []
+    h.session.handle(AddMessage("assistant", "Bonjour."))
+    assert h.lm.history[-2:] == [["system", "Speak French."], ["assistant", "Bonjour."]]
+    h.session.handle(SetMaxTokens(12))
+    h.events += h.session.handle(AddUserText("what time is it?"))
+    h.events += h.session.handle(Respond())
+    h.events += h.session.handle(AddMessage("system", "late"))  # an answer is in progress
+    assert any(isinstance(e, Error) and e.code == "response_in_progress" for e in h.events)
+    h.run(6000)
+    h.events += h.session.handle(AddUserText("and tomorrow?"))
+    h.events += h.session.handle(Respond(max_tokens=3))
+    assert h.lm.max_tokens_seen == [12, 3]
