@@ -596,6 +596,17 @@ class RealtimeProtocol:
                 "response.metadata must map strings to strings",
                 "response.metadata",
             )
+        if response.get("conversation", "auto") != "auto" or "input" in response:
+            raise ClientError(
+                "invalid_request_error",
+                "unsupported_value",
+                "out-of-band responses are not supported: an answer is written from the "
+                "conversation (conversation: auto, no input)",
+                "response.conversation" if "conversation" in response else "response.input",
+            )
+        voice = _object(_object(response.get("audio")).get("output")).get("voice")
+        if voice is not None:
+            _check_voice(voice, "response.audio.output.voice")
         self._metadata = metadata  # echoed on the answer it starts (clients match on it)
         tools = None
         if "tools" in response or "tool_choice" in response:

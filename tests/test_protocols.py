@@ -567,3 +567,14 @@ def test_a_beta_client_gets_the_session_in_the_beta_shape() -> None:
     assert session["modalities"] == ["audio", "text"] and session["voice"] == "joe"
     assert session["input_audio_format"] == "pcm16" and "audio" not in session
     assert session["turn_detection"]["type"] == "semantic_vad"
+
+
+def test_out_of_band_responses_are_refused_by_name() -> None:
+    wire = realtime()
+    wire.opened()
+    for response, param in (
+        ({"conversation": "none"}, "response.conversation"),
+        ({"input": []}, "response.input"),
+    ):
+        out = wire.receive(json.dumps({"type": "response.create", "response": response}))
+        assert kinds(out) == ["error"] and _error(sent(out))["param"] == param

@@ -217,6 +217,71 @@ def test_openai_sdk_typed_question_is_one_user_item(live: LiveServer) -> None:
     assert events[-1].response.status == "completed"
 
 
+def test_openai_sdk_manual_text_turn_with_history_items(
+    live: LiveServer, question: Int16Array
+) -> None:
+    """Manual turns (`turn_detection: null`): the client commits the spoken question and
+    asks for a text answer of at most 12 tokens, after a system item; it retrieves
+    the user's item, and deleting it is refused by name. Every event parses as the
+    SDK's own types (the SDK validates them)."""
+    from openai import AsyncOpenAI
+
+    async def main() -> list[Any]:
+        client = AsyncOpenAI(api_key="unused", base_url=f"http://{live.url}/v1")
+        events: list[Any] = []
+
+        async def until(kind: str) -> Any:
+            deadline = time.monotonic() + 60
+            async for event in conn:
+                events.append(event)
+                if event.type in (kind, "error"):
+                    return event
+                assert time.monotonic() < deadline, f"no {kind} within 60 s"
+
+        async with client.realtime.connect(model="duplex") as conn:
+            await conn.session.update(
+                session={
+                    "type": "realtime",
+                    "output_modalities": ["text"],
+                    "max_output_tokens": 12,
+                    "audio": {"input": {"turn_detection": None}},
+                }
+            )
+            await until("session.updated")
+            await conn.conversation.item.create(
+                item={
+                    "type": "message",
+                    "role": "system",
+                    "content": [{"type": "input_text", "text": "Answer in a few words."}],
+                }
+            )
+            async def send(chunk: bytes) -> None:
+                await conn.input_audio_buffer.append(audio=base64.b64encode(chunk).decode())
+
+            await paced(chunked(at_rate(question, 24_000), 24_000), send)
+            await conn.input_audio_buffer.commit()
+            committed = await until("input_audio_buffer.committed")
+            await conn.response.create()
+            await until("response.done")
+            await conn.conversation.item.retrieve(item_id=committed.item_id)
+            await until("conversation.item.retrieved")
+            await conn.conversation.item.delete(item_id=committed.item_id)
+            await until("error")
+        return events
+
+    events = asyncio.run(main())
+    types = [e.type for e in events]
+    [refused] = [e for e in events if e.type == "error"]
+    assert refused.error.code == "item_delete_unsupported", types
+    assert "response.output_audio.delta" not in types and "response.output_text.delta" in types
+    [done] = [e for e in events if e.type == "response.done"]
+    assert done.response.status == "completed"
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text.strip() and len(text.split()) <= 12
+    [retrieved] = [e for e in events if e.type == "conversation.item.retrieved"]
+    assert "capital" in retrieved.item.content[0].transcript.lower()
+
+
 TIMER_TOOL: Any = {
     "type": "function",
     "name": "set_timer",
