@@ -54,10 +54,13 @@ class ClearInput:
 @dataclass(frozen=True, slots=True)
 class AddUserText:
     """A typed message joins the user's open turn. `echo`: report the words as a
-    transcript delta (a client that shows its own typing already has them)."""
+    transcript delta (a client that shows its own typing already has them). `item`:
+    the message is a whole one, its own turn of the conversation under that name
+    (`DeleteItem`), not words of the turn being heard."""
 
     text: str
     echo: bool = True
+    item: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,20 +92,46 @@ class SetAudioOutput:
 
 
 @dataclass(frozen=True, slots=True)
+class SetSpeed:
+    """Answers are spoken `speed` times as fast as the voice's own pace, from the next
+    clause on."""
+
+    speed: float
+
+
+@dataclass(frozen=True, slots=True)
 class AddToolResult:
-    """A function's output, for the call `call_id`: the next answer is written from it."""
+    """A function's output, for the call `call_id`: the next answer is written from it.
+    `item`: its name in the conversation (`DeleteItem`)."""
 
     call_id: str
     output: str
+    item: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class AddMessage:
     """A system note or an assistant message joins the conversation (a client seeding
-    or editing the history), between answers."""
+    or editing the history), between answers. `item`: its name in the conversation
+    (`DeleteItem`)."""
 
     role: str
     text: str
+    item: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteItem:
+    """An item leaves the conversation, between answers: the LM's context and the
+    history an engine is sent no longer hold it. `item`: a name an `Add*` command
+    gave, a `TranscriptFinal`'s, or `answer_item(id)` for an answer."""
+
+    item: str
+
+
+def answer_item(response_id: int) -> str:
+    """The name the conversation keeps the session's answer `response_id` under."""
+    return f"duplex-answer-{response_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +168,11 @@ Command = (
     | SetInstructions
     | SetTools
     | SetAudioOutput
+    | SetSpeed
     | SetMaxTokens
     | AddToolResult
     | AddMessage
+    | DeleteItem
     | SetPolicy
     | SetOutputDelay
     | ShareCores

@@ -53,10 +53,13 @@ class TranscriptDelta(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class TranscriptFinal(Event):
-    """The whole user turn as the LM heard it, once the turn is taken or yielded to."""
+    """The whole user turn as the LM heard it, once the turn is taken or committed.
+    `item`: the name the conversation keeps these words under (`DeleteItem`); "" where
+    no words were heard."""
 
     type: ClassVar[str] = "transcript_final"
     text: str
+    item: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,6 +157,14 @@ class ResponseDone(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ItemDeleted(Event):
+    """The item `item` has left the conversation (`DeleteItem`)."""
+
+    type: ClassVar[str] = "item_deleted"
+    item: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class TurnMetrics(Event):
     """Latency marks of one exchange, emitted once per turn."""
 
@@ -201,6 +212,7 @@ _BY_TYPE: dict[str, type[Event]] = {
         Interrupted,
         BackchannelIgnored,
         ResponseDone,
+        ItemDeleted,
         TurnMetrics,
         ResponderFallback,
         Error,

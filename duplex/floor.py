@@ -82,10 +82,13 @@ class Floor:
         self.overlap = Overlap(onset_ms)
 
     def hear_over(self, words: str, now_ms: int, policy: Policy) -> list[Event]:
-        """New words said over the answer: yield to them, dismiss them, or wait."""
+        """New words said over the answer: yield to them, dismiss them, or wait (a policy
+        that never yields keeps them for the user's next turn, at the answer's end)."""
         overlap, response = self.overlap, self.response
         assert overlap is not None and response is not None
         overlap.text += words
+        if not policy.yields:
+            return []
         decision = overlap.decide(
             self._lm,
             self._recognizer.last_confidence,
@@ -178,14 +181,15 @@ class Floor:
             return self.speak(now_ms)
         return []
 
-    def play(self, position_ms: int, vad: VadStep) -> list[Event]:
+    def play(self, position_ms: int, vad: VadStep, policy: Policy) -> list[Event]:
         """The answer's next frame to play, unless it holds; the end, once played out."""
         response = self.response
         if response is None or not self.speaking:
             return []
         response.collect()
         maybe_voice = vad.probability >= self._settings.hold_probability
-        if self._settings.hold_on_overlap and (self.state is State.OVERLAP or maybe_voice):
+        held = self.state is State.OVERLAP or maybe_voice
+        if self._settings.hold_on_overlap and policy.yields and held:
             # the user talks over the answer (or may be starting to, a voiced frame the
             # VAD has not confirmed yet): hold it until yield or dismiss
             return []

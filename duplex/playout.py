@@ -152,6 +152,7 @@ class Player:
         self.output_delay_ms = 0
         # after a stall, no output until the input that arrived during it is heard
         self.catch_up_to = 0
+        self.speed = 1.0  # how fast clauses are spoken (1: the voice's own pace)
 
     # the engine that writes the words ------------------------------------------
 
@@ -232,9 +233,9 @@ class Player:
     ) -> None:
         if response.queue and isinstance(self._tts, SynthesizesAhead):
             # earlier audio plays meanwhile: made off the loop, no stall
-            response.pending = (clause, self._tts.start(clause))
+            response.pending = (clause, self._tts.start(clause, speed=self.speed))
             return
-        response.enqueue(clause, self._tts.synthesize(clause))
+        response.enqueue(clause, self._tts.synthesize(clause, speed=self.speed))
         if record is not None and record.first_tts_audio_ms is None:
             record.first_tts_audio_ms = self._timeline.at(now_ms)
 

@@ -158,6 +158,17 @@ class DuplexLM(Protocol):
         (between answers): a client seeding or editing the history."""
         ...
 
+    def name_turn(self, item: str, role: str) -> None:
+        """The latest `role` turn is the conversation's item `item` (an answer with its
+        own instructions). A turn keeps the first name it gets; a user turn named takes
+        no more words: the next open another."""
+        ...
+
+    def forget(self, item: str) -> None:
+        """The turns named `item` leave the conversation, between answers (none may be
+        left: old turns leave the context by themselves)."""
+        ...
+
     def speak(self, max_tokens: int) -> tuple[str, bool]:
         """Decode up to `max_tokens` tokens of the answer: (text, finished)."""
         ...
@@ -248,8 +259,9 @@ class Responder(Protocol):
 class Synthesizer(Protocol):
     """Text to speech, one clause at a time."""
 
-    def synthesize(self, text: str) -> Int16Array:
-        """16 kHz mono PCM16 for one clause of the answer."""
+    def synthesize(self, text: str, *, speed: float = 1.0) -> Int16Array:
+        """16 kHz mono PCM16 for one clause of the answer, spoken `speed` times as fast as
+        the voice's own pace."""
         ...
 
 
@@ -266,7 +278,7 @@ class SynthesizesAhead(Synthesizer, Protocol):
     """A synthesizer that can also make a clause on another thread while earlier
     audio plays, so the loop is never stalled by synthesis mid-answer."""
 
-    def start(self, text: str) -> PendingAudio:
+    def start(self, text: str, *, speed: float = 1.0) -> PendingAudio:
         """Begin synthesizing `text` in the background."""
         ...
 

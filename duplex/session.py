@@ -33,12 +33,14 @@ from duplex.commands import (
     ClearInput,
     Command,
     Commit,
+    DeleteItem,
     Respond,
     SetAudioOutput,
     SetInstructions,
     SetMaxTokens,
     SetOutputDelay,
     SetPolicy,
+    SetSpeed,
     SetTools,
     ShareCores,
     Truncate,
@@ -188,7 +190,7 @@ class Session:
                 events += self._floor.read_remote(frame.end_ms)
             if self._timeline.now_ms() - started > STALL_MS:
                 self._player.catch_up_to = self._timeline.at(frame.end_ms)
-            events += self._floor.play(frame.end_ms, vad)
+            events += self._floor.play(frame.end_ms, vad, self.policy)
         except Exception as error:  # a model failed: this turn ends, the session goes on
             events += self._fail_turn(error, frame.end_ms)
         return events
@@ -280,7 +282,7 @@ class Session:
             [self._timeline.event(TranscriptDelta, now_ms, text=words)] if words.strip() else []
         )
         self._turn.hear(words, ended=False)  # inside speech: no turn is taken here
-        self._turn.read_tentatively(rest, now_ms, events)
+        self._turn.read_tentatively(rest, now_ms, events, self.policy.answers)
         return events
 
     # per tick -------------------------------------------------------------
@@ -329,8 +331,10 @@ class Session:
                 # the sound's verdict is still coming, and it may hold the turn: wait
                 probs = turn.estimate(now_ms, events, wait=True)
             if self.policy.take_turn(probs, silence):
+                if not self.policy.answers:  # the client answers it (`Respond`)
+                    return events + turn.commit(now_ms)
                 return events + self._take_turn(probs, silence, now_ms, Respond())
-        likely = probs.speak >= self.settings.speculate_threshold
+        likely = probs.speak >= self.settings.speculate_threshold and self.policy.answers
         if turn.draft is None and likely:
             needed = max(room, round(self.policy.required_silence_ms(probs.speak)))
             if not self._arrived(needed - silence):  # else the turn's frame is here
@@ -363,26 +367,29 @@ class Session:
                     return self._cancel(heard_ms)
                 if turn.last_response is not None:
                     self._lm.truncate(turn.last_response.heard_within(heard_ms))
-            case Commit():
-                return self._commit()
+            case Commit():  # manual turns: the utterance ends now
+                self._utterance_ended = False
+                return turn.finish_utterance(now)
             case ClearInput():
                 turn.retract()  # the utterance being recognized is dropped
                 self._recognizer.reset()
                 self._utterance_ended = False
-            case AddUserText(text, echo):
+            case AddUserText(text, echo, item):
                 # typing over an answer cancels it first
                 events = self._cancel() if self._floor.response is not None else []
-                events += turn.type_text(text, now)
+                events += turn.type_text(text, now, item)
                 return events if echo else [e for e in events if not isinstance(e, TranscriptDelta)]
-            case AddToolResult() | AddMessage() if self._floor.response is not None:
-                message = "new items join between answers; cancel the answer first"
+            case AddToolResult() | AddMessage() | DeleteItem() if self._floor.response is not None:
+                message = "items join and leave between answers; cancel the answer first"
                 return [
                     self._timeline.event(Error, now, code="response_in_progress", message=message)
                 ]
-            case AddToolResult(call_id, output):
-                turn.add_tool_result(call_id, output)
-            case AddMessage(role, text):
-                turn.add_message(role, text)
+            case AddToolResult(call_id, output, item):
+                turn.add_tool_result(call_id, output, item)
+            case AddMessage(role, text, item):
+                turn.add_message(role, text, item)
+            case DeleteItem(item):
+                return turn.forget(item, now)
             case SetInstructions(text):
                 self._lm.set_instructions(text)
             case SetTools(tools):
@@ -395,6 +402,8 @@ class Session:
                 self.policy = policy
             case SetOutputDelay(ms):
                 self._player.output_delay_ms = ms
+            case SetSpeed(speed):
+                self._player.speed = speed
             case ShareCores(read_at_pauses, read_threads):
                 self._read_at_pauses = read_at_pauses
                 self._lm.read_threads = read_threads
@@ -425,17 +434,6 @@ class Session:
         silence = now - (record.user_last_voiced_ms or now)
         events = self._take_turn(self._turn.probs, silence, now, request)
         return events + self._floor.speak(now)
-
-    def _commit(self) -> list[Event]:
-        """End the user's utterance now (manual turns): its words join the open turn."""
-        self._turn.retract()  # the LM reads the final words instead
-        words = self._recognizer.finish()
-        self._utterance_ended = False
-        if not words.strip():
-            return []
-        self._turn.open(self.position_ms)
-        self._turn.add_text(words)
-        return [self._timeline.event(TranscriptDelta, self.position_ms, text=words)]
 
     def _cancel(self, heard_ms: int | None = None) -> list[Event]:
         """Stop the answer being written or played; the LM keeps what was heard, or the

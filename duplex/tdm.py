@@ -27,6 +27,11 @@ unvoiced frames) and are never taken on a frame that is voiced again; the
 session runs a tick the moment it fires. The answer's first clause may be
 written before, at the recognizer's decode a moment into the pause, and is
 dropped if the user goes on.
+
+A policy may leave the answer to the client (`answers` false: the end of a
+turn commits its words, `Respond` answers) and may play its answers out
+whatever the user says (`yields` false: the voice over an answer neither holds
+nor stops it; the words wait in OVERLAP and open the next turn at its END).
 """
 
 from __future__ import annotations
@@ -132,6 +137,18 @@ class Policy(Protocol):
 
     name: ClassVar[str]
 
+    @property
+    def answers(self) -> bool:
+        """Whether the end of a turn starts the answer; else the turn is only committed
+        (its words are final) and the client's `Respond` answers it."""
+        ...
+
+    @property
+    def yields(self) -> bool:
+        """Whether words over the answer may stop it; else it plays on, unheld, and the
+        words open the user's next turn when it ends."""
+        ...
+
     def required_silence_ms(self, p_speak: float) -> float: ...
 
     def take_turn(self, probs: StateProbs, silence_ms: float) -> bool: ...
@@ -146,6 +163,8 @@ class TurnPolicy:
     name: ClassVar[str] = "duplex"
 
     settings: PolicySettings
+    answers: bool = True
+    yields: bool = True
 
     def required_silence_ms(self, p_speak: float) -> float:
         s = self.settings

@@ -17,10 +17,11 @@ import contextlib
 import numpy as np
 
 from duplex.audio import Float32Array
-from duplex.commands import Respond
+from duplex.commands import Respond, answer_item
 from duplex.config import PolicySettings
 from duplex.events import (
     Event,
+    ItemDeleted,
     TranscriptDelta,
     TranscriptFinal,
     TurnEstimate,
@@ -59,6 +60,7 @@ class UserTurn:
         self._understanding = understanding
         self._timeline = timeline
         self.responses = 0  # answers begun so far: the next one's id is one more
+        self.items = 0  # the user's words named as items of the conversation so far
         self.tools = NO_TOOLS  # the functions an answer may call
         self.audio = True  # answers are spoken (else text alone)
         self.max_tokens: int | None = None  # an answer's length at most (None: the LM's)
@@ -79,6 +81,7 @@ class UserTurn:
         self._speech_pending: list[Float32Array] = []  # heard while a draft is open
         self.after_barge_in = False  # the turn began by interrupting
         self._estimated: tuple[float, float | None] | None = None  # the last one sent
+        self.item = ""  # the name of the words heard so far, once they have one
 
     def open(self, onset_ms: int) -> TurnRecord:
         """The turn's record, opened at `onset_ms` unless it is open already."""
@@ -134,27 +137,71 @@ class UserTurn:
         if self.draft is None:
             self.probs = self._lm.listen(words)
 
-    def type_text(self, text: str, now_ms: int) -> list[Event]:
+    def finish_utterance(self, now_ms: int) -> list[Event]:
+        """End the utterance being heard now (manual turns): its words join the turn."""
+        self.retract()  # the LM reads the final words instead
+        words = self._listener.recognizer.finish()
+        if not words.strip():
+            return []
+        self.open(now_ms)
+        self.add_text(words)
+        return [self._timeline.event(TranscriptDelta, now_ms, text=words)]
+
+    def type_text(self, text: str, now_ms: int, item: str) -> list[Event]:
         """A typed message joins the turn, as if it had been heard; its TranscriptDelta.
-        Typed words never end a turn by silence: `Respond` does (or speech that follows)."""
+        Typed words never end a turn by silence: `Respond` does (or speech that follows).
+        With an `item` name it is a message of its own instead, a user turn of the
+        conversation between the words heard before and after it."""
         self._drop_draft()
         words = text.strip()
         if not words:
+            return []
+        if item:
+            if self.text.strip():
+                self._name_words()  # the words heard before it are an item of their own
+            self._lm.listen(words)
+            self._lm.name_turn(item, "user")
             return []
         self.open(now_ms)
         words = (" " if self.text.strip() else "") + words
         self.add_text(words)
         return [self._timeline.event(TranscriptDelta, now_ms, text=words)]
 
-    def add_tool_result(self, call_id: str, output: str) -> None:
+    def add_tool_result(self, call_id: str, output: str, item: str) -> None:
         """A function's output joins the conversation: the next answer is written from it."""
         self._drop_draft()
         self._lm.add_tool_result(call_id, output)
+        if item:
+            self._lm.name_turn(item, "tool")
 
-    def add_message(self, role: str, text: str) -> None:
+    def add_message(self, role: str, text: str, item: str) -> None:
         """A system note or an assistant message joins the conversation as its own turn."""
         self._drop_draft()
         self._lm.add_message(role, text)
+        if item:
+            self._lm.name_turn(item, role)
+
+    def forget(self, item: str, now_ms: int) -> list[Event]:
+        """The item leaves the conversation (between answers). What was read at a pause,
+        and a draft answer to it, go first: they were read with the item in view."""
+        self._drop_draft()
+        self._lm.forget(item)
+        return [self._timeline.event(ItemDeleted, now_ms, item=item)]
+
+    def _name_words(self) -> str:
+        """The words heard so far are an item of the conversation: its name."""
+        if not self.item:
+            self.items += 1
+            self.item = f"duplex-user-{self.items}"
+        self._lm.name_turn(self.item, "user")
+        return self.item
+
+    def _final(self, now_ms: int) -> Event:
+        """The turn's words are final: their TranscriptFinal, named as an item if any."""
+        text = self.text.strip()
+        item = self._name_words() if text else ""
+        self.item = ""
+        return self._timeline.event(TranscriptFinal, now_ms, text=text, item=item)
 
     def _drop_draft(self) -> None:
         """Words that come another way than by voice: what was read at a pause, and a
@@ -163,17 +210,18 @@ class UserTurn:
         if self.draft is not None:
             self.discard_draft()
 
-    def read_tentatively(self, rest: str, now_ms: int, events: list[Event]) -> None:
+    def read_tentatively(self, rest: str, now_ms: int, events: list[Event], draft: bool) -> None:
         """The decode at a pause heard `rest` after the stable words. If the turn ends
         here, those are its last words: the LM reads them now, and a likely end starts
-        the draft while the VAD's hangover still runs. If the user goes on, the LM
-        forgets them again (`retract`)."""
+        the draft while the VAD's hangover still runs (`draft`: an end would be answered).
+        If the user goes on, the LM forgets them again (`retract`)."""
         if self.draft is not None:
             return  # a draft for the words before: the LM is in its answer
         self._probs_before_tentative = self.probs
         self.probs = self._lm.listen_tentatively(rest)
         self.tentative, self.tentative_ms = rest, self._timeline.at(now_ms)
-        if self.estimate(now_ms, events).speak >= self._settings.speculate_threshold:
+        likely = self.estimate(now_ms, events).speak >= self._settings.speculate_threshold
+        if likely and draft:
             self.start_draft(now_ms)
 
     def retract(self) -> None:
@@ -270,8 +318,18 @@ class UserTurn:
         if self._understanding != "text":
             self._lm.rewrite_turn(self.text)  # heard as speech, answered from words
         self._lm.begin_response(response.tools, response.instructions, response.max_tokens)
+        self._lm.name_turn(answer_item(response.id), "assistant")
         self._player.start_remote(response)
         return response
+
+    def commit(self, now_ms: int) -> list[Event]:
+        """The turn has ended and is not answered until `Respond`: its words are final
+        and an item of the conversation; the next words open another turn."""
+        final = self._final(now_ms)
+        self.record, self.text, self.after_barge_in = None, "", False
+        self._listener.turn_taken()
+        self._estimated = None
+        return [final]
 
     def take(
         self,
@@ -305,7 +363,7 @@ class UserTurn:
         self._listener.turn_taken()
         self._estimated = None
         events: list[Event] = [
-            self._timeline.event(TranscriptFinal, now_ms, text=self.text.strip()),
+            self._final(now_ms),
             self._timeline.event(
                 TurnTaken,
                 now_ms,

@@ -13,6 +13,8 @@ turns leave the cache (`llama_memory_seq_rm`) and the rest slide down over
 them (`llama_memory_seq_add`, which re-rotates the cached keys): no token is
 read again. Only closed turns go, and only when a user turn opens, so no
 mark (a tentative read, the answer to truncate) points into what moved.
+A client's item leaves the same way when it asks, between answers
+(`forget`): each turn is kept with where it starts and the item it is.
 
 The cache itself, llama.cpp and its one decode loop, is `models.llama_cache`;
 this module keeps the conversation in it: ChatML turns, the user's words and
@@ -68,6 +70,15 @@ class _Mark(NamedTuple):
     cache: Mark
     turn_start: int
     p_end: float | None
+
+
+class _Turn(NamedTuple):
+    """A turn after the system prompt: where its opening is in the cache, and the
+    conversation's item it is ("": none yet)."""
+
+    start: int
+    role: str
+    item: str = ""
 
 
 log = logging.getLogger(__name__)
@@ -138,6 +149,7 @@ class LlamaDuplexLM:
         self._before_answer = self._mark()
         # where the cache was before `listen_tentatively`, until kept or retracted
         self._tentative: _Mark | None = None
+        self._turns: list[_Turn] = []  # every turn after the system prompt, in order
         self.cache.append(opening("system") + self.system_prompt + TURN_END)
         self._system_tokens = len(self.cache.tokens)
 
@@ -159,7 +171,9 @@ class LlamaDuplexLM:
         self.system_prompt = text
         self.cache.cut(0)
         self.cache.append(opening("system") + text + TURN_END)
+        moved = len(self.cache.tokens) - self._system_tokens
         self._system_tokens = len(self.cache.tokens)
+        self._turns = [t._replace(start=t.start + moved) for t in self._turns]
         if rest:
             self.cache.decode(rest, hidden=True)
 
@@ -168,8 +182,7 @@ class LlamaDuplexLM:
     def listen(self, text: str) -> StateProbs:
         if text.strip():
             self._tentative = None  # words after tentative ones keep them
-        if self._open_role != "user":
-            self._open("user")
+        if self._to_user_turn():
             text = text.lstrip()
         text = self._styled(text)
         if text.strip():
@@ -184,8 +197,7 @@ class LlamaDuplexLM:
         return self._state(self._turn_text(), overlap=False)
 
     def listen_tentatively(self, text: str) -> StateProbs:
-        if self._open_role != "user":
-            self._open("user")
+        self._to_user_turn()
         mark = self._mark()
         probs = self.listen(text)
         self._tentative = mark
@@ -200,8 +212,7 @@ class LlamaDuplexLM:
         self._tentative = None
 
     def listen_speech(self, embeddings: Float32Array) -> StateProbs:
-        if self._open_role != "user":
-            self._open("user")
+        self._to_user_turn()
         if len(embeddings):
             self.cache.hear(embeddings)
         return self._speech_state()
@@ -222,8 +233,7 @@ class LlamaDuplexLM:
             self.cache.hear(embeddings)
 
     def rewrite_turn(self, text: str) -> None:
-        if self._open_role != "user":
-            self._open("user")
+        self._to_user_turn()
         self.cache.cut(self._turn_start)
         self.listen(text.lstrip())
 
@@ -342,6 +352,49 @@ class LlamaDuplexLM:
         self.cache.append(text.strip(), hidden=False)
         self._close_turn()
         self._answer = None
+
+    def name_turn(self, item: str, role: str) -> None:
+        """The latest `role` turn is the item `item` (kept if it has a name already); an
+        answer's own instructions, the unnamed system turns just before it, go with it."""
+        indexes = [i for i, turn in enumerate(self._turns) if turn.role == role]
+        if not indexes or self._turns[indexes[-1]].item:
+            return
+        first = last = indexes[-1]
+        while role == "assistant" and first and self._turns[first - 1].role == "system":
+            if self._turns[first - 1].item:
+                break
+            first -= 1
+        for i in range(first, last + 1):
+            self._turns[i] = self._turns[i]._replace(item=item)
+
+    def forget(self, item: str) -> None:
+        """The turns named `item` leave the cache and what follows slides down over them,
+        as old turns leave it (`_trim_history`): no token is read again."""
+        if self._answer is not None and not self._answer.done:
+            raise ValueError("an item leaves the conversation between answers")
+        for index in reversed([i for i, turn in enumerate(self._turns) if turn.item == item]):
+            self._take_out(index)
+
+    def _take_out(self, index: int) -> None:
+        """Turn `index` leaves the cache; the positions after it move down."""
+        start, later = self._turns[index].start, self._turns[index + 1 :]
+        end = later[0].start if later else len(self.cache.tokens)
+        gone = end - start
+        self._turns[index:] = [t._replace(start=t.start - gone) for t in later]
+        if later:
+            self.cache.remove(start, end)
+            self._turn_start -= gone  # the latest turn's words come after it
+            if self._tentative is not None:
+                self._tentative = _moved(self._tentative, -gone)
+        else:  # the latest turn, open or not
+            self.cache.cut(start)
+            self._open_role, self._p_end, self._tentative = None, None, None
+        answer = self._answer
+        if answer is not None and answer.start >= start:
+            if answer.start < end:
+                self._answer = None  # the latest answer itself: nothing is left to cut
+            else:
+                answer.start -= gone
 
     def add_tool_result(self, call_id: str, output: str) -> None:
         """A function's output, as a `tool` turn after the call."""
@@ -464,6 +517,7 @@ class LlamaDuplexLM:
         self._answer = None
         if role == "user":
             self._trim_history()
+        self._turns.append(_Turn(len(self.cache.tokens), role))
         self.cache.append(opening(role), hidden=role == "user")
         self._open_role = role
         self._turn_start = len(self.cache.tokens)
@@ -496,7 +550,9 @@ class LlamaDuplexLM:
             i for i in range(system + 1, len(tokens)) if tokens[i : i + n] == self._user_opening
         ]
         end = next((i for i in starts if len(tokens) - i <= self.history_tokens), len(tokens))
+        removed = sum(1 for turn in self._turns if turn.start < end)
         self.cache.remove(system, end)
+        self._turns = [t._replace(start=t.start - end + system) for t in self._turns[removed:]]
         self.trims += 1
         self.trimmed_tokens += end - system
         log.debug(
@@ -510,6 +566,14 @@ class LlamaDuplexLM:
         """Back to `mark`: later positions forgotten, what was read there restored."""
         self.cache.rewind(mark.cache)
         self._turn_start, self._p_end = mark.turn_start, mark.p_end
+        self._turns = [t for t in self._turns if t.start < len(self.cache.tokens)]
+
+    def _to_user_turn(self) -> bool:
+        """Open a user turn, unless one is open that is no item yet: whether it opened."""
+        if self._open_role == "user" and self._turns and not self._turns[-1].item:
+            return False
+        self._open("user")
+        return True
 
     def _sample(self) -> int:
         logits = self.cache.logits
@@ -525,6 +589,12 @@ class LlamaDuplexLM:
         probs = np.exp(scaled)
         probs /= probs.sum()
         return int(self._rng.choice(self.cache.n_vocab, p=probs))
+
+
+def _moved(mark: _Mark, by: int) -> _Mark:
+    """`mark` with its positions `by` further on (a turn before it left the cache)."""
+    cache = mark.cache._replace(position=mark.cache.position + by)
+    return mark._replace(cache=cache, turn_start=mark.turn_start + by)
 
 
 def _tool_result(content: str) -> tuple[str, str] | None:

@@ -192,17 +192,24 @@ class PiperSynthesizer:
         self,
         text: str,
         *,
+        speed: float = 1.0,
         length_scale: float | None = None,
         noise_scale: float | None = None,
         noise_w: float | None = None,
     ) -> Int16Array:
         """16 kHz mono PCM16 for one clause; empty text gives an empty array.
 
-        The keyword arguments override the synthesizer's settings for this call.
+        `speed`: how many times as fast as the length scale's pace (its inverse: 1.5
+        speaks in two thirds of the time). The other keyword arguments override the
+        synthesizer's settings for this call.
         """
         chunks = list(
             self.synthesize_stream(
-                text, length_scale=length_scale, noise_scale=noise_scale, noise_w=noise_w
+                text,
+                speed=speed,
+                length_scale=length_scale,
+                noise_scale=noise_scale,
+                noise_w=noise_w,
             )
         )
         if not chunks:
@@ -213,14 +220,18 @@ class PiperSynthesizer:
         self,
         text: str,
         *,
+        speed: float = 1.0,
         length_scale: float | None = None,
         noise_scale: float | None = None,
         noise_w: float | None = None,
     ) -> Iterator[Int16Array]:
         """16 kHz mono PCM16 per sentence, each yielded as soon as Piper has it."""
+        if speed <= 0:
+            raise ValueError(f"speed must be positive, got {speed}")
         if not text.strip():
             return
-        config = self._config(length_scale, noise_scale, noise_w)
+        scale = self.length_scale if length_scale is None else length_scale
+        config = self._config(scale / speed, noise_scale, noise_w)
         with self._lock:  # espeak-ng's phonemizer is not thread-safe; sessions share a voice
             sentences = self._voice.phonemize(text)
         for phonemes in sentences:
@@ -262,14 +273,14 @@ class PiperSynthesizer:
 class _Clause:
     """One clause being synthesized on its own daemon thread."""
 
-    def __init__(self, voice: PiperSynthesizer, text: str) -> None:
+    def __init__(self, voice: PiperSynthesizer, text: str, speed: float) -> None:
         self._pcm: Int16Array | None = None
-        self._thread = threading.Thread(target=self._run, args=(voice, text), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(voice, text, speed), daemon=True)
         self._thread.start()
 
-    def _run(self, voice: PiperSynthesizer, text: str) -> None:
+    def _run(self, voice: PiperSynthesizer, text: str, speed: float) -> None:
         try:
-            self._pcm = voice.synthesize(text)
+            self._pcm = voice.synthesize(text, speed=speed)
         except Exception:  # the answer goes on without this clause
             log.exception("synthesizing %r failed", text)
             self._pcm = np.zeros(0, dtype=np.int16)
@@ -291,8 +302,8 @@ class AheadSynthesizer:
     def __init__(self, voice: PiperSynthesizer) -> None:
         self.voice = voice
 
-    def synthesize(self, text: str) -> Int16Array:
-        return self.voice.synthesize(text)
+    def synthesize(self, text: str, *, speed: float = 1.0) -> Int16Array:
+        return self.voice.synthesize(text, speed=speed)
 
-    def start(self, text: str) -> _Clause:
-        return _Clause(self.voice, text)
+    def start(self, text: str, *, speed: float = 1.0) -> _Clause:
+        return _Clause(self.voice, text, speed)

@@ -31,13 +31,16 @@ from duplex.commands import (
     Cancel,
     ClearInput,
     Commit,
+    DeleteItem,
     Respond,
     SetAudioOutput,
     SetInstructions,
     SetMaxTokens,
     SetPolicy,
+    SetSpeed,
     SetTools,
     Truncate,
+    answer_item,
 )
 from duplex.config import PolicySettings
 from duplex.events import (
@@ -45,6 +48,7 @@ from duplex.events import (
     Error,
     Event,
     Interrupted,
+    ItemDeleted,
     ResponderFallback,
     ResponseAudio,
     ResponseDone,
@@ -109,6 +113,7 @@ ITEM_CONTENT = {
     "assistant": ("output_text", "text", "output_audio", "audio"),
 }
 TRANSCRIBER = "whisper"  # what transcribes the user, whatever model a client names
+SPEEDS = (0.25, 1.5)  # the API's range of audio.output.speed
 
 
 class ManualTurns(TurnPolicy):
@@ -158,9 +163,9 @@ class RealtimeProtocol:
         self._sent_ms: dict[str, int] = {}  # assistant item -> audio sent (ms)
         self._user_item: str | None = None
         self._speech_from_ms: int | None = None  # where the user's audio of the turn began
-        self._typed: list[str] = []  # text items created since the last turn was taken
         self._metadata: dict[str, str] | None = None  # for the answer response.create asked
         self._items: dict[str, dict[str, Any]] = {}  # every item announced, as it last was
+        self._names: dict[str, str] = {}  # item -> the session's name for it, where not its id
         self._last_item: str | None = None
         self._calls: set[str] = set()  # every call_id the assistant made
         self._respond_audio: bool | None = None  # for the answer response.create asked
@@ -183,7 +188,11 @@ class RealtimeProtocol:
                     "transcription": {"model": TRANSCRIBER, "language": "en"},
                     "turn_detection": {"type": "semantic_vad", "eagerness": "auto"},
                 },
-                "output": {"format": {"type": "audio/pcm", "rate": RATE}, "voice": VOICE},
+                "output": {
+                    "format": {"type": "audio/pcm", "rate": RATE},
+                    "voice": VOICE,
+                    "speed": 1.0,
+                },
             },
         }
 
@@ -263,12 +272,9 @@ class RealtimeProtocol:
                 voice, "session.audio.output.voice" if "voice" in audio_out else "session.voice"
             )
         speed = audio_out.get("speed", session.get("speed"))
-        if speed is not None and speed != 1:
-            raise ClientError(
-                "invalid_request_error",
-                "unsupported_value",
-                "speed is not supported: answers are spoken at the voice's own rate (1.0)",
-                "session.audio.output.speed",
+        if speed is not None:
+            _check_speed(
+                speed, "session.audio.output.speed" if "speed" in audio_out else "session.speed"
             )
         transcription = audio_in.get("transcription", session.get("input_audio_transcription", ...))
         if transcription is not ...:
@@ -306,6 +312,9 @@ class RealtimeProtocol:
         if instructions is not None:
             self.config["instructions"] = instructions
             self._out.add(SetInstructions(instructions))
+        if speed is not None:
+            self.config["audio"]["output"]["speed"] = speed
+            self._out.add(SetSpeed(float(speed)))
         modalities = self._modalities(session, "session")
         if modalities is not None:
             self.config["output_modalities"] = ["audio"] if modalities else ["text"]
@@ -333,6 +342,7 @@ class RealtimeProtocol:
             "modalities": ["audio", "text"] if "audio" in config["output_modalities"] else ["text"],
             "instructions": config["instructions"],
             "voice": config["audio"]["output"]["voice"],
+            "speed": config["audio"]["output"]["speed"],
             "input_audio_format": "pcm16",
             "output_audio_format": "pcm16",
             "input_audio_transcription": audio_in["transcription"],
@@ -412,14 +422,16 @@ class RealtimeProtocol:
                 "session.audio.input.turn_detection",
             )
         for flag in ("create_response", "interrupt_response"):
-            if turn.get(flag, True) is not True:
+            if not isinstance(turn.get(flag, True), bool):
                 raise ClientError(
                     "invalid_request_error",
-                    "unsupported_value",
-                    f"{flag}: false is not supported: the server answers each turn it detects "
-                    "and yields to a barge-in (turn_detection: null gives manual turns)",
+                    "invalid_type",
+                    f"{flag} must be true or false",
                     f"session.audio.input.turn_detection.{flag}",
                 )
+        # create_response: false commits each turn it detects and answers on response.create;
+        # interrupt_response: false plays answers out, the words over one its next turn
+        answers, yields = turn.get("create_response", True), turn.get("interrupt_response", True)
         if turn["type"] == "server_vad":
             silence = turn.get("silence_duration_ms", 500)
             if not isinstance(silence, int) or not 0 <= silence <= 10_000:
@@ -429,7 +441,7 @@ class RealtimeProtocol:
                     "silence_duration_ms must be an integer 0..10000",
                     "session.audio.input.turn_detection.silence_duration_ms",
                 )
-            return FixedSilence(self._settings, silence_ms=silence)
+            return FixedSilence(self._settings, answers, yields, silence_ms=silence)
         eagerness = turn.get("eagerness", "auto")
         if eagerness not in EAGERNESS_MAX_SILENCE_MS:
             raise ClientError(
@@ -439,7 +451,7 @@ class RealtimeProtocol:
                 "session.audio.input.turn_detection.eagerness",
             )
         cap = EAGERNESS_MAX_SILENCE_MS[eagerness]
-        return TurnPolicy(replace(self._settings, max_silence_ms=cap))
+        return TurnPolicy(replace(self._settings, max_silence_ms=cap), answers, yields)
 
     def _append(self, event: dict[str, Any]) -> None:
         audio = require(event, "audio", str)
@@ -510,12 +522,11 @@ class RealtimeProtocol:
                 "item.content",
             )
         text = " ".join(t for t in texts if t)
-        item_id = item.get("id") if isinstance(item.get("id"), str) else self._item_id()
+        item_id = _given_id(item) or self._item_id()
         if role == "user":
-            self._out.add(AddUserText(text, echo=False))
-            self._typed.append(text)
+            self._out.add(AddUserText(text, echo=False, item=item_id))
         else:
-            self._out.add(AddMessage(role, text))
+            self._out.add(AddMessage(role, text, item_id))
         kind = kinds[0]
         part = {"type": kind, "transcript" if kind == "output_audio" else "text": text}
         full = {
@@ -543,8 +554,8 @@ class RealtimeProtocol:
             raise ClientError(
                 "invalid_request_error", "invalid_type", "output must be a string", "item.output"
             )
-        self._out.add(AddToolResult(call_id, output))
-        item_id = item.get("id") if isinstance(item.get("id"), str) else self._item_id()
+        item_id = _given_id(item) or self._item_id()
+        self._out.add(AddToolResult(call_id, output, item_id))
         full = {"id": item_id, "object": "realtime.item", "type": "function_call_output",
                 "call_id": call_id, "output": output, "status": "completed"}  # fmt: skip
         self._item_added(full)
@@ -634,19 +645,14 @@ class RealtimeProtocol:
         self.send("conversation.item.retrieved", item=item)
 
     def _item_delete(self, event: dict[str, Any]) -> None:
-        """Refused: the model's context keeps the conversation as it was heard."""
+        """The item leaves the conversation, the model's context included, between answers
+        (`conversation.item.deleted` once the session has taken it out)."""
         item_id = require(event, "item_id", str)
         if item_id not in self._items:
             raise ClientError(
                 "invalid_request_error", "item_not_found", f"no item {item_id!r}", "item_id"
             )
-        raise ClientError(
-            "invalid_request_error",
-            "item_delete_unsupported",
-            "items cannot be deleted: the model's context keeps the conversation as it was "
-            "heard (conversation.item.truncate cuts the latest answer, response.cancel stops one)",
-            "item_id",
-        )
+        self._out.add(DeleteItem(self._names.get(item_id, item_id)))
 
     def _output_clear(self, event: dict[str, Any]) -> None:
         """The client drops the answer's audio it has not played: the answer stops there."""
@@ -730,13 +736,14 @@ class RealtimeProtocol:
         )
 
     def _transcript_final(self, event: TranscriptFinal) -> None:
-        typed, self._typed = " ".join(self._typed).split(), []
         began, self._speech_from_ms = self._speech_from_ms, None
-        if event.text.split() == typed:
-            # the turn is the text the client created as items (or nothing, a bare
-            # response.create): those items stand for it, no audio was committed
+        if not event.text.strip():
+            # no words were heard (a bare response.create, or one after text items, which
+            # are items of their own): no audio was committed
             return
         item_id, self._user_item = self._user_item or self._item_id(), None
+        if event.item:
+            self._names[item_id] = event.item
         if self._committed != item_id:
             self.send(
                 "input_audio_buffer.committed", previous_item_id=self._last_item, item_id=item_id
@@ -770,6 +777,7 @@ class RealtimeProtocol:
         self._metadata = self._respond_audio = None
         self._asked = False
         self._answers[event.response_id] = answer
+        self._names[answer.item_id] = answer_item(event.response_id)
         self.send("response.created", response=self._response(answer, "in_progress", []))
 
     def _announce(self, answer: _Answer) -> None:
@@ -959,13 +967,29 @@ class RealtimeProtocol:
             response_id=self._answer_id(event.response_id),
         )
 
+    def _item_deleted(self, event: ItemDeleted) -> None:
+        """The session took the item out: so does the conversation the client sees."""
+        for item_id in [i for i in self._items if self._names.get(i, i) == event.item]:
+            item = self._items.pop(item_id)
+            self._names.pop(item_id, None)
+            self._sent_ms.pop(item_id, None)
+            if item["type"] == "function_call":
+                self._calls.discard(item["call_id"])  # no output can follow a call gone
+            self._last_item = next(reversed(self._items), None)
+            self.send("conversation.item.deleted", item_id=item_id)
+
     def _metrics(self, event: TurnMetrics) -> None:
         self.send(TURN_METRICS, metrics=event.record.to_dict())
 
     def _error(self, event: Error) -> None:
-        if event.code == "response_in_progress":
+        if event.code == "response_in_progress" and self._asked:
             self._metadata = None  # that response.create starts no answer
             self._asked = False
+            # the API's code for a response.create over an answer: clients expect it
+            # (pipecat ends its connection at any error but the few it expects)
+            code = "conversation_already_has_active_response"
+            self.send_error(ClientError("invalid_request_error", code, event.message))
+            return
         self.send_error(ClientError("server_error", event.code, event.message))
 
 
@@ -980,6 +1004,7 @@ _MAPPERS: dict[type[Event], Callable[[RealtimeProtocol, Any], None]] = {
     ResponseAudio: RealtimeProtocol._audio,
     Interrupted: RealtimeProtocol._interrupted,
     ResponseDone: RealtimeProtocol._done,
+    ItemDeleted: RealtimeProtocol._item_deleted,
     BackchannelIgnored: RealtimeProtocol._backchannel,
     TurnMetrics: RealtimeProtocol._metrics,
     ResponderFallback: RealtimeProtocol._fallback,
@@ -1039,6 +1064,18 @@ def _check_voice(voice: Any, param: str) -> None:
         )
 
 
+def _check_speed(speed: Any, param: str) -> None:
+    """Answers are spoken faster or slower, within the API's range."""
+    low, high = SPEEDS
+    if isinstance(speed, bool) or not isinstance(speed, int | float) or not low <= speed <= high:
+        raise ClientError(
+            "invalid_request_error",
+            "invalid_value",
+            f"speed must be a number from {low} to {high}",
+            param,
+        )
+
+
 def _check_transcription(transcription: Any) -> None:
     """The runtime's recognizer transcribes, in English, whatever model is named."""
     if transcription is None:
@@ -1063,6 +1100,12 @@ def _check_transcription(transcription: Any) -> None:
             "a transcription prompt is not supported",
             f"{param}.prompt",
         )
+
+
+def _given_id(item: dict[str, Any]) -> str:
+    """The id the client gave an item ("" if none)."""
+    given = item.get("id")
+    return given if isinstance(given, str) else ""
 
 
 def _object(value: Any) -> dict[str, Any]:

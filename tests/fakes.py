@@ -161,6 +161,7 @@ class ScriptedLM:
     retracted: int = 0
     tools_seen: list[Tools] = field(default_factory=list)  # each answer's
     max_tokens_seen: list[int | None] = field(default_factory=list)  # each answer's limit
+    items: dict[str, list[list[str]]] = field(default_factory=dict)  # item -> its turns
     _words: list[str] = field(default_factory=list)
     _tentative: int | None = None
     _call: ToolCall | None = None
@@ -168,7 +169,7 @@ class ScriptedLM:
     def listen(self, text: str) -> StateProbs:
         if text.strip():
             self._tentative = None
-        if not self.history or self.history[-1][0] != "user":
+        if not self.history or self.history[-1][0] != "user" or self._named(self.history[-1]):
             self.history.append(["user", ""])
             self.heard = []
         self.history[-1][1] += text
@@ -237,6 +238,22 @@ class ScriptedLM:
 
     def add_message(self, role: str, text: str) -> None:
         self.history.append([role, text])
+
+    def name_turn(self, item: str, role: str) -> None:
+        turns = [t for t in self.history if t[0] == role]
+        if not turns or self._named(turns[-1]):
+            return
+        at = next(i for i, t in enumerate(self.history) if t is turns[-1])
+        before = self.history[at - 1] if at else ["", ""]
+        instructions = role == "assistant" and before[0] == "system" and not self._named(before)
+        self.items.setdefault(item, []).extend([before, turns[-1]] if instructions else [turns[-1]])
+
+    def forget(self, item: str) -> None:
+        gone = self.items.pop(item, [])
+        self.history[:] = [t for t in self.history if not any(t is g for g in gone)]
+
+    def _named(self, turn: list[str]) -> bool:
+        return any(turn is t for turns in self.items.values() for t in turns)
 
     def speak(self, max_tokens: int) -> tuple[str, bool]:
         taken, self._words = self._words[:max_tokens], self._words[max_tokens:]
@@ -322,9 +339,9 @@ class ToneSynth:
         self.ms_per_word = ms_per_word
         self.clauses: list[str] = []
 
-    def synthesize(self, text: str) -> Int16Array:
+    def synthesize(self, text: str, *, speed: float = 1.0) -> Int16Array:
         self.clauses.append(text)
-        n = len(text.split()) * self.ms_per_word * SAMPLE_RATE // 1000
+        n = round(len(text.split()) * self.ms_per_word / speed) * SAMPLE_RATE // 1000
         t = np.arange(n) / SAMPLE_RATE
         return float_to_pcm16(0.3 * np.sin(2 * np.pi * 440 * t))
 

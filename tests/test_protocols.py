@@ -15,16 +15,20 @@ from duplex.commands import (
     Cancel,
     ClearInput,
     Commit,
+    DeleteItem,
     Respond,
     SetAudioOutput,
     SetMaxTokens,
     SetPolicy,
+    SetSpeed,
     Truncate,
+    answer_item,
 )
 from duplex.config import PolicySettings
 from duplex.events import (
     Error,
     Interrupted,
+    ItemDeleted,
     ResponseAudio,
     ResponseDone,
     ResponseText,
@@ -97,7 +101,8 @@ def test_realtime_client_events_become_commands() -> None:
     assert clear[0] == ClearInput() and kinds(clear) == ["input_audio_buffer.cleared"]
     item = typed_item("hi")
     created = wire.receive(json.dumps(item))
-    assert created[0] == AddUserText("hi", echo=False)
+    [added] = [m for m in sent(created) if m["type"] == "conversation.item.added"]
+    assert created[0] == AddUserText("hi", echo=False, item=added["item"]["id"])
     assert kinds(created) == ["conversation.item.added", "conversation.item.done"]
     assert wire.receive('{"type": "response.create"}') == [Respond()]
     assert wire.receive('{"type": "response.cancel"}') == [Cancel()]
@@ -242,9 +247,10 @@ def test_a_response_status_survives_the_wire_both_ways() -> None:
 
 
 def test_typed_text_is_one_user_item_and_a_spoken_turn_reports_its_usage() -> None:
-    """Text the client created is not committed again as audio (nor is a bare
-    response.create's empty turn); a spoken turn's transcription event is one the
-    openai SDK accepts, usage included."""
+    """Text the client created is an item of its own, never committed again as audio
+    (the session's TranscriptFinal has only the words it heard: none here, as for a
+    bare response.create); a spoken turn's transcription event is one the openai SDK
+    accepts, usage included."""
     from openai.types.realtime import ConversationItemInputAudioTranscriptionCompletedEvent
 
     wire = realtime()
@@ -252,8 +258,6 @@ def test_typed_text_is_one_user_item_and_a_spoken_turn_reports_its_usage() -> No
     item = typed_item("hi")
     wire.receive(json.dumps(item))
     wire.receive('{"type": "response.create"}')
-    typed = wire.events([TranscriptFinal(audio_ms=900, clock_ms=900.0, text="hi")])
-    assert kinds(typed) == []
     bare = wire.events([TranscriptFinal(audio_ms=1000, clock_ms=1000.0, text="")])
     assert kinds(bare) == []
     spoken = wire.events(
@@ -471,7 +475,8 @@ def test_session_fields_it_cannot_honour_are_errors_that_name_them() -> None:
     refused = {
         "session.type": {"type": "transcription"},
         "session.audio.output.voice": {"audio": {"output": {"voice": "nova-custom"}}},
-        "session.audio.output.speed": {"audio": {"output": {"speed": 1.2}}},
+        "session.audio.output.speed": {"audio": {"output": {"speed": 1.6}}},
+        "session.speed": {"speed": 0.2},
         "session.audio.input.transcription.language": {
             "audio": {"input": {"transcription": {"language": "fr"}}}
         },
@@ -479,11 +484,11 @@ def test_session_fields_it_cannot_honour_are_errors_that_name_them() -> None:
             "audio": {"input": {"transcription": {"prompt": "names: Anna"}}}
         },
         "session.audio.input.turn_detection.create_response": {
-            "audio": {"input": {"turn_detection": {"type": "server_vad", "create_response": False}}}
+            "audio": {"input": {"turn_detection": {"type": "server_vad", "create_response": 0}}}
         },
         "session.audio.input.turn_detection.interrupt_response": {
             "audio": {
-                "input": {"turn_detection": {"type": "semantic_vad", "interrupt_response": False}}
+                "input": {"turn_detection": {"type": "semantic_vad", "interrupt_response": "no"}}
             }
         },
         "session.max_output_tokens": {"max_output_tokens": 0},
@@ -538,7 +543,7 @@ def test_system_and_assistant_items_join_the_history() -> None:
         (assistant, "assistant", "Bonjour."),
     ):
         out = wire.receive(json.dumps({"type": "conversation.item.create", "item": item}))
-        assert out[0] == AddMessage(role, text)
+        assert out[0] == AddMessage(role, text, sent(out)[0]["item"]["id"])
         assert kinds(out) == ["conversation.item.added", "conversation.item.done"]
     audio = {
         "type": "message",
@@ -551,14 +556,82 @@ def test_system_and_assistant_items_join_the_history() -> None:
     assert error["code"] == "unsupported_content" and "input_audio_buffer" in error["message"]
 
 
-def test_deleting_an_item_is_refused_by_a_documented_error() -> None:
+def test_an_item_is_deleted_once_the_session_has_taken_it_out() -> None:
+    """Every item goes to the session under the name the conversation keeps it by (the
+    client's id for the items it created, the session's for heard words and answers);
+    `conversation.item.deleted` follows the session's word, and the item is gone."""
+    from openai.types.realtime import ConversationItemDeletedEvent
+
     wire = realtime()
     wire.opened()
-    wire.receive(json.dumps(typed_item("hi", "item_x")))
-    delete = {"type": "conversation.item.delete", "item_id": "item_x"}
-    assert _error(sent(wire.receive(json.dumps(delete))))["code"] == "item_delete_unsupported"
-    delete["item_id"] = "nope"
-    assert _error(sent(wire.receive(json.dumps(delete))))["code"] == "item_not_found"
+    wire.receive(json.dumps(typed_item("hi", "u1")))
+    spoken = wire.events(
+        [
+            SpeechStarted(audio_ms=500, clock_ms=0.0),
+            TranscriptFinal(audio_ms=1000, clock_ms=0.0, text="what time", item="duplex-user-1"),
+            turn_taken(1000),
+            ResponseText(audio_ms=1000, clock_ms=0.0, response_id=1, text="Noon."),
+            ResponseDone(
+                audio_ms=1500, clock_ms=0.0, response_id=1, status="completed", played_ms=0,
+                text="Noon.",
+            ),
+        ]
+    )  # fmt: skip
+    added = [m["item"]["id"] for m in sent(spoken) if m["type"] == "conversation.item.added"]
+    user_id, answer_id = added
+    for item_id, name in (("u1", "u1"), (user_id, "duplex-user-1"), (answer_id, answer_item(1))):
+        delete = {"type": "conversation.item.delete", "item_id": item_id}
+        assert wire.receive(json.dumps(delete)) == [DeleteItem(name)]  # nothing sent yet
+        [deleted] = sent(wire.events([ItemDeleted(audio_ms=2000, clock_ms=0.0, item=name)]))
+        assert ConversationItemDeletedEvent.model_validate(deleted).item_id == item_id
+        retrieve = {"type": "conversation.item.retrieve", "item_id": item_id}
+        assert _error(sent(wire.receive(json.dumps(retrieve))))["code"] == "item_not_found"
+    truncate = {"type": "conversation.item.truncate", "item_id": answer_id, "audio_end_ms": 0}
+    assert _error(sent(wire.receive(json.dumps(truncate))))["code"] == "item_not_found"
+    missing = {"type": "conversation.item.delete", "item_id": "nope"}
+    error = _error(sent(wire.receive(json.dumps(missing))))
+    assert (error["code"], error["param"]) == ("item_not_found", "item_id")
+    created = wire.receive(json.dumps(typed_item("again")))
+    [again] = [m for m in sent(created) if m["type"] == "conversation.item.added"]
+    assert again["previous_item_id"] is None  # the conversation is empty again
+
+
+def test_turn_detection_may_leave_answers_to_the_client_and_never_interrupt() -> None:
+    """`create_response: false`: turns are detected and committed, answers wait for
+    response.create; `interrupt_response: false`: answers play out. Both reach the
+    session's policy, for either kind of detection."""
+    wire = realtime()
+    wire.opened()
+    for kind in ("semantic_vad", "server_vad"):
+        turn = {"type": kind, "create_response": False, "interrupt_response": False}
+        out = wire.receive(
+            json.dumps({"type": "session.update", "session": {"turn_detection": turn}})
+        )
+        [policy] = [a.policy for a in out if isinstance(a, SetPolicy)]
+        assert (policy.answers, policy.yields) == (False, False)
+        assert sent(out)[0]["session"]["audio"]["input"]["turn_detection"] == turn
+    only = {"type": "semantic_vad", "interrupt_response": False}
+    out = wire.receive(json.dumps({"type": "session.update", "session": {"turn_detection": only}}))
+    [policy] = [a.policy for a in out if isinstance(a, SetPolicy)]
+    assert (policy.answers, policy.yields) == (True, False)
+
+
+def test_answers_are_spoken_at_the_speed_asked_within_the_api_range() -> None:
+    wire = realtime()
+    wire.opened()
+    out = wire.receive(
+        json.dumps({"type": "session.update", "session": {"audio": {"output": {"speed": 1.5}}}})
+    )
+    assert SetSpeed(1.5) in out and sent(out)[0]["session"]["audio"]["output"]["speed"] == 1.5
+    beta = realtime(beta=True)
+    beta.opened()
+    out = beta.receive(json.dumps({"type": "session.update", "session": {"speed": 0.25}}))
+    assert SetSpeed(0.25) in out and sent(out)[0]["session"]["speed"] == 0.25
+    for speed in (0.2, 1.6, "fast", True):
+        bad = {"type": "session.update", "session": {"speed": speed, "instructions": "x"}}
+        out = beta.receive(json.dumps(bad))
+        assert kinds(out) == ["error"] and _error(sent(out))["code"] == "invalid_value"
+        assert _error(sent(out))["param"] == "session.speed"
 
 
 def test_a_beta_client_gets_the_session_in_the_beta_shape() -> None:
@@ -578,3 +651,20 @@ def test_out_of_band_responses_are_refused_by_name() -> None:
     ):
         out = wire.receive(json.dumps({"type": "response.create", "response": response}))
         assert kinds(out) == ["error"] and _error(sent(out))["param"] == param
+
+
+def test_a_response_create_over_an_answer_gets_the_apis_code() -> None:
+    """pipecat's realtime client ends its connection at an error but the few it expects;
+    a response.create over an answer is one of those: the API's code, not the session's.
+    An item refused over an answer keeps the session's code."""
+    wire = realtime()
+    wire.opened()
+    wire.events([turn_taken(0)])
+    assert wire.receive('{"type": "response.create"}') == [Respond()]
+    busy = Error(audio_ms=10, clock_ms=10.0, code="response_in_progress", message="busy")
+    [error] = sent(wire.events([busy]))
+    assert error["error"]["code"] == "conversation_already_has_active_response"
+    assert error["error"]["type"] == "invalid_request_error"
+    refused = Error(audio_ms=20, clock_ms=20.0, code="response_in_progress", message="later")
+    [error] = sent(wire.events([refused]))  # an item's refusal: no response.create asked
+    assert error["error"]["code"] == "response_in_progress"

@@ -259,9 +259,9 @@ class SlowSynth(ToneSynth):
         super().__init__()
         self.clock = clock
 
-    def synthesize(self, text: str) -> Int16Array:
+    def synthesize(self, text: str, *, speed: float = 1.0) -> Int16Array:
         self.clock.advance(300)
-        return super().synthesize(text)
+        return super().synthesize(text, speed=speed)
 
 
 def test_device_output_delay_counts_as_unheard_at_a_barge_in() -> None:
@@ -510,9 +510,9 @@ class AheadTones(ToneSynth):
         self.polls = polls
         self.started: list[str] = []
 
-    def start(self, text: str) -> Any:
+    def start(self, text: str, *, speed: float = 1.0) -> Any:
         self.started.append(text)
-        pcm, polls = self.synthesize(text), self.polls
+        pcm, polls = self.synthesize(text, speed=speed), self.polls
 
         class Pending:
             def result(self) -> Int16Array | None:

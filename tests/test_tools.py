@@ -189,8 +189,9 @@ def test_realtime_a_call_is_a_function_call_item_and_its_output_an_item() -> Non
     assert json.loads(item["arguments"]) == {"city": "Paris"}
     output = {"type": "function_call_output", "call_id": "call_1", "output": '{"sky": "sunny"}'}
     actions = wire.receive(json.dumps({"type": "conversation.item.create", "item": output}))
-    assert AddToolResult("call_1", '{"sky": "sunny"}') in actions
     assert kinds(actions) == ["conversation.item.added", "conversation.item.done"]
+    added = sent(actions)[0]["item"]["id"]
+    assert AddToolResult("call_1", '{"sky": "sunny"}', added) in actions
     unknown = {**output, "call_id": "call_9"}
     [error] = sent(wire.receive(json.dumps({"type": "conversation.item.create", "item": unknown})))
     assert error["error"]["param"] == "item.call_id"

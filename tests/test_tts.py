@@ -132,6 +132,19 @@ def test_length_scale_slows_speech_down(tts: PiperSynthesizer) -> None:
     assert 1.3 < ratio < 1.7, ratio
 
 
+def test_speed_divides_the_length_scale(tts: PiperSynthesizer) -> None:
+    """A client's speed (the Realtime API's 0.25-1.5): 1.5 speaks in two thirds of the
+    time, 0.5 in twice the time; the same audio as that length scale."""
+    normal = tts.synthesize(SENTENCE, **QUIET)
+    fast = tts.synthesize(SENTENCE, speed=1.5, **QUIET)
+    assert 0.55 < seconds(fast) / seconds(normal) < 0.8, seconds(fast) / seconds(normal)
+    slow = tts.synthesize(SENTENCE, speed=0.5, **QUIET)
+    doubled = tts.synthesize(SENTENCE, length_scale=2 * tts.length_scale, **QUIET)
+    assert np.array_equal(slow, doubled)
+    with pytest.raises(ValueError, match="speed"):
+        tts.synthesize(SENTENCE, speed=0)
+
+
 def test_without_noise_synthesis_is_deterministic(tts: PiperSynthesizer) -> None:
     first = tts.synthesize("What time is it?", **QUIET)
     assert np.array_equal(first, tts.synthesize("What time is it?", **QUIET))
