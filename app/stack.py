@@ -128,6 +128,7 @@ class SpeechStack:
             temperature=m.temperature,
             seed=m.seed,
             state_head=self.state_head,
+            calculator=m.calculator,
         )
 
     def new_responder(self) -> RemoteResponder:

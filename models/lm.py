@@ -39,6 +39,7 @@ import numpy.typing as npt
 from duplex.ports import StateProbs
 from duplex.text import plain
 from duplex.tools import NO_TOOLS, ToolCall, Tools
+from models.arithmetic import calculation
 from models.chatml import TURN_END, opening, turns
 from models.end_of_turn import rule_state
 from models.llama_cache import SPEECH_POSITION, LlamaCache, Mark
@@ -61,6 +62,7 @@ class _Answer:
     pieces: list[str]
     limit: int  # tokens at most
     done: bool = False
+    opening: str = ""  # words the answer begins with, before the LM's own (a sum's result)
 
 
 class _Mark(NamedTuple):
@@ -102,9 +104,11 @@ class LlamaDuplexLM:
         seed: int = 0,
         state_head: StateHead | None = None,
         speech_head: StateHead | None = None,
+        calculator: bool = True,
     ) -> None:
         """`state_head`: the learned listen/speak/dismiss head; None uses `rule_state`.
         `speech_head`: the head trained on speech positions (`listen_speech`).
+        `calculator`: an answer to a spoken sum opens with its result (`models.arithmetic`).
         `history_tokens`: how much of the conversation after the system prompt stays
         in the cache when a user turn opens (default: half the context)."""
         history = context_tokens // 2 if history_tokens is None else history_tokens
@@ -137,6 +141,7 @@ class LlamaDuplexLM:
         self.system_prompt = system_prompt
         self.state_head = state_head
         self.speech_head = speech_head
+        self.calculator = calculator
         self.reset()
 
     def reset(self) -> None:
@@ -295,6 +300,7 @@ class LlamaDuplexLM:
         self, tools: Tools = NO_TOOLS, instructions: str = "", max_tokens: int | None = None
     ) -> None:
         self._before_answer = self._mark()
+        asked = self._turn_text()  # the user's words this answer is to
         self._call = self._decide_call(tools) if tools.active else None
         if instructions.strip():
             self._open("system")
@@ -305,6 +311,8 @@ class LlamaDuplexLM:
         self._answer = _Answer(start=len(self.cache.tokens), tokens=[], pieces=[], limit=limit)
         if self._call is not None:
             self.write_call(self._call)
+        elif self.calculator:
+            self._answer.opening = calculation(asked) or ""
 
     def _decide_call(self, tools: Tools) -> ToolCall | None:
         """The call this answer makes, or None to answer in words (`models.tool_calls`):
@@ -415,6 +423,9 @@ class LlamaDuplexLM:
         if answer is None or answer.done:
             return "", True
         text = ""
+        if answer.opening:  # said as the calculator worked it out; the LM goes on after
+            text, answer.opening = answer.opening + " ", ""
+            self._add_to_answer(answer, self.cache.tokenize(text, special=False))
         for _ in range(max_tokens):
             token = self._sample()
             if token == self._end_token or len(answer.tokens) >= answer.limit:
@@ -433,6 +444,7 @@ class LlamaDuplexLM:
         answer = self._answer
         if answer is None or answer.done:
             raise ValueError("no answer is open to write to")
+        answer.opening = ""  # the responder's words are the whole answer
         self._add_to_answer(answer, self.cache.tokenize(text, special=False))
         if done:
             self._close_answer()

@@ -9,6 +9,7 @@ loopback from `spk.monitor` into `mic` is a speaker heard by the microphone.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -57,12 +58,22 @@ def start() -> None:
     _pactl("set-default-source", "mic.monitor")
 
 
-def loopback(latency_ms: int = 40) -> str:
-    """The speaker heard by the microphone; returns the module id to unload."""
-    return _pactl(
+def loopback(latency_ms: int = 40, volume_percent: int = 50) -> str:
+    """The speaker heard by the microphone; returns the module id to unload.
+
+    At `volume_percent` (PulseAudio's cubic scale: 50% is about -18 dB): a
+    loudspeaker reaches the microphone well below the voice of the person at
+    it, and the user's words over the answer stand above its echo, as in a room.
+    """
+    module = _pactl(
         "load-module", "module-loopback", "source=spk.monitor", "sink=mic",
         f"latency_msec={latency_ms}",
     ).strip()  # fmt: skip
+    listing = _pactl("list", "sink-inputs")
+    for block in listing.split("Sink Input #")[1:]:
+        if re.search(rf"Owner Module: {module}\b", block):
+            _pactl("set-sink-input-volume", block.split()[0], f"{volume_percent}%")
+    return module
 
 
 def unload(module: str) -> None:

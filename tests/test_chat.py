@@ -68,7 +68,10 @@ class Chat:
                 return events
             assert self.process.poll() is None, f"duplex chat exited: {self.process.stderr}"
             time.sleep(0.1)
-        raise AssertionError(f"no {what} in {seconds} s: {[e['type'] for e in self.events()]}")
+        quiet = ("response_text", "turn_estimate")
+        said = [f"{e['type']}@{e.get('audio_ms')} {e.get('text', '')}".strip()
+                for e in self.events() if e["type"] not in quiet]  # fmt: skip
+        raise AssertionError(f"no {what} in {seconds} s: {said}")
 
     def stop(self) -> tuple[Events, str]:
         self.process.send_signal(signal.SIGINT)

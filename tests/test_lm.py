@@ -65,6 +65,29 @@ def test_answer_is_decoded_in_small_budgets_and_ends() -> None:
     assert lm.cache.text().endswith(text + "<|im_end|>\n")
 
 
+def _answer(lm: LlamaDuplexLM, words: str) -> str:
+    lm.listen(words)
+    lm.begin_response()
+    text, done = "", False
+    while not done:
+        piece, done = lm.speak(4)
+        text += piece
+    return text
+
+
+def test_an_answer_to_a_spoken_sum_opens_with_its_result() -> None:
+    lm = _lm()
+    text = _answer(lm, "What is seven times eight?")
+    assert text.startswith("7 times 8 is 56.")
+    assert lm.cache.text().endswith(text + "<|im_end|>\n")  # said, and in the history
+    # a follow-up is worked out from its own words; a question without a sum is the LM's
+    assert _answer(lm, "And nine plus ten?").startswith("9 plus 10 is 19.")
+    assert "Paris" in _answer(lm, "What is the capital of France?")
+    lm.calculator = False
+    lm.reset()
+    assert not _answer(lm, "What is seven times eight?").startswith("7 times 8 is 56.")
+
+
 def test_truncate_then_append_equals_fresh_prefill() -> None:
     lm = _lm()
     lm.listen("Tell me about the moon.")

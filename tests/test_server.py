@@ -255,6 +255,7 @@ def test_openai_sdk_manual_text_turn_with_history_items(
                     "content": [{"type": "input_text", "text": "Answer in a few words."}],
                 }
             )
+
             async def send(chunk: bytes) -> None:
                 await conn.input_audio_buffer.append(audio=base64.b64encode(chunk).decode())
 
@@ -408,7 +409,7 @@ def test_openai_agents_runner_calls_a_function_tool_and_speaks_its_result(
 
 
 def timer_request(sessions: StackSessions, rate: int) -> tuple[list[bytes], float]:
-    """"Set a timer for ten minutes." spoken, with half a second before and 3 s of silence
+    """ "Set a timer for ten minutes." spoken, with half a second before and 3 s of silence
     after, in 100 ms chunks at `rate`; and where the words end, in s."""
     sessions.load()
     speech = sessions.stack.voice.synthesize("Set a timer for ten minutes.")
