@@ -93,7 +93,7 @@ class ModelSettings:
     system_prompt: str = "You are a helpful voice assistant. Keep answers short."
     max_response_tokens: int = 48  # an answer longer than this is cut (a voice answer is short)
     temperature: float = 0.0  # 0 decodes greedily
-    # an answer to a spoken sum ("what is seven plus eight") opens with its result, worked
+    # the answer to a spoken sum ("what is seven plus eight") is its result, worked
     # out exactly: the in-process LM cannot add (the external engine answers on its own)
     calculator: bool = True
     seed: int = 0

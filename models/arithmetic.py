@@ -3,10 +3,12 @@
 A 135M-parameter LM cannot add ("10 times 10 is a classic example of an
 indeterminate equation"), and a wrong number said with confidence is the worst
 answer a voice assistant gives. So when the user's words hold a sum ("what is
-seven plus eight", "and ten divided by two?", "half of one hundred"), its
-result joins the conversation as a short system note just before the answer,
-and the LM says it in its own words. Only the last sum in the words counts:
-in "what is two plus two and then three plus three" the user's latest request.
+seven plus eight", "and ten divided by two?", "half of one hundred"), the
+in-process LM's answer is the sum worked out ("7 plus 8 is 15."): it joins the
+conversation as the assistant's turn, as any answer does. Given the result
+first, the LM still went on to explain it wrongly ("2 + 0 = 1"), so nothing is
+added to it. Only the last sum in the words counts: in "what is two plus two,
+no, five times five" the user's latest request.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ class _Answer:
     pieces: list[str]
     limit: int  # tokens at most
     done: bool = False
-    opening: str = ""  # words the answer begins with, before the LM's own (a sum's result)
+    opening: str = ""  # the answer's words, when they are not the LM's (a sum's result)
 
 
 class _Mark(NamedTuple):
@@ -108,7 +108,7 @@ class LlamaDuplexLM:
     ) -> None:
         """`state_head`: the learned listen/speak/dismiss head; None uses `rule_state`.
         `speech_head`: the head trained on speech positions (`listen_speech`).
-        `calculator`: an answer to a spoken sum opens with its result (`models.arithmetic`).
+        `calculator`: the answer to a spoken sum is its result (`models.arithmetic`).
         `history_tokens`: how much of the conversation after the system prompt stays
         in the cache when a user turn opens (default: half the context)."""
         history = context_tokens // 2 if history_tokens is None else history_tokens
@@ -422,10 +422,12 @@ class LlamaDuplexLM:
         answer = self._answer
         if answer is None or answer.done:
             return "", True
-        text = ""
-        if answer.opening:  # said as the calculator worked it out; the LM goes on after
-            text, answer.opening = answer.opening + " ", ""
+        if answer.opening:  # the sum's result, worked out: the whole answer
+            text, answer.opening = answer.opening, ""
             self._add_to_answer(answer, self.cache.tokenize(text, special=False))
+            self._close_answer()
+            return text, True
+        text = ""
         for _ in range(max_tokens):
             token = self._sample()
             if token == self._end_token or len(answer.tokens) >= answer.limit:
