@@ -14,7 +14,7 @@ import numpy as np
 
 from duplex.audio import Float32Array
 from duplex.config import PolicySettings
-from duplex.ports import DuplexLM, StateProbs
+from duplex.ports import ReadsOverlap, StateProbs
 from duplex.tdm import OverlapDecision, Policy
 from duplex.text import asks_to_stop
 
@@ -37,13 +37,13 @@ class Overlap:
         """The voice begins again: the speech path hears it from its new onset."""
         self.speech, self.probs = [], NOTHING_YET
 
-    def hear_speech(self, embeddings: Float32Array, lm: DuplexLM) -> None:
+    def hear_speech(self, embeddings: Float32Array, lm: ReadsOverlap) -> None:
         self.speech.append(embeddings)
         self.probs = lm.overlap_speech(np.concatenate(self.speech))
 
     def decide(
         self,
-        lm: DuplexLM,
+        lm: ReadsOverlap,
         confidence: float,
         policy: Policy,
         settings: PolicySettings,

@@ -23,12 +23,12 @@ from duplex.events import (
 )
 from duplex.metrics import TurnRecord
 from duplex.ports import (
-    DuplexLM,
     PendingAudio,
     Responder,
     ResponderError,
     Synthesizer,
     SynthesizesAhead,
+    WritesAnswers,
 )
 from duplex.text import ClauseSplitter, played_words
 from duplex.timeline import Timeline
@@ -135,7 +135,7 @@ class Player:
 
     def __init__(
         self,
-        lm: DuplexLM,
+        lm: WritesAnswers,
         synthesizer: Synthesizer,
         responder: Responder | None,
         settings: PolicySettings,

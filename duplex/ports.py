@@ -83,13 +83,9 @@ class StateProbs(NamedTuple):
     dismiss: float
 
 
-class DuplexLM(Protocol):
-    """The frozen LM with one KV cache per session, read by a state head.
-
-    The conversation grows in place: user words are appended to the open user
-    turn, the assistant's words are decoded after it; a barge-in truncates the
-    assistant's message to what was actually played.
-    """
+class ReadsTheUser(Protocol):
+    """The user's turn as the LM reads it: words (or speech) in, the state head's
+    reading out. Words join the open user turn in place, nothing is re-read."""
 
     read_threads: int  # threads a read of the user's words runs on, from the next read
 
@@ -106,21 +102,9 @@ class DuplexLM(Protocol):
         """Forget the words of the last `listen_tentatively` (the user went on)."""
         ...
 
-    def overlap(self, text: str) -> StateProbs:
-        """Read the state for words the user says over the assistant, without keeping them."""
-        ...
-
     def listen_speech(self, embeddings: Float32Array) -> StateProbs:
         """Append speech positions (a `SpeechListener`'s output) to the open user turn;
         read the state from the speech path's head."""
-        ...
-
-    def overlap_speech(self, embeddings: Float32Array) -> StateProbs:
-        """Read the state for speech said over the assistant, without keeping it."""
-        ...
-
-    def overlap_words(self, embeddings: Float32Array) -> str:
-        """What the LM reads in speech said over the assistant, without keeping it."""
         ...
 
     def rewrite_turn(self, text: str) -> None:
@@ -132,6 +116,27 @@ class DuplexLM(Protocol):
         """What the LM read in the open turn's speech, in words (then forgotten)."""
         ...
 
+
+class ReadsOverlap(Protocol):
+    """Voice over the assistant's answer, read in a probe: never kept."""
+
+    def overlap(self, text: str) -> StateProbs:
+        """Read the state for words the user says over the assistant, without keeping them."""
+        ...
+
+    def overlap_speech(self, embeddings: Float32Array) -> StateProbs:
+        """Read the state for speech said over the assistant, without keeping it."""
+        ...
+
+    def overlap_words(self, embeddings: Float32Array) -> str:
+        """What the LM reads in speech said over the assistant, without keeping it."""
+        ...
+
+
+class WritesAnswers(Protocol):
+    """The answer: begun after the user's turn, written a few tokens at a time (by the
+    LM, or by a `Responder` through `write`), cut where the user stopped hearing it."""
+
     def begin_response(
         self, tools: Tools = NO_TOOLS, instructions: str = "", max_tokens: int | None = None
     ) -> None:
@@ -141,13 +146,40 @@ class DuplexLM(Protocol):
         length at most (None: the LM's own limit)."""
         ...
 
+    def speak(self, max_tokens: int) -> tuple[str, bool]:
+        """Decode up to `max_tokens` tokens of the answer: (text, finished)."""
+        ...
+
     def tool_call(self) -> ToolCall | None:
         """The call the open answer made, once `speak` has finished it; None: words."""
+        ...
+
+    def write(self, text: str, done: bool) -> None:
+        """Answer text written elsewhere (a `Responder`) joins the open answer, as if
+        spoken; `done` closes it."""
         ...
 
     def write_call(self, call: ToolCall) -> None:
         """A call made elsewhere (a `Responder`) is the open answer; it closes it."""
         ...
+
+    def cancel_response(self) -> None:
+        """Forget the answer begun since `begin_response`; the user's turn is open again."""
+        ...
+
+    def truncate(self, played_text: str) -> None:
+        """End the assistant's turn at the words the user actually heard."""
+        ...
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The conversation as chat messages (role, content, tool calls and their
+        results): what the user heard of it."""
+        ...
+
+
+class KeepsConversation(Protocol):
+    """Items joining and leaving the conversation, between answers: a client seeding
+    or editing the history."""
 
     def add_tool_result(self, call_id: str, output: str) -> None:
         """A function's output joins the conversation (between answers)."""
@@ -169,31 +201,20 @@ class DuplexLM(Protocol):
         left: old turns leave the context by themselves)."""
         ...
 
-    def speak(self, max_tokens: int) -> tuple[str, bool]:
-        """Decode up to `max_tokens` tokens of the answer: (text, finished)."""
-        ...
-
-    def cancel_response(self) -> None:
-        """Forget the answer begun since `begin_response`; the user's turn is open again."""
-        ...
-
-    def truncate(self, played_text: str) -> None:
-        """End the assistant's turn at the words the user actually heard."""
-        ...
-
     def set_instructions(self, text: str) -> None:
         """Replace the system prompt, keeping the conversation (between answers only)."""
         ...
 
-    def write(self, text: str, done: bool) -> None:
-        """Answer text written elsewhere (a `Responder`) joins the open answer, as if
-        spoken; `done` closes it."""
-        ...
 
-    def messages(self) -> list[dict[str, Any]]:
-        """The conversation as chat messages (role, content, tool calls and their
-        results): what the user heard of it."""
-        ...
+class DuplexLM(ReadsTheUser, ReadsOverlap, WritesAnswers, KeepsConversation, Protocol):
+    """The frozen LM with one KV cache per session, read by a state head.
+
+    The conversation grows in place: user words are appended to the open user
+    turn, the assistant's words are decoded after it; a barge-in truncates the
+    assistant's message to what was actually played. Each part of the session
+    holds the face of it that it uses (the player `WritesAnswers`, the overlap
+    `ReadsOverlap`); the session and the open turn hold the whole.
+    """
 
 
 class PendingEnd(Protocol):

@@ -88,8 +88,8 @@ def _sum_at(tokens: list[str], i: int) -> tuple[str, int] | None:
         if right_at is None or (op == "/" and right_at[0] == 0):
             return None
         right, end = right_at
-        result = {"+": left + right, "-": left - right, "*": left * right}.get(op)
-        value = left / right if result is None else result
+        results = {"+": left + right, "-": left - right, "*": left * right}
+        value = results[op] if op in results else left / right
         return f"{_show(left)} {_SAID[op]} {_show(right)} is {_show(value)}.", end
     return None
 

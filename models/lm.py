@@ -28,7 +28,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from duplex.ports import StateProbs
 from duplex.text import plain
-from duplex.tools import NO_TOOLS, ToolCall, Tools
+from duplex.tools import NO_TOOLS, Tool, ToolCall, Tools
 from models.arithmetic import calculation
 from models.chatml import TURN_END, opening, turns
 from models.end_of_turn import rule_state
@@ -146,11 +146,15 @@ class LlamaDuplexLM:
 
     def reset(self) -> None:
         """Start a new conversation: an empty cache with the system prompt (no reload)."""
+        if getattr(self, "_writing_call", None) is not None:
+            self._stop_writing_call()
         self.cache.clear()
         self._open_role: str | None = None
         self._turn_start = 0  # where the open turn's contents begin
         self._answer: _Answer | None = None
         self._call: ToolCall | None = None
+        self._writing_call: Generator[None, None, None] | None = None  # `_call_steps`
+        self._deferred: tuple[str, int, str] = ("", 0, "")  # its instructions, limit, item
         self._before_answer = self._mark()
         # where the cache was before `listen_tentatively`, until kept or retracted
         self._tentative: _Mark | None = None
@@ -300,30 +304,42 @@ class LlamaDuplexLM:
         self, tools: Tools = NO_TOOLS, instructions: str = "", max_tokens: int | None = None
     ) -> None:
         self._before_answer = self._mark()
+        self._call = None
         asked = self._turn_text()  # the user's words this answer is to
-        self._call = self._decide_call(tools) if tools.active else None
+        limit = self._max_response if max_tokens is None else max_tokens
+        callable_ = self._callable(tools, asked) if tools.active else ()
+        if callable_:  # the answer may be a call: `speak` writes it, a few tokens a step;
+            # its turn opens once it is written (the tools' note is read before it)
+            self._writing_call = self._call_steps(callable_)
+            self._deferred = (instructions, limit, "")
+            self._answer = _Answer(start=len(self.cache.tokens), tokens=[], pieces=[], limit=limit)
+            return
+        answer = self._open_answer(instructions, limit)
+        if self.calculator:
+            answer.opening = calculation(asked) or ""
+
+    def _open_answer(self, instructions: str, limit: int) -> _Answer:
+        """The assistant's turn opens (after the answer's own instructions, if any)."""
+        self._answer = None
         if instructions.strip():
             self._open("system")
             self.cache.append(instructions.strip())
             self._close_turn()
         self._open("assistant")
-        limit = self._max_response if max_tokens is None else max_tokens
         self._answer = _Answer(start=len(self.cache.tokens), tokens=[], pieces=[], limit=limit)
-        if self._call is not None:
-            self.write_call(self._call)
-        elif self.calculator:
-            self._answer.opening = calculation(asked) or ""
+        return self._answer
 
-    def _decide_call(self, tools: Tools) -> ToolCall | None:
-        """The call this answer makes, or None to answer in words (`models.tool_calls`):
-        decoded in a probe that reads the tools' note; only the call stays."""
+    def _callable(self, tools: Tools, asked: str) -> tuple[Tool, ...]:
+        """The tools this answer may call (`models.tool_calls`): on auto, only those the
+        user's own new words name (not a function's output, which `asked` is not)."""
         allowed = tools.allowed()
-        if not tools.must_call:
-            # only the user's own new words ask for a call: not a function's output
-            words = self._turn_text()
-            allowed = tuple(t for t in allowed if mentioned(t, words))
-            if not allowed:
-                return None
+        if tools.must_call:
+            return allowed
+        return tuple(t for t in allowed if mentioned(t, asked))
+
+    def _call_steps(self, allowed: tuple[Tool, ...]) -> Generator[None, None, None]:
+        """Writes the call one decode a step: decoded in a probe that reads the tools'
+        note, then the answer is the call alone (`write_call`)."""
         note = (TURN_END if self._open_role is not None else "") + opening("system")
         note += tools_note(allowed) + TURN_END + opening("assistant")
         cache = self.cache
@@ -336,13 +352,34 @@ class LlamaDuplexLM:
         )
         with self._probe():
             cache.append(note)
-            return decoder.write(allowed, f"call_{uuid.uuid4().hex[:12]}")
+            yield
+            call = yield from decoder.write(allowed, f"call_{uuid.uuid4().hex[:12]}")
+        self._writing_call = None
+        self._open_deferred()
+        self.write_call(call)
+
+    def _open_deferred(self) -> None:
+        """The turn of an answer that was to be a call opens now, named as it was asked."""
+        instructions, limit, item = self._deferred
+        self._open_answer(instructions, limit)
+        if item:
+            self.name_turn(item, "assistant")
+
+    def _stop_writing_call(self) -> bool:
+        """A call being written is dropped, its probe forgotten: whether there was one."""
+        if self._writing_call is None:
+            return False
+        self._writing_call.close()
+        self._writing_call = None
+        return True
 
     def tool_call(self) -> ToolCall | None:
         return self._call if self._answer is not None else None
 
     def write_call(self, call: ToolCall) -> None:
         """The answer is this call: it joins the cache as the assistant's turn, closed."""
+        if self._stop_writing_call():  # a responder's call: the LM's own is not written
+            self._open_deferred()
         answer = self._answer
         if answer is None or answer.done:
             raise ValueError("no answer is open to write to")
@@ -364,6 +401,9 @@ class LlamaDuplexLM:
     def name_turn(self, item: str, role: str) -> None:
         """The latest `role` turn is the item `item` (kept if it has a name already); an
         answer's own instructions, the unnamed system turns just before it, go with it."""
+        if role == "assistant" and self._writing_call is not None:
+            self._deferred = (*self._deferred[:2], item)  # its turn opens once it is written
+            return
         indexes = [i for i, turn in enumerate(self._turns) if turn.role == role]
         if not indexes or self._turns[indexes[-1]].item:
             return
@@ -415,6 +455,7 @@ class LlamaDuplexLM:
 
     def cancel_response(self) -> None:
         """A speculative answer the user talked over: back to the open user turn, as it was."""
+        self._stop_writing_call()
         self._rewind(self._before_answer)
         self._answer, self._open_role, self._call = None, "user", None
 
@@ -422,6 +463,14 @@ class LlamaDuplexLM:
         answer = self._answer
         if answer is None or answer.done:
             return "", True
+        if self._writing_call is not None:
+            for _ in range(max(1, max_tokens)):
+                try:
+                    next(self._writing_call)
+                except StopIteration:
+                    self._writing_call = None
+                    return "", True
+            return "", False
         if answer.opening:  # the sum's result, worked out: the whole answer
             text, answer.opening = answer.opening, ""
             self._add_to_answer(answer, self.cache.tokenize(text, special=False))
@@ -443,6 +492,8 @@ class LlamaDuplexLM:
         Its tokens become the answer's pieces, so `truncate` cuts it where the
         user stopped hearing it and `speak` can carry on from it (a fallback).
         """
+        if self._stop_writing_call():  # the responder writes it, call or words
+            self._open_deferred()
         answer = self._answer
         if answer is None or answer.done:
             raise ValueError("no answer is open to write to")
@@ -488,6 +539,8 @@ class LlamaDuplexLM:
         `played_text` is a prefix (up to whitespace) of what `speak` returned;
         any heard text past the last whole kept token is appended again.
         """
+        if self._stop_writing_call():  # nothing of a call is heard: its turn is empty
+            self._open_deferred()
         answer = self._answer
         if answer is None:
             return

@@ -402,10 +402,8 @@ def test_openai_agents_runner_calls_a_function_tool_and_speaks_its_result(
     print(f"function call {called_after * 1000:.0f} ms after the words ended")
     assert ran == [10]
     assert types.index("tool_end") < len(types) - 1 and types[-1] == "audio_end"
-    # on two slow cores the loop falls over 2 s behind while it writes the call (the
-    # call is written in one step, 1.4 s) and refuses some of the silence after the
-    # question: the only error allowed, until the call is written a few tokens a tick
-    assert all("input_audio_buffer_full" in e for e in errors), errors
+    # the call is written a few tokens a tick, so the loop keeps up with the audio
+    assert errors == []
 
 
 def timer_request(sessions: StackSessions, rate: int) -> tuple[list[bytes], float]:

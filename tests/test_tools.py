@@ -236,15 +236,26 @@ def lm() -> Any:
     return LlamaDuplexLM(LM.resolve(), system_prompt=Settings().models.system_prompt)
 
 
+def _answer(lm: Any, tools: Tools) -> tuple[Any, str, int]:
+    """Begin an answer and write it to its end, four tokens a step: (call, words, steps)."""
+    lm.begin_response(tools)
+    text, done, steps = "", False, 0
+    while not done:
+        piece, done = lm.speak(4)
+        text += piece
+        steps += 1
+    return lm.tool_call(), text, steps
+
+
 def test_the_lm_writes_a_call_that_fits_the_schema_and_answers_from_its_output(lm: Any) -> None:
     lm.reset()
     lm.listen("Set a timer for ten minutes.")
-    lm.begin_response(Tools((WEATHER, TIMER)))
-    call = lm.tool_call()
+    call, words, steps = _answer(lm, Tools((WEATHER, TIMER)))
     assert call is not None and call.name == "set_timer"
     arguments = json.loads(call.arguments)
     assert isinstance(arguments["minutes"], int) and arguments["sound"] in ("bell", "beep")
-    assert lm.speak(8) == ("", True)  # a call has no words
+    assert words == ""  # a call has no words
+    assert steps > 3  # written a few tokens a step, as speech is: the loop never stalls
     lm.add_tool_result(call.call_id, "the timer is set")
     lm.begin_response(Tools((WEATHER, TIMER)))
     assert lm.tool_call() is None  # the answer after an output is words
@@ -267,11 +278,28 @@ def test_the_lm_calls_on_auto_only_when_the_words_name_a_tool(lm: Any) -> None:
     ]:
         lm.reset()
         lm.listen(question)
-        lm.begin_response(Tools((WEATHER, TIMER)))
-        call = lm.tool_call()
+        call, _, _ = _answer(lm, Tools((WEATHER, TIMER)))
         assert (call.name if call else None) == wanted, question
     lm.reset()
     lm.listen("Tell me a joke.")
-    lm.begin_response(Tools((WEATHER,), choice="required"))
-    call = lm.tool_call()
+    call, _, _ = _answer(lm, Tools((WEATHER,), choice="required"))
     assert call is not None and isinstance(json.loads(call.arguments)["city"], str)
+
+
+def test_a_call_cut_off_while_it_is_written_leaves_no_trace(lm: Any) -> None:
+    """A barge-in while a call is written drops it: the cache holds an empty answer, as
+    after speech cut before its first word; a cancelled draft leaves the user's turn open."""
+    lm.reset()
+    lm.listen("Set a timer for ten minutes.")
+    before = list(lm.cache.tokens)
+    lm.begin_response(Tools((TIMER,)))
+    assert lm.speak(4) == ("", False)  # the note is read, the call begun
+    lm.truncate("")
+    assert lm.tool_call() is None
+    assert lm.cache.text().endswith("ten minutes.<|im_end|>\n<|im_start|>assistant\n<|im_end|>\n")
+    lm.reset()
+    lm.listen("Set a timer for ten minutes.")
+    lm.begin_response(Tools((TIMER,)))
+    lm.speak(4)
+    lm.cancel_response()
+    assert lm.cache.tokens == before
