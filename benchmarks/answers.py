@@ -23,7 +23,7 @@ from benchmarks.report import DASH
 from duplex.audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Frame, Int16Array, frames_of
 from duplex.clock import Clock
 from duplex.drive import drive
-from duplex.events import Event, ResponseDone, TranscriptFinal
+from duplex.events import Event, ResponseDone, TranscriptFinal, TurnMetrics
 from duplex.ports import Steps
 from duplex.text import plain
 
@@ -49,6 +49,7 @@ class Asked:
     heard: list[str] = field(default_factory=list)  # the transcript of each turn
     answers: list[str] = field(default_factory=list)  # the answer to each turn
     answer_ms: list[int] = field(default_factory=list)  # its speech played
+    end_of_turn_ms: list[float] = field(default_factory=list)  # each answer's, as timed
     right: bool = False
     wer: float = 0.0  # the last turn's transcript against what was said
 
@@ -78,6 +79,7 @@ class Asker:
         self.heard: list[str] = []
         self.answers: list[str] = []
         self.answer_ms: list[int] = []
+        self.end_of_turn_ms: list[float] = []  # the latency of each answer, as the bench's
         self._done = False
 
     def observe(self, event: Event) -> None:
@@ -87,6 +89,8 @@ class Asker:
             self.answers.append(event.text)
             self.answer_ms.append(event.played_ms)
             self._done = True
+        elif isinstance(event, TurnMetrics) and event.record.end_of_turn_ms is not None:
+            self.end_of_turn_ms.append(event.record.end_of_turn_ms)
 
     def __iter__(self) -> Iterator[Frame]:
         silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
@@ -136,6 +140,7 @@ def ask(
         asker.heard,
         asker.answers,  # one per turn: the Asker fills a missing answer with ""
         asker.answer_ms,
+        asker.end_of_turn_ms,
         right=is_right(question, asker.answers[-1]),
         wer=wer(question.turns[-1], last_heard),
     )
@@ -173,6 +178,7 @@ def summary(results: Sequence[Asked]) -> dict[str, Any]:
             "right_when_heard": _rate([a.right for a in group if not a.misheard]),
             "words_p50": float(np.median(words)),
             "seconds_p50": float(np.median(seconds)) if seconds else None,
+            "end_of_turn_ms_p50": _median([ms for a in group for ms in a.end_of_turn_ms]),
         }
 
     halves = {
@@ -189,6 +195,10 @@ def summary(results: Sequence[Asked]) -> dict[str, Any]:
             for kind in kinds
         },
     }
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return float(np.median(values)) if values else None
 
 
 def _rate(flags: Sequence[bool]) -> float | None:
@@ -211,8 +221,8 @@ def markdown(data: dict[str, dict[str, Any]]) -> str:
     """The quality table: per answer path, both halves, and per kind."""
     lines = [
         "| answers from | half | right ↑ | misheard | right when heard | words p50 "
-        "| speech s p50 |",
-        "| :--- | :--- | ---: | ---: | ---: | ---: | ---: |",
+        "| speech s p50 | end of turn ms p50 |",
+        "| :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for path, result in data.items():
         for half in ("held_out", "tuning"):
@@ -220,9 +230,11 @@ def markdown(data: dict[str, dict[str, Any]]) -> str:
             if not h["n"]:
                 continue
             seconds = DASH if h["seconds_p50"] is None else f"{h['seconds_p50']:.1f}"
+            eot = h.get("end_of_turn_ms_p50")
             cells = [
                 path, half.replace("_", "-"), _right(h), _pct(h["misheard_rate"]),
                 _pct(h["right_when_heard"]), f"{h['words_p50']:.0f}", seconds,
+                DASH if eot is None else f"{eot:.0f}",
             ]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
     lines += [

@@ -37,14 +37,17 @@ def test_an_answer_is_right_when_it_names_an_accepted_one_and_keeps_to_its_lengt
 
 def test_the_summary_keeps_the_halves_apart() -> None:
     results = [
-        Asked(0, "fact", False, ["q"], ["q"], ["right"], [1000], right=True),
-        Asked(1, "fact", True, ["q"], ["x y z"], ["wrong"], [2000], right=False, wer=1.0),
+        Asked(0, "fact", False, ["q"], ["q"], ["right"], [1000], [240.0], right=True),
+        Asked(1, "fact", True, ["q"], ["x y z"], ["wrong"], [2000], [], right=False, wer=1.0),
     ]
     s = summary(results)
     assert s["tuning"]["right_rate"] == 1.0 and s["held_out"]["right_rate"] == 0.0
     assert s["held_out"]["misheard_rate"] == 1.0 and s["held_out"]["right_when_heard"] is None
+    assert s["tuning"]["end_of_turn_ms_p50"] == 240.0
+    assert s["held_out"]["end_of_turn_ms_p50"] is None
     table = markdown({"in-process LM": {"summary": s}})
     assert "| in-process LM | held-out | 0% (0/1) |" in table
+    assert table.splitlines()[3].endswith("| 240 |")  # the tuning half's end of turn
 
 
 def test_spoken_questions_and_a_follow_up_are_answered_by_the_real_models() -> None:
@@ -72,5 +75,6 @@ def test_spoken_questions_and_a_follow_up_are_answered_by_the_real_models() -> N
     assert first.right == is_right(paris, first.answers[0])
     # the follow-up was asked after the first answer ended, each turn heard and answered
     assert len(follow.heard) == 2 and len(follow.answers) == 2
+    assert len(follow.end_of_turn_ms) == 2  # each answer's latency, timed as the bench's
     assert "germany" in follow.heard[1].lower()
     assert all(a.strip() for a in follow.answers)
