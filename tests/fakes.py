@@ -27,6 +27,11 @@ from duplex.tools import NO_TOOLS, ToolCall, Tools
 from duplex.vad import VadTracker
 from models.turn_audio import resolved
 
+# a user's question as (start ms, end ms, word) and the answer a scripted LM gives
+QUESTION = [(0, 300, "what"), (300, 500, "time"), (500, 700, "is"), (700, 1000, "it?")]
+ANSWER = "It is noon. Anything else I can help you with today? I am happy to help."
+
+
 E = TypeVar("E", bound=Event)
 
 BACKCHANNELS = {"yeah", "uh-huh", "uh huh", "mm hm", "mm-hm", "right", "ok", "okay"}

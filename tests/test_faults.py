@@ -14,7 +14,7 @@ import pytest
 
 from duplex.events import Error, ResponseDone, TurnMetrics, TurnTaken
 from duplex.tdm import State
-from tests.fakes import Harness, ScriptedResponder, ScriptedTurnAudio
+from tests.fakes import ANSWER, Harness, ScriptedResponder, ScriptedTurnAudio
 
 TWO_QUESTIONS = [
     (0, 300, "what"),
@@ -26,7 +26,6 @@ TWO_QUESTIONS = [
     (7500, 7700, "is"),
     (7700, 8000, "it?"),
 ]
-ANSWER = "It is noon. Anything else I can help you with today? I am happy to help."
 
 
 def fail_once(component: Any, method: str, on_call: int = 1) -> list[int]:

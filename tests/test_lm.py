@@ -19,18 +19,13 @@ import pytest
 from benchmarks.scenarios import PAUSED, QUESTIONS
 from models.end_of_turn import rule_state
 from models.lm import LlamaDuplexLM
-from models.weights import LM, WeightsMissing
+from tests.real_lm import SYSTEM, answer, real_lm
 
 TOLERANCE = 0.03
-SYSTEM = "You are a friendly voice assistant. Answer in one short sentence."
 
 
 def _lm() -> LlamaDuplexLM:
-    try:
-        path = LM.resolve()
-    except WeightsMissing as error:
-        pytest.skip(str(error))
-    return LlamaDuplexLM(path, system_prompt=SYSTEM, device="cpu", max_response_tokens=40)
+    return real_lm(max_response_tokens=40)
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> None:
@@ -65,27 +60,17 @@ def test_answer_is_decoded_in_small_budgets_and_ends() -> None:
     assert lm.cache.text().endswith(text + "<|im_end|>\n")
 
 
-def _answer(lm: LlamaDuplexLM, words: str) -> str:
-    lm.listen(words)
-    lm.begin_response()
-    text, done = "", False
-    while not done:
-        piece, done = lm.speak(4)
-        text += piece
-    return text
-
-
 def test_the_answer_to_a_spoken_sum_is_its_result() -> None:
     lm = _lm()
-    text = _answer(lm, "What is seven times eight?")
+    text = answer(lm, "What is seven times eight?")
     assert text == "7 times 8 is 56."
     assert lm.cache.text().endswith(text + "<|im_end|>\n")  # said, and in the history
     # a follow-up is worked out from its own words; a question without a sum is the LM's
-    assert _answer(lm, "And nine plus ten?") == "9 plus 10 is 19."
-    assert "Paris" in _answer(lm, "What is the capital of France?")
+    assert answer(lm, "And nine plus ten?") == "9 plus 10 is 19."
+    assert "Paris" in answer(lm, "What is the capital of France?")
     lm.calculator = False
     lm.reset()
-    assert not _answer(lm, "What is seven times eight?").startswith("7 times 8 is 56.")
+    assert not answer(lm, "What is seven times eight?").startswith("7 times 8 is 56.")
 
 
 def test_truncate_then_append_equals_fresh_prefill() -> None:

@@ -18,36 +18,18 @@ import pytest
 
 from benchmarks.scenarios import QUESTIONS
 from models.lm import LlamaDuplexLM
-from models.weights import LM, WeightsMissing
+from tests.real_lm import SYSTEM, answer, real_lm
 
-SYSTEM = "You are a friendly voice assistant. Answer in one short sentence."
 CONTEXT, HISTORY = 512, 200
 AGREEMENT = 0.95  # least correlation of the shifted cache's logits with a fresh read's
 
 
-def _lm(**kwargs: int) -> LlamaDuplexLM:
-    try:
-        path = LM.resolve()
-    except WeightsMissing as error:
-        pytest.skip(str(error))
-    return LlamaDuplexLM(
-        path,
-        system_prompt=SYSTEM,
-        device="cpu",
-        max_response_tokens=24,
-        context_tokens=kwargs.get("context", CONTEXT),
-        history_tokens=kwargs.get("history", HISTORY),
-    )
+def _lm(context: int = CONTEXT, history: int = HISTORY) -> LlamaDuplexLM:
+    return real_lm(max_response_tokens=24, context_tokens=context, history_tokens=history)
 
 
 def _turn(lm: LlamaDuplexLM, question: str) -> str:
-    lm.listen(question)
-    lm.begin_response()
-    answer, done = "", False
-    while not done:
-        piece, done = lm.speak(8)
-        answer += piece
-    return answer
+    return answer(lm, question, tokens_a_step=8)
 
 
 def _fresh(lm: LlamaDuplexLM) -> LlamaDuplexLM:
@@ -100,8 +82,8 @@ def test_after_a_shift_the_cache_reads_as_if_read_fresh() -> None:
     p_end = lm.p_end
     assert p_end is not None and p_end > 0.1
     lm.begin_response()
-    answer, _ = lm.speak(6)
-    assert "Paris" in answer
+    said, _ = lm.speak(6)
+    assert "Paris" in said
 
 
 def test_tentative_words_a_draft_and_truncation_work_across_shifts() -> None:

@@ -16,24 +16,11 @@ import pytest
 from benchmarks.scenarios import QUESTIONS
 from models.chatml import TURN_END, opening
 from models.lm import LlamaDuplexLM
-from models.weights import LM, WeightsMissing
-
-SYSTEM = "You are a friendly voice assistant. Answer in one short sentence."
+from tests.real_lm import real_lm
 
 
 def _lm(context: int = 4096, history: int | None = None) -> LlamaDuplexLM:
-    try:
-        path = LM.resolve()
-    except WeightsMissing as error:
-        pytest.skip(str(error))
-    return LlamaDuplexLM(
-        path,
-        system_prompt=SYSTEM,
-        device="cpu",
-        max_response_tokens=16,
-        context_tokens=context,
-        history_tokens=history,
-    )
+    return real_lm(max_response_tokens=16, context_tokens=context, history_tokens=history)
 
 
 def _contiguous(lm: LlamaDuplexLM) -> None:

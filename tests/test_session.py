@@ -48,10 +48,7 @@ from duplex.events import (
 )
 from duplex.ports import StateProbs
 from duplex.tdm import IllegalMove, Move, State, TurnPolicy, after
-from tests.fakes import Harness, ScriptedResponder, ToneSynth, user_audio
-
-QUESTION = [(0, 300, "what"), (300, 500, "time"), (500, 700, "is"), (700, 1000, "it?")]
-ANSWER = "It is noon. Anything else I can help you with today? I am happy to help."
+from tests.fakes import ANSWER, QUESTION, Harness, ScriptedResponder, ToneSynth, user_audio
 
 
 def test_end_of_turn_takes_the_turn_after_a_short_silence() -> None:

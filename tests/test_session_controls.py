@@ -27,10 +27,7 @@ from duplex.events import (
     TurnTaken,
 )
 from duplex.tdm import State, TurnPolicy
-from tests.fakes import Harness, ScriptedResponder
-
-QUESTION = [(0, 300, "what"), (300, 500, "time"), (500, 700, "is"), (700, 1000, "it?")]
-ANSWER = "It is noon. Anything else I can help you with today? I am happy to help."
+from tests.fakes import ANSWER, QUESTION, Harness, ScriptedResponder
 
 
 def test_a_deleted_item_leaves_the_lm_and_the_engines_history() -> None:
