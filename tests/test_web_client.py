@@ -27,6 +27,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 QUESTION = "Can you tell me a long story about a dragon and a princess?"
 BARGE_IN = "No, tell me about the moon instead."
 BARGE_IN_AFTER_S = 4.0  # after the question ends: the answer is playing by then
+LEAD_IN_S = 3.0  # silence before the question: the page connects meanwhile
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,9 @@ def microphone_wav(live: LiveServer, path: Path) -> Path:
 
     pcm = np.concatenate(
         [
-            silence(1.0),
+            # the fake microphone starts with getUserMedia; what it plays before the
+            # session's `ready` is not sent (the page sets up its audio, then connects)
+            silence(LEAD_IN_S),
             voice.synthesize(QUESTION),
             silence(BARGE_IN_AFTER_S),
             voice.synthesize(BARGE_IN),
