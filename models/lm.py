@@ -142,18 +142,17 @@ class LlamaDuplexLM:
         self.state_head = state_head
         self.speech_head = speech_head
         self.calculator = calculator
+        self._writing_call: Generator[None, None, None] | None = None  # `_call_steps`
         self.reset()
 
     def reset(self) -> None:
         """Start a new conversation: an empty cache with the system prompt (no reload)."""
-        if getattr(self, "_writing_call", None) is not None:
-            self._stop_writing_call()
+        self._stop_writing_call()
         self.cache.clear()
         self._open_role: str | None = None
         self._turn_start = 0  # where the open turn's contents begin
         self._answer: _Answer | None = None
         self._call: ToolCall | None = None
-        self._writing_call: Generator[None, None, None] | None = None  # `_call_steps`
         self._deferred: tuple[str, int, str] = ("", 0, "")  # its instructions, limit, item
         self._before_answer = self._mark()
         # where the cache was before `listen_tentatively`, until kept or retracted
@@ -365,21 +364,25 @@ class LlamaDuplexLM:
         if item:
             self.name_turn(item, "assistant")
 
-    def _stop_writing_call(self) -> bool:
-        """A call being written is dropped, its probe forgotten: whether there was one."""
-        if self._writing_call is None:
-            return False
-        self._writing_call.close()
-        self._writing_call = None
-        return True
+    def _stop_writing_call(self) -> None:
+        """A call being written is dropped, its probe forgotten."""
+        if self._writing_call is not None:
+            self._writing_call.close()
+            self._writing_call = None
+
+    def _answer_without_own_call(self) -> None:
+        """The LM's own call, if one is being written, is not the answer (a responder
+        writes it, or the user heard nothing of it): its turn opens as it was asked."""
+        if self._writing_call is not None:
+            self._stop_writing_call()
+            self._open_deferred()
 
     def tool_call(self) -> ToolCall | None:
         return self._call if self._answer is not None else None
 
     def write_call(self, call: ToolCall) -> None:
         """The answer is this call: it joins the cache as the assistant's turn, closed."""
-        if self._stop_writing_call():  # a responder's call: the LM's own is not written
-            self._open_deferred()
+        self._answer_without_own_call()  # a responder's call
         answer = self._answer
         if answer is None or answer.done:
             raise ValueError("no answer is open to write to")
@@ -492,8 +495,7 @@ class LlamaDuplexLM:
         Its tokens become the answer's pieces, so `truncate` cuts it where the
         user stopped hearing it and `speak` can carry on from it (a fallback).
         """
-        if self._stop_writing_call():  # the responder writes it, call or words
-            self._open_deferred()
+        self._answer_without_own_call()  # the responder writes it, call or words
         answer = self._answer
         if answer is None or answer.done:
             raise ValueError("no answer is open to write to")
@@ -539,8 +541,7 @@ class LlamaDuplexLM:
         `played_text` is a prefix (up to whitespace) of what `speak` returned;
         any heard text past the last whole kept token is appended again.
         """
-        if self._stop_writing_call():  # nothing of a call is heard: its turn is empty
-            self._open_deferred()
+        self._answer_without_own_call()  # nothing of a call is heard: its turn is empty
         answer = self._answer
         if answer is None:
             return
